@@ -1,0 +1,86 @@
+"""A sans-I/O game-networking dispatcher: envelopes, a channel registry, QoS tiers, request/response,
+schema validation and diagnostics, with loopback, simulated and TCP runtimes.
+
+    import dispatcher
+    reg = dispatcher.ChannelRegistry.load("registry.toml")
+    server, client = dispatcher.loopback(channel_registry=reg)
+    server.on("Intent.Stats.RequestSnapshot", lambda env: {"stats": {}})
+    client.request("Intent.Stats.RequestSnapshot", {"version": 3}).result(timeout=5)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .auth import make_secret, make_token
+from .bus import EventBus, Subscription
+from .core import Dispatcher
+from .envelope import Envelope, Flags, Meta, QoS
+from .errors import (
+    ConnectionClosed,
+    DispatcherError,
+    LocalProtocolError,
+    RegistryError,
+    RegistryWarning,
+    RemoteError,
+    RemoteProtocolError,
+    RequestTimeout,
+    UnknownNameError,
+    ValidationError,
+)
+from .promise import Promise
+from .registry import Channel, ChannelRegistry, Direction
+from .runtime.clock import MonotonicClock, VirtualClock
+from .runtime.loopback import LoopbackHub, loopback
+from .schema import SchemaRegistry
+from .stats import Stats
+from .transport import Transport
+
+__all__ = [
+    "Channel",
+    "ChannelRegistry",
+    "ConnectionClosed",
+    "Direction",
+    "Dispatcher",
+    "DispatcherError",
+    "Envelope",
+    "EventBus",
+    "Flags",
+    "LocalProtocolError",
+    "LoopbackHub",
+    "Meta",
+    "MonotonicClock",
+    "Promise",
+    "QoS",
+    "RegistryError",
+    "RegistryWarning",
+    "RemoteError",
+    "RemoteProtocolError",
+    "RequestTimeout",
+    "SchemaRegistry",
+    "Stats",
+    "Subscription",
+    "Transport",
+    "UnknownNameError",
+    "ValidationError",
+    "VirtualClock",
+    "init",
+    "loopback",
+    "make_secret",
+    "make_token",
+]
+
+__version__ = "0.1.0"
+
+
+def init(*, peer: str, channel_registry: ChannelRegistry, listen: tuple[str, int] | None = None,
+         connect: tuple[str, int] | None = None, **options: Any) -> Transport:
+    """Start a transport (seed: ``Networking.init``): ``peer="server"`` with ``listen=(host, port)``,
+    or ``peer="client"`` with ``connect=(host, port)``, ``player_id`` and ``token``."""
+    if peer not in ("server", "client"):
+        raise LocalProtocolError(f"peer must be 'server' or 'client', got {peer!r}")
+    if (peer == "server") != (listen is not None) or (peer == "client") != (connect is not None):
+        raise LocalProtocolError("a server takes listen=(host, port); a client takes connect=(host, port)")
+    raise LocalProtocolError(
+        "the TCP runtime is not built yet; use dispatcher.loopback(channel_registry=...) for an in-process pair"
+    )

@@ -1,0 +1,133 @@
+"""The public ``Transport`` object: the seed's API around a core and a runtime."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
+
+from .bus import EventBus, Subscription
+from .core import Dispatcher, Handler
+from .envelope import Envelope, QoS
+from .errors import LocalProtocolError
+from .helpers import EventHelpers, IntentHelpers
+from .promise import Promise
+from .registry import ChannelRegistry
+from .stats import Stats
+
+__all__ = ["Runtime", "Transport"]
+
+
+class Runtime(Protocol):
+    """What a runtime gives a transport: its clock, delivery of queued bytes, and blocking waits."""
+
+    def now(self) -> float: ...
+
+    def flush(self) -> None: ...
+
+    def wait(self, promise: Promise[Any], timeout: float | None) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class Transport:
+    """One peer's end of the dispatcher (``peer="server"`` or ``"client"``)."""
+
+    def __init__(self, core: Dispatcher, runtime: Runtime) -> None:
+        self.core = core
+        self.runtime = runtime
+        self._closed = False
+        self.intents = IntentHelpers(self)
+        self.events = EventHelpers(self)
+
+    # -- identity ---------------------------------------------------------------------------------
+
+    @property
+    def peer(self) -> str:
+        return self.core.role
+
+    @property
+    def registry(self) -> ChannelRegistry:
+        return self.core.registry
+
+    @property
+    def bus(self) -> EventBus:
+        """The local event bus every received envelope is published to as ``(name, payload, meta)``."""
+        return self.core.bus
+
+    @property
+    def player_id(self) -> int | None:
+        return self.core.player_id
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # -- the seed's API -------------------------------------------------------------------------
+
+    def intent(self, name: str, payload: Any = None, *, qos_override: str | int | QoS | None = None,
+               trace_id: str | None = None, require_subscriber: bool | None = None,
+               reliable: bool | None = None, replayable: bool | None = None) -> Envelope | None:
+        """Fire-and-forget an intent (client).  Returns the envelope, or None if release mode dropped it."""
+        self._check_open()
+        env = self.core.intent(name, payload, self.runtime.now(), qos_override=qos_override, trace_id=trace_id,
+                               require_subscriber=require_subscriber, reliable=reliable, replayable=replayable)
+        self.runtime.flush()
+        return env
+
+    def request(self, name: str, payload: Any = None, *, timeout: float | None = None,
+                retries: int | None = None, qos_override: str | int | QoS | None = None,
+                trace_id: str | None = None) -> Promise[Envelope]:
+        """Send a request (client); a Promise of the response envelope."""
+        self._check_open()
+        p = self.core.request(name, payload, self.runtime.now(), timeout=timeout, retries=retries,
+                              qos_override=qos_override, trace_id=trace_id, waiter=self.runtime.wait)
+        self.runtime.flush()
+        return p
+
+    def emit(self, name: str, payload: Any = None, *, to: int | Iterable[int] | None = None,
+             qos_override: str | int | QoS | None = None, trace_id: str | None = None,
+             player_id: int | None = None, reliable: bool | None = None,
+             replayable: bool | None = None) -> list[Envelope]:
+        """Send an event (server) to a player id, a list of them, or everyone (``to=None``)."""
+        self._check_open()
+        sent = self.core.emit(name, payload, self.runtime.now(), to=to, qos_override=qos_override,
+                              trace_id=trace_id, player_id=player_id, reliable=reliable, replayable=replayable)
+        self.runtime.flush()
+        return sent
+
+    def on(self, name: str, handler: Handler) -> Subscription:
+        """Subscribe ``handler(envelope)`` to ``name``; returns a callable handle that unsubscribes."""
+        return self.core.on(name, handler)
+
+    def disconnect(self, handle: Subscription | Callable[[], None]) -> None:
+        """Unsubscribe (seed: ``transport.disconnect(handle)``); the same as calling the handle."""
+        handle()
+
+    def stats(self) -> Stats:
+        return self.core.stats
+
+    def set_logger(self, logger: Callable[[Envelope, str], Any] | None) -> None:
+        """``logger(envelope, direction)`` for every envelope sent ("out") and accepted ("in")."""
+        self.core.logger = logger
+
+    def close(self) -> None:
+        """Close the connection(s); pending requests reject with ``ConnectionClosed``.  Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self.core.close(self.runtime.now())
+        self.runtime.flush()
+        self.runtime.close()
+
+    def __enter__(self) -> Transport:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise LocalProtocolError(f"this {self.peer} transport is closed")
+
+    def __repr__(self) -> str:
+        return f"<Transport {self.peer} player={self.player_id} {'closed' if self._closed else 'open'}>"

@@ -1,0 +1,1 @@
+"""Latency reports: results.json -> tables -> PNG -> HTML."""

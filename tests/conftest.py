@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+import copy
+import warnings
+from typing import Any
+
+import pytest
+
+import dispatcher
+from dispatcher import ChannelRegistry, LoopbackHub, SchemaRegistry, VirtualClock
+from dispatcher import schema as s
+
+#: The channel registry example of the seed (000_*.txt), verbatim in Python form.
+SEED_REGISTRY: dict[str, Any] = {
+    "Stats": {
+        "remote": "StatsChannel",
+        "qos": "LOW",
+        "direction": "bidirectional",
+        "intents": ["Intent.Stats.RequestSnapshot"],
+        "events": ["Event.Stats.Updated"],
+    },
+    "Attributes": {
+        "remote": "AttributesChannel",
+        "qos": "CRITICAL",
+        "direction": "bidirectional",
+        "intents": ["Intent.Attributes.RequestSnapshot", "Intent.Attributes.SpendPoints"],
+        "events": ["Event.Attributes.Updated"],
+    },
+}
+
+#: The seed's registry plus the channels the game adds (Skills, Cooldowns, EntityInfo).
+GAME_REGISTRY: dict[str, Any] = {
+    **copy.deepcopy(SEED_REGISTRY),
+    "Stats": {**SEED_REGISTRY["Stats"], "qos": "BACKGROUND"},
+    "Skills": {
+        "remote": "SkillsChannel",
+        "qos": "CRITICAL",
+        "direction": "bidirectional",
+        "intents": ["Intent.Skills.Use"],
+        "events": ["Event.Skills.Execution"],
+        "reliable": True,
+    },
+    "Cooldowns": {
+        "remote": "CooldownsChannel",
+        "qos": "HIGH",
+        "direction": "server_to_client",
+        "events": ["Event.Cooldowns.Updated"],
+    },
+    "EntityInfo": {
+        "remote": "EntityInfoChannel",
+        "qos": "NORMAL",
+        "direction": "server_to_client",
+        "events": ["Event.EntityInfo.Delta"],
+        "coalesce": ["Event.EntityInfo.Delta"],
+    },
+}
+
+GAME_SCHEMAS = SchemaRegistry({
+    "Intent.Skills.Use": s.table(skillId=s.string(min_len=1, max_len=64), target=s.optional(s.integer(min=0))),
+    "Intent.Attributes.SpendPoints": s.table(attribute=s.string(choices=["str", "dex", "int"]),
+                                             points=s.integer(min=1, max=100)),
+    "Intent.Stats.RequestSnapshot": s.table(version=s.integer(min=0)),
+    "Event.Attributes.Updated": s.map_of(s.string(), s.integer()),
+})
+
+
+@pytest.fixture
+def registry() -> ChannelRegistry:
+    return ChannelRegistry.from_dict(GAME_REGISTRY)
+
+
+@pytest.fixture
+def seed_registry() -> ChannelRegistry:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dispatcher.RegistryWarning)
+        return ChannelRegistry.from_dict(SEED_REGISTRY)
+
+
+@pytest.fixture
+def clock() -> VirtualClock:
+    return VirtualClock(100.0)
+
+
+@pytest.fixture
+def hub(registry: ChannelRegistry, clock: VirtualClock) -> LoopbackHub:
+    return LoopbackHub(registry, clock=clock, schemas=GAME_SCHEMAS)
