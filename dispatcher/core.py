@@ -16,7 +16,7 @@ import logging
 import random
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from .auth import verify_token
@@ -32,8 +32,9 @@ from .errors import (
     ValidationError,
 )
 from .promise import Promise, Waiter
-from .qos import Outbound
+from .qos import Scheduler, SchedulerConfig
 from .registry import Channel, ChannelRegistry, Kind
+from .replay import ReplayBuffer
 from .schema import SchemaRegistry
 from .sequence import DUPLICATE, IN_ORDER, LATE, ReceiveWindow
 from .stats import NullStats, Stats
@@ -79,6 +80,7 @@ class NameInfo:
     channel: Channel
     chan: int
     kind: Kind
+    coalesce: bool  # the registry lists it under its channel's ``coalesce``
 
 
 class PendingRequest:
@@ -112,16 +114,18 @@ class Session:
         "seq",
         "session_id",
         "state",
+        "tick_timer",
         "windows",
     )
 
-    def __init__(self, key: Hashable, n_channels: int, decoder: FrameDecoder) -> None:
+    def __init__(self, key: Hashable, n_channels: int, decoder: FrameDecoder, out: Scheduler) -> None:
         self.key = key
         self.state = HANDSHAKE
         self.player_id: int | None = None
         self.session_id: str | None = None
         self.decoder = decoder
-        self.out = Outbound()
+        self.out = out
+        self.tick_timer: list[Any] | None = None
         self.seq = [0] * n_channels
         self.windows = [ReceiveWindow() for _ in range(n_channels)]
         self.pending: dict[tuple[int, int], PendingRequest] = {}
@@ -165,6 +169,8 @@ class Dispatcher:
         retry_backoff: float = 0.1,
         retry_backoff_max: float = 2.0,
         dedup_window: int = 1024,
+        scheduler: SchedulerConfig | str | Mapping[str, Any] | None = None,
+        replay: bool | dict[str, Any] | None = None,
     ) -> None:
         if role not in ("server", "client"):
             raise LocalProtocolError(f"peer must be 'server' or 'client', got {role!r}")
@@ -194,6 +200,11 @@ class Dispatcher:
         self.retry_backoff_max = retry_backoff_max
         self.dedup_window = dedup_window
         self.rng = random.Random(seed)
+        try:
+            self.scheduler = SchedulerConfig.from_options(scheduler)
+            self.replay_buffer = ReplayBuffer.from_options(registry.hash, replay)
+        except ValueError as e:
+            raise LocalProtocolError(str(e)) from None
         self.bus = EventBus()
         self.handlers: HandlerTable[Handler] = HandlerTable()
         self.logger: Logger | None = None
@@ -214,7 +225,7 @@ class Dispatcher:
                 raise RegistryError(f"qos_overrides[{ch_name!r}]: {e}") from None
         self._info: dict[str, NameInfo] = {
             n: NameInfo(n, registry.wire_id(n), registry.channel_of(n), chan_index[registry.channel_of(n).name],
-                        registry.kind(n))
+                        registry.kind(n), n in registry.channel_of(n).coalesce)
             for n in registry.names
         }
         self._sessions: dict[Hashable, Session] = {}
@@ -233,7 +244,8 @@ class Dispatcher:
         self.now = now
         if peer in self._sessions and not self._sessions[peer].closed:
             raise LocalProtocolError(f"a session for {peer!r} is already open")
-        s = Session(peer, len(self._channel_qos), FrameDecoder(self.registry.names, self.max_frame_size))
+        s = Session(peer, len(self._channel_qos), FrameDecoder(self.registry.names, self.max_frame_size),
+                    Scheduler(self.scheduler, self.stats))
         self._sessions[peer] = s
         if self.role == "client":
             hello = Hello(PROTOCOL_VERSION, self.registry.hash, self.player_id, self.token, now)
@@ -272,6 +284,7 @@ class Dispatcher:
         s.close_code, s.close_message = code, message
         if s.player_id is not None and self._players.get(s.player_id) is s:
             del self._players[s.player_id]
+        self._cancel(s.tick_timer)
         pending, s.pending = s.pending, {}
         for p in pending.values():
             self._cancel(p.timer)
@@ -336,7 +349,16 @@ class Dispatcher:
         data = s.out.pull(now)
         if data:
             self.stats.count("bytes_out", len(data))
+        wake = s.out.next_wakeup()
+        if wake is not None and (s.tick_timer is None or s.tick_timer[2] is None or s.tick_timer[0] > wake):
+            self._cancel(s.tick_timer)
+            s.tick_timer = self._schedule(wake, self._on_tick, s)
         return data
+
+    def _on_tick(self, s: Session, now: float) -> None:
+        s.tick_timer = None
+        if not s.closed:
+            self._dirty[s.key] = None  # the runtime pulls its next tick's worth
 
     def take_dirty(self) -> list[Hashable]:
         """Peers that have bytes queued since the last call (the runtime should flush them)."""
@@ -373,8 +395,8 @@ class Dispatcher:
         if entry is not None:
             entry[2] = None
 
-    def _push(self, s: Session, frame: bytes, qos: int) -> None:
-        s.out.push(frame, qos)
+    def _push(self, s: Session, frame: bytes, qos: int, name: str | None = None, key: Hashable = None) -> None:
+        s.out.push(frame, qos, self.now, name, key)
         self._dirty[s.key] = None
 
     # ------------------------------------------------------------------------------------------
@@ -395,8 +417,12 @@ class Dispatcher:
 
     def intent(self, name: str, payload: Any, now: float, *, qos_override: str | int | QoS | None = None,
                trace_id: str | None = None, require_subscriber: bool | None = None,
-               reliable: bool | None = None, replayable: bool | None = None) -> Envelope | None:
-        """Fire-and-forget.  Returns the envelope sent (None when release mode dropped an invalid one)."""
+               reliable: bool | None = None, replayable: bool | None = None,
+               coalesce_key: Hashable = None) -> Envelope | None:
+        """Fire-and-forget.  Returns the envelope sent (None when release mode dropped an invalid one).
+
+        ``coalesce_key``: while the link is saturated, a queued envelope of the same name and key is
+        replaced by this one (names the registry lists under ``coalesce`` coalesce by name alone)."""
         self.now = now
         info = self._outgoing(name, "intent")
         s = self._client_session()
@@ -408,7 +434,7 @@ class Dispatcher:
         flags = Flags(replayable, reliable) if reliable is not None or replayable is not None else _NO_FLAGS
         s.seq[info.chan] += 1
         env = Envelope(name, payload, Meta(s.seq[info.chan], qos, now, None, None, trace_id, flags))
-        self._send(s, info, env, encode_envelope(env, info.wire_id, bits))
+        self._send(s, info, env, encode_envelope(env, info.wire_id, bits), coalesce_key)
         return env
 
     def request(self, name: str, payload: Any, now: float, *, timeout: float | None = None,
@@ -444,7 +470,7 @@ class Dispatcher:
     def emit(self, name: str, payload: Any, now: float, *, to: int | Iterable[int] | None = None,
              qos_override: str | int | QoS | None = None, trace_id: str | None = None,
              player_id: int | None = None, reliable: bool | None = None,
-             replayable: bool | None = None) -> list[Envelope]:
+             replayable: bool | None = None, coalesce_key: Hashable = None) -> list[Envelope]:
         """Server: send an event to one player, a list of players, or (``to=None``) every player.
 
         ``player_id`` is the origin player stamped in the meta (e.g. the caster of a skill).  Returns the
@@ -472,9 +498,35 @@ class Dispatcher:
         for s in targets:
             s.seq[info.chan] += 1
             env = Envelope(name, payload, Meta(s.seq[info.chan], qos, now, None, player_id, trace_id, flags))
-            self._send(s, info, env, encode_envelope(env, info.wire_id, 0, body))
+            self._send(s, info, env, encode_envelope(env, info.wire_id, 0, body), coalesce_key)
             sent.append(env)
         return sent
+
+    def replay(self, channel: str | None, now: float, *, since: float | None = None) -> int:
+        """Re-inject the buffered incoming envelopes of ``channel`` (None: all) received at or after
+        ``since`` into the local handlers and bus, oldest first, marked ``meta.replayed``.  A replayed request
+        runs its handlers; their answer goes nowhere.  Returns how many were replayed."""
+        self.now = now
+        if self.replay_buffer is None:
+            raise LocalProtocolError("replay is off for this transport; init it with replay={'enabled': True}")
+        if channel is not None and channel not in self.registry.channels:
+            raise LocalProtocolError(
+                f"no channel {channel!r} in the registry; channels: {', '.join(self.registry.channels)}")
+        n = 0
+        for entry in self.replay_buffer.entries(channel, since=since, direction="in"):
+            env = entry.envelope
+            if env.meta.is_response:
+                continue
+            env = replace(env, meta=replace(env.meta, replayed=True))
+            self.bus.emit(env.name, env.payload, env.meta)
+            for h in self.handlers.get(env.name):
+                try:
+                    h(env)
+                except Exception as e:
+                    self.stats[env.name].handler_errors += 1
+                    log.exception("handler for %s raised on replay: %s", env.name, e)
+            n += 1
+        return n
 
     def close(self, now: float) -> None:
         """Close every session (a CLOSE frame is queued for each; flush, then drop the sockets)."""
@@ -543,8 +595,11 @@ class Dispatcher:
                 return declared
         return qos
 
-    def _send(self, s: Session, info: NameInfo, env: Envelope, frame: bytes) -> None:
-        self._push(s, frame, env.meta.qos)
+    def _send(self, s: Session, info: NameInfo, env: Envelope, frame: bytes, coalesce_key: Hashable = None) -> None:
+        key = (info.name, coalesce_key) if coalesce_key is not None or info.coalesce else None
+        self._push(s, frame, env.meta.qos, info.name, key)
+        if self.replay_buffer is not None:
+            self.replay_buffer.push(env, "out", self.now)
         st = self.stats[info.name]
         st.sent += 1
         st.bytes_out += len(frame)
@@ -613,6 +668,10 @@ class Dispatcher:
             if bits & Bits.REQUEST:
                 self._nack(s, info, meta.seq, "invalid_payload", f"{name}: {reason}")
             return
+        if self.role == "client":  # one-way latency on the server's clock
+            self.stats.record_latency(name, meta.qos, now + self.clock_offset - meta.ts_sent)
+        if self.replay_buffer is not None:
+            self.replay_buffer.push(env, "in", now)
         self.bus.emit(name, env.payload, meta)
         if self.logger is not None:
             self._log(env, "in")
@@ -701,12 +760,15 @@ class Dispatcher:
             st.late_responses += 1
             return
         self._cancel(pend.timer)
+        self.stats.record_latency(info.name, pend.env.meta.qos, now - pend.first_sent)
         reason = self.schemas.validate(info.name, env.payload, response=True)
         if reason is not None:
             st.validation_errors += 1
             st.failures += 1
             pend.promise.reject(ValidationError(info.name + " response", reason))
             return
+        if self.replay_buffer is not None:
+            self.replay_buffer.push(env, "in", now)
         self.bus.emit(info.name, env.payload, env.meta)
         if self.logger is not None:
             self._log(env, "in")

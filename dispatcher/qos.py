@@ -1,36 +1,359 @@
-"""Outbound queueing per peer.  (Issue 2: strict priority by tier, no budget; the scheduler comes next.)"""
+"""The per-peer outbound scheduler (roadmap: "QoS Enforcement").
+
+Roblox throttles each player's traffic, so under floods the order in which the dispatcher drains its
+outbound queues decides who waits.  One ``Scheduler`` per connection:
+
+* **Budget.**  A token bucket of bytes (``budget`` per second) and of messages (``max_rate`` per second),
+  refilled continuously and capped at one tick's worth.  The scheduler is work-conserving: a frame goes out
+  at once while tokens last; otherwise it waits for the next tick (``tick_hz``, default 60).
+* **CRITICAL** is strict priority and never dropped.  It may overdraw the bucket by one frame, which the
+  next tick repays, so a CRITICAL frame waits at most one tick while CRITICAL traffic alone fits the budget.
+* **HIGH / NORMAL / BACKGROUND** share what is left by deficit round robin with weights (default 8/4/1),
+  so no tier starves and each gets bytes in proportion to its weight when all are backlogged.
+* **Chunking.**  A frame larger than ``chunk_size`` is sent as CHUNK frames of at most ``chunk_size``
+  bytes, reassembled by the receiver, so a 64 kB snapshot never holds the link: CRITICAL frames interleave
+  between its chunks (as GameNetworkingSockets lanes do).  A message whose first chunk is out is committed.
+* **Overload.**  A frame with a coalesce key replaces the queued, uncommitted frame with the same key
+  (most-recent-state); NORMAL and BACKGROUND queues are bounded in frames (``queue_limits``) and bytes
+  (``queue_bytes``) and drop their oldest uncommitted frames to make room.
+  Every drop and coalesce is counted by tier, name and reason.
+* **fifo** (``scheduler="fifo"``): the pre-migration behaviour kept for comparison — one FIFO queue, no
+  priorities, no coalescing, no chunking, no bounds; the same budget.
+"""
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
 
 from .envelope import QoS
+from .wire import CHUNK_OVERHEAD, encode_chunk
 
-__all__ = ["Outbound"]
+__all__ = ["Scheduler", "SchedulerConfig", "Sink"]
+
+CRITICAL, HIGH, NORMAL, BACKGROUND = 0, 1, 2, 3
+_MIN_CHUNK = 64
 
 
-class Outbound:
-    """Frames waiting for the wire, one FIFO per tier, drained most urgent first."""
+@dataclass(frozen=True, slots=True)
+class SchedulerConfig:
+    """Outbound scheduling, per connection.  ``budget=None`` means an unlimited link."""
 
-    __slots__ = ("_queues", "pending")
+    mode: Literal["priority", "fifo"] = "priority"
+    tick_hz: float = 60.0
+    budget: float | None = 50_000.0  # bytes per second
+    max_rate: float | None = None  # messages per second
+    weights: tuple[int, int, int] = (8, 4, 1)  # HIGH, NORMAL, BACKGROUND
+    chunk_size: int = 1024
+    queue_limits: Mapping[int, int] = field(default_factory=lambda: {NORMAL: 1024, BACKGROUND: 256})
+    queue_bytes: Mapping[int, int] = field(default_factory=lambda: {NORMAL: 128_000, BACKGROUND: 64_000})
 
-    def __init__(self) -> None:
-        self._queues: tuple[deque[bytes], ...] = tuple(deque() for _ in QoS)
+    @classmethod
+    def from_options(cls, value: SchedulerConfig | str | Mapping[str, object] | None) -> SchedulerConfig:
+        """From ``"priority"``/``"fifo"``, a dict of fields (tiers in ``queue_limits`` by name) or a config."""
+        if value is None:
+            return cls()
+        if isinstance(value, SchedulerConfig):
+            return value
+        if isinstance(value, str):
+            value = {"mode": value}
+        opts = dict(value)
+        allowed = cls.__dataclass_fields__
+        unknown = sorted(set(opts) - set(allowed))
+        if unknown:
+            raise ValueError(f"unknown scheduler option(s) {', '.join(unknown)}; allowed: {', '.join(allowed)}")
+        for bound in ("queue_limits", "queue_bytes"):
+            if bound in opts:
+                limits = opts[bound]
+                if not isinstance(limits, Mapping):
+                    raise ValueError(f"{bound} maps tiers to limits, got {limits!r}")
+                opts[bound] = {int(QoS.parse(k)): int(v) for k, v in limits.items()}  # type: ignore[call-overload]
+        if "weights" in opts:
+            opts["weights"] = tuple(opts["weights"])  # type: ignore[arg-type]
+        cfg = cls(**opts)  # type: ignore[arg-type]
+        cfg.check()
+        return cfg
+
+    def check(self) -> None:
+        if self.mode not in ("priority", "fifo"):
+            raise ValueError(f"scheduler mode is 'priority' or 'fifo', got {self.mode!r}")
+        if self.tick_hz <= 0:
+            raise ValueError(f"tick_hz must be > 0, got {self.tick_hz}")
+        if self.budget is not None and self.budget <= 0:
+            raise ValueError(f"budget must be > 0 bytes/s or None (unlimited), got {self.budget}")
+        if self.max_rate is not None and self.max_rate <= 0:
+            raise ValueError(f"max_rate must be > 0 messages/s or None, got {self.max_rate}")
+        if len(self.weights) != 3 or min(self.weights) < 1:
+            raise ValueError(f"weights are three integers >= 1 (HIGH, NORMAL, BACKGROUND), got {self.weights}")
+        if self.chunk_size < 64:
+            raise ValueError(f"chunk_size must be >= 64 bytes, got {self.chunk_size}")
+
+
+class Sink(Protocol):
+    """Where a scheduler reports what happens to frames (``stats.Stats`` implements it)."""
+
+    def sent(self, tier: int, nbytes: int, sojourn: float | None) -> None:
+        """``nbytes`` of ``tier`` went on the wire; ``sojourn`` when that finished a frame (None: a chunk)."""
+
+    def dropped(self, tier: int, name: str | None, reason: str) -> None: ...
+
+    def coalesced(self, tier: int, name: str | None) -> None: ...
+
+    def depth(self, tier: int, dmsgs: int, dbytes: int) -> None: ...
+
+    def saturation(self, tier: int, saturated: bool, run: int) -> None: ...
+
+
+class _Item:
+    __slots__ = ("committed", "frame", "key", "msg_id", "name", "offset", "t_enq", "tier")
+
+    def __init__(self, frame: bytes, tier: int, name: str | None, key: Hashable | None, now: float) -> None:
+        self.frame = frame
+        self.tier = tier
+        self.name = name
+        self.key = key
+        self.t_enq = now
+        self.offset = 0
+        self.msg_id = 0
+        self.committed = False
+
+
+class Scheduler:
+    """Outbound frames of one connection; ``pull(now)`` returns what may go on the wire now."""
+
+    __slots__ = (
+        "_bytes",
+        "_cfg",
+        "_coalesce",
+        "_count",
+        "_qbytes",
+        "_deficit",
+        "_msg_ids",
+        "_msgs",
+        "_queues",
+        "_rr",
+        "_runs",
+        "_sink",
+        "_small",
+        "_t",
+        "_tick",
+        "_wake",
+        "pending",
+    )
+
+    def __init__(self, config: SchedulerConfig, sink: Sink) -> None:
+        self._cfg = config
+        self._sink = sink
+        self._queues: tuple[deque[_Item], ...] = tuple(deque() for _ in range(4 if config.mode == "priority" else 1))
+        self._deficit = [0, 0, 0]
+        self._rr = 0
+        self._coalesce: dict[Hashable, _Item] = {}
+        self._tick = 1.0 / config.tick_hz
+        self._bytes = (config.budget or 0.0) * self._tick  # tokens, full at start
+        self._msgs = (config.max_rate or 0.0) * self._tick
+        self._t: float | None = None
+        self._wake: float | None = None
+        self._msg_ids = 0
+        self._runs = [0, 0, 0, 0]
+        self._count = [0, 0, 0, 0]  # frames queued per tier
+        self._qbytes = [0, 0, 0, 0]  # bytes queued per tier
+        # A frame up to this size goes whole (when it fits the tokens); a larger one is cut into chunks.
+        tick_budget = (config.budget or float("inf")) * self._tick
+        self._small = int(min(config.chunk_size, tick_budget))
         self.pending = 0
 
-    def push(self, frame: bytes, qos: int) -> None:
-        self._queues[qos].append(frame)
+    @property
+    def config(self) -> SchedulerConfig:
+        return self._cfg
+
+    def queued(self, tier: int) -> int:
+        """Frames of ``tier`` waiting."""
+        return self._count[tier]
+
+    # -- in --------------------------------------------------------------------------------------
+
+    def push(self, frame: bytes, tier: int, now: float, name: str | None = None, key: Hashable | None = None) -> None:
+        """Queue ``frame``.  ``key`` (not for CRITICAL) coalesces with a queued frame of the same key."""
+        cfg = self._cfg
+        if cfg.mode == "fifo":
+            q = self._queues[0]
+            key = None
+        else:
+            q = self._queues[tier]
+            if key is not None and tier != CRITICAL:
+                old = self._coalesce.get(key)
+                if old is not None and not old.committed:
+                    self._qbytes[tier] += len(frame) - len(old.frame)
+                    self._sink.depth(tier, 0, len(frame) - len(old.frame))
+                    old.frame, old.name = frame, name
+                    self._sink.coalesced(tier, name)
+                    return
+            limit = cfg.queue_limits.get(tier)
+            if limit is not None and len(q) >= limit:
+                self._drop_oldest(q, tier)
+            byte_limit = cfg.queue_bytes.get(tier)
+            if byte_limit is not None:
+                while q and self._qbytes[tier] + len(frame) > byte_limit and self._drop_oldest(q, tier):
+                    pass
+        it = _Item(frame, tier, name, key, now)
+        q.append(it)
+        if key is not None:
+            self._coalesce[key] = it
         self.pending += 1
+        self._count[tier] += 1
+        self._qbytes[tier] += len(frame)
+        self._sink.depth(tier, 1, len(frame))
+
+    def _drop_oldest(self, q: deque[_Item], tier: int) -> bool:
+        for i, it in enumerate(q):
+            if not it.committed:
+                del q[i]
+                self._forget(it)
+                self.pending -= 1
+                self._count[tier] -= 1
+                self._qbytes[tier] -= len(it.frame)
+                self._sink.depth(tier, -1, -len(it.frame))
+                self._sink.dropped(tier, it.name, "queue_full")
+                return True
+        return False
+
+    def _forget(self, it: _Item) -> None:
+        if it.key is not None and self._coalesce.get(it.key) is it:
+            del self._coalesce[it.key]
+
+    # -- out -------------------------------------------------------------------------------------
+
+    def next_wakeup(self) -> float | None:
+        """When the next tick is due (only while frames wait for budget)."""
+        return self._wake if self.pending else None
 
     def pull(self, now: float) -> bytes:
         if not self.pending:
+            self._wake = None
+            self._refill(now)
             return b""
+        ticked = self._wake is not None and now >= self._wake - 1e-9
+        self._refill(now)
         out: list[bytes] = []
-        for q in self._queues:
-            out.extend(q)
-            q.clear()
-        self.pending = 0
+        if self._cfg.mode == "fifo":
+            self._drain_fifo(out, now)
+        else:
+            self._drain_priority(out, now)
+        if ticked:
+            self._account_tick()
+        if not self.pending:
+            self._wake = None
+        elif ticked or self._wake is None:
+            # Frames wait: the next tick is one period after this one (or after now, when a backlog starts).
+            nxt = (self._wake if ticked and self._wake is not None else now) + self._tick
+            while nxt <= now:
+                nxt += self._tick
+            self._wake = nxt
         return b"".join(out)
 
-    def next_wakeup(self) -> float | None:
-        return None
+    def _refill(self, now: float) -> None:
+        cfg = self._cfg
+        if self._t is not None and now > self._t:
+            dt = now - self._t
+            if cfg.budget is not None:
+                # Up to one tick's worth plus one whole small frame: tokens a frame could not use at the
+                # end of a tick carry over instead of being lost.
+                self._bytes = min(cfg.budget * self._tick + self._small, self._bytes + cfg.budget * dt)
+            if cfg.max_rate is not None:
+                self._msgs = min(max(1.0, cfg.max_rate * self._tick), self._msgs + cfg.max_rate * dt)
+        self._t = now if self._t is None else max(self._t, now)
+
+    def _can_send(self) -> bool:
+        cfg = self._cfg
+        return (cfg.budget is None or self._bytes > 0) and (cfg.max_rate is None or self._msgs > 0)
+
+    def _spend(self, nbytes: int, whole: bool) -> None:
+        self._bytes -= nbytes
+        if whole:
+            self._msgs -= 1
+
+    def _drain_fifo(self, out: list[bytes], now: float) -> None:
+        q = self._queues[0]
+        while q and self._can_send():
+            it = q.popleft()
+            self._finish(it, it.frame, out, now)
+
+    def _drain_priority(self, out: list[bytes], now: float) -> None:
+        crit = self._queues[CRITICAL]
+        while crit and self._can_send():
+            it = crit.popleft()
+            self._finish(it, it.frame, out, now)
+        if crit:
+            return
+        weights = self._cfg.weights
+        quantum = self._cfg.chunk_size
+        lower = self._queues[1:]
+        while self._can_send() and (lower[0] or lower[1] or lower[2]):
+            i = self._rr
+            q = lower[i]
+            if not q:
+                self._deficit[i] = 0
+                self._rr = (i + 1) % 3
+                continue
+            if self._deficit[i] <= 0:
+                self._deficit[i] += weights[i] * quantum
+            while q and self._deficit[i] > 0 and self._can_send():
+                n = self._send_unit(q, out, now)
+                if not n:
+                    return  # the head frame waits for the next tick's tokens
+                self._deficit[i] -= n
+            if self._deficit[i] <= 0 or not q:
+                self._rr = (i + 1) % 3
+
+    def _send_unit(self, q: deque[_Item], out: list[bytes], now: float) -> int:
+        """Send the head frame of ``q``, or its next chunk: the bytes put on the wire (0: wait a tick).
+
+        Lower tiers never overdraw the bucket by more than a minimum chunk, so the next tick always has
+        tokens for CRITICAL.  A frame that fits a tick's budget and ``chunk_size`` goes whole when the
+        tokens allow; a larger one goes in chunks sized to the tokens left.
+        """
+        it = q[0]
+        frame = it.frame
+        limited = self._cfg.budget is not None
+        if it.offset == 0 and (len(frame) <= self._small or not limited):
+            if limited and len(frame) > self._bytes:
+                return 0
+            q.popleft()
+            return self._finish(it, frame, out, now)
+        if not it.committed:
+            it.committed = True
+            self._forget(it)
+            self._msg_ids += 1
+            it.msg_id = self._msg_ids
+        room = max(_MIN_CHUNK, min(self._small, int(self._bytes)) - CHUNK_OVERHEAD)
+        end = min(len(frame), it.offset + room)
+        last = end == len(frame)
+        chunk = encode_chunk(it.msg_id, it.offset, last, frame[it.offset:end])
+        it.offset = end
+        if last:
+            q.popleft()
+            return self._finish(it, chunk, out, now, len(frame))
+        self._spend(len(chunk), whole=False)
+        self._sink.sent(it.tier, len(chunk), None)
+        out.append(chunk)
+        return len(chunk)
+
+    def _finish(self, it: _Item, data: bytes, out: list[bytes], now: float, frame_len: int = 0) -> int:
+        out.append(data)
+        self._spend(len(data), whole=True)
+        self._forget(it)
+        self.pending -= 1
+        self._count[it.tier] -= 1
+        self._qbytes[it.tier] -= frame_len or len(data)
+        self._sink.depth(it.tier, -1, -(frame_len or len(data)))
+        self._sink.sent(it.tier, len(data), now - it.t_enq)
+        return len(data)
+
+    def _account_tick(self) -> None:
+        """A tick ended: a tier with frames still waiting was saturated during it."""
+        for tier in range(4):
+            waiting = self._count[tier] > 0
+            self._runs[tier] = self._runs[tier] + 1 if waiting else 0
+            self._sink.saturation(tier, waiting, self._runs[tier])

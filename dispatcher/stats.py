@@ -1,11 +1,23 @@
-"""Diagnostics: counters per envelope name and per connection (seed: ``transport.stats()``)."""
+"""Diagnostics (roadmap: "Diagnostics Layer"): counters per envelope name and per QoS tier, latency
+histograms, queue depth, sojourn and saturation.  ``transport.stats()`` returns the transport's ``Stats``.
+
+* Per name: sent, received, bytes, retries, timeouts, failures, validation errors, sequence regressions
+  and gaps, drops by reason, coalesced, qos deviations; latency histograms per tier (requests: round
+  trip; events: one-way from ``ts_sent`` on the server's clock).
+* Per tier: frames and bytes queued now and at most, sojourn (enqueue -> on the wire) histogram, sent,
+  drops by reason, coalesced, saturated ticks (a tick that ended with the tier's frames still waiting)
+  and the longest run of them (as Unreal's ``FNetConnectionSaturationAnalytics`` counts).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["NAME_COUNTERS", "PEER_COUNTERS", "NameStats", "NullStats", "Stats"]
+from .envelope import QoS
+from .histogram import Histogram, merged
+
+__all__ = ["NAME_COUNTERS", "PEER_COUNTERS", "NameStats", "NullStats", "Stats", "TierStats"]
 
 #: Counters kept per envelope name.
 NAME_COUNTERS = (
@@ -38,11 +50,14 @@ PEER_COUNTERS = (
     "malformed_frames",
     "oversized_frames",
     "spoofed_player_id",
+    "rate_limited",
     "frames_in",
     "frames_out",
     "bytes_in",
     "bytes_out",
 )
+
+_TIERS = tuple(QoS)
 
 
 class NameStats:
@@ -78,13 +93,52 @@ class NameStats:
         return d
 
 
+class TierStats:
+    """Scheduling figures of one QoS tier, summed over the transport's connections."""
+
+    __slots__ = ("bytes_out", "coalesced", "dropped", "drops", "longest_saturated_run", "max_queued_bytes",
+                 "max_queued_msgs", "queued_bytes", "queued_msgs", "saturated_ticks", "sent", "sojourn", "ticks")
+
+    def __init__(self) -> None:
+        self.queued_msgs = 0
+        self.queued_bytes = 0
+        self.max_queued_msgs = 0
+        self.max_queued_bytes = 0
+        self.sent = 0
+        self.bytes_out = 0
+        self.dropped = 0
+        self.drops: dict[str, int] = {}
+        self.coalesced = 0
+        self.ticks = 0
+        self.saturated_ticks = 0
+        self.longest_saturated_run = 0
+        self.sojourn = Histogram()
+
+    @property
+    def saturation(self) -> float:
+        """Fraction of ticks that ended with this tier's frames still waiting."""
+        return self.saturated_ticks / self.ticks if self.ticks else 0.0
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "queued_msgs": self.queued_msgs, "queued_bytes": self.queued_bytes,
+            "max_queued_msgs": self.max_queued_msgs, "max_queued_bytes": self.max_queued_bytes,
+            "sent": self.sent, "bytes_out": self.bytes_out, "dropped": self.dropped, "drops": dict(self.drops),
+            "coalesced": self.coalesced, "ticks": self.ticks, "saturated_ticks": self.saturated_ticks,
+            "saturation": round(self.saturation, 6), "longest_saturated_run": self.longest_saturated_run,
+            "sojourn_us": self.sojourn.to_dict(),
+        }
+
+
 class Stats:
-    """Aggregated counters of one transport.  ``snapshot()`` is JSON-able; ``dump()`` is a table."""
+    """Aggregated diagnostics of one transport.  ``snapshot()`` is JSON-able; ``dump()`` is a table."""
 
     enabled = True
 
     def __init__(self) -> None:
         self.names: dict[str, NameStats] = {}
+        self.tiers: tuple[TierStats, ...] = tuple(TierStats() for _ in _TIERS)
+        self.latency: dict[tuple[str, int], Histogram] = {}
         self.peer: dict[str, int] = dict.fromkeys(PEER_COUNTERS, 0)
 
     def __getitem__(self, name: str) -> NameStats:
@@ -93,31 +147,108 @@ class Stats:
             s = self.names[name] = NameStats()
         return s
 
+    # -- recording (the core and the scheduler call these) ----------------------------------------
+
+    def count(self, counter: str, n: int = 1) -> None:
+        self.peer[counter] = self.peer.get(counter, 0) + n
+
     def drop(self, name: str, reason: str, n: int = 1) -> None:
         s = self[name]
         s.dropped += n
         s.drops[reason] = s.drops.get(reason, 0) + n
 
-    def count(self, counter: str, n: int = 1) -> None:
-        self.peer[counter] = self.peer.get(counter, 0) + n
+    def record_latency(self, name: str, qos: int, seconds: float) -> None:
+        h = self.latency.get((name, qos))
+        if h is None:
+            h = self.latency[(name, qos)] = Histogram()
+        h.record(int(seconds * 1e6))
+
+    def sent(self, tier: int, nbytes: int, sojourn: float | None) -> None:
+        t = self.tiers[tier]
+        t.bytes_out += nbytes
+        if sojourn is not None:
+            t.sent += 1
+            t.sojourn.record(int(sojourn * 1e6))
+
+    def dropped(self, tier: int, name: str | None, reason: str) -> None:
+        t = self.tiers[tier]
+        t.dropped += 1
+        t.drops[reason] = t.drops.get(reason, 0) + 1
+        if name is not None:
+            self.drop(name, reason)
+
+    def coalesced(self, tier: int, name: str | None) -> None:
+        self.tiers[tier].coalesced += 1
+        if name is not None:
+            self[name].coalesced += 1
+
+    def depth(self, tier: int, dmsgs: int, dbytes: int) -> None:
+        t = self.tiers[tier]
+        t.queued_msgs += dmsgs
+        t.queued_bytes += dbytes
+        if t.queued_msgs > t.max_queued_msgs:
+            t.max_queued_msgs = t.queued_msgs
+        if t.queued_bytes > t.max_queued_bytes:
+            t.max_queued_bytes = t.queued_bytes
+
+    def saturation(self, tier: int, saturated: bool, run: int) -> None:
+        t = self.tiers[tier]
+        t.ticks += 1
+        if saturated:
+            t.saturated_ticks += 1
+            if run > t.longest_saturated_run:
+                t.longest_saturated_run = run
+
+    # -- reading -----------------------------------------------------------------------------------
+
+    def latency_of(self, name: str | None = None, qos: int | None = None) -> Histogram:
+        """Latency of one name and/or tier (None: all), merged."""
+        return merged(h for (n, q), h in self.latency.items()
+                      if (name is None or n == name) and (qos is None or q == qos))
 
     def reset(self) -> None:
         self.names.clear()
+        self.latency.clear()
+        queued = [(t.queued_msgs, t.queued_bytes) for t in self.tiers]  # what is queued stays queued
+        self.tiers = tuple(TierStats() for _ in _TIERS)
+        for t, (m, b) in zip(self.tiers, queued, strict=True):
+            t.queued_msgs = t.max_queued_msgs = m
+            t.queued_bytes = t.max_queued_bytes = b
         self.peer = dict.fromkeys(PEER_COUNTERS, 0)
 
     def snapshot(self) -> dict[str, Any]:
+        names: dict[str, Any] = {}
+        for n, s in sorted(self.names.items()):
+            names[n] = s.snapshot()
+            names[n]["latency_us"] = {QoS(q).name: h.to_dict() for (hn, q), h in sorted(self.latency.items())
+                                      if hn == n}
         return {
-            "names": {n: s.snapshot() for n, s in sorted(self.names.items())},
+            "version": 1,
+            "enabled": self.enabled,
+            "names": names,
+            "tiers": {tier.name: self.tiers[tier].snapshot() for tier in _TIERS},
             "peer": dict(self.peer),
         }
 
     def dump(self, file: Any = None) -> str:
-        """The counters as a readable table (also printed to ``file`` when given)."""
-        cols = ("sent", "received", "bytes_out", "bytes_in", "retries", "timeouts", "failures", "dropped")
-        rows = [(n, *(getattr(s, c) for c in cols)) for n, s in sorted(self.names.items())]
-        text = _table(("name", *cols), rows)
+        """A readable table: per name counters and latency percentiles, then per tier scheduling."""
+        rows = []
+        for n, s in sorted(self.names.items()):
+            h = self.latency_of(n)
+            lat = [_us(v) for v in h.percentiles([50, 99, 99.9])] + [_us(h.max)] if h.count else ["-"] * 4
+            rows.append((n, s.sent, s.received, s.retries, s.timeouts, s.failures, s.dropped, h.count, *lat))
+        text = _table(("name", "sent", "recv", "retries", "timeouts", "failures", "dropped", "samples",
+                       "p50", "p99", "p99.9", "max"), rows)
+        trows = []
+        for tier in _TIERS:
+            t = self.tiers[tier]
+            soj = [_us(v) for v in t.sojourn.percentiles([50, 99])] + [_us(t.sojourn.max)] if t.sent else ["-"] * 3
+            trows.append((tier.name, t.sent, t.bytes_out, t.queued_msgs, t.max_queued_msgs, t.dropped, t.coalesced,
+                          f"{100 * t.saturation:.1f}%", t.longest_saturated_run, *soj))
+        text += "\n\n" + _table(("tier", "sent", "bytes", "queued", "max queued", "dropped", "coalesced",
+                                 "saturated", "longest run", "sojourn p50", "p99", "max"), trows)
         peer = ", ".join(f"{k}={v}" for k, v in self.peer.items() if v)
-        text += f"\npeer: {peer or 'no events'}\n"
+        text += f"\n\npeer: {peer or 'no events'}\n"
         if file is not None:
             file.write(text)
         return text
@@ -129,16 +260,40 @@ class NullStats(Stats):
     enabled = False
 
     def __getitem__(self, name: str) -> NameStats:
-        return _SINK
-
-    def drop(self, name: str, reason: str, n: int = 1) -> None:
-        pass
+        return NameStats()
 
     def count(self, counter: str, n: int = 1) -> None:
         pass
 
+    def drop(self, name: str, reason: str, n: int = 1) -> None:
+        pass
 
-_SINK = NameStats()
+    def record_latency(self, name: str, qos: int, seconds: float) -> None:
+        pass
+
+    def sent(self, tier: int, nbytes: int, sojourn: float | None) -> None:
+        pass
+
+    def dropped(self, tier: int, name: str | None, reason: str) -> None:
+        pass
+
+    def coalesced(self, tier: int, name: str | None) -> None:
+        pass
+
+    def depth(self, tier: int, dmsgs: int, dbytes: int) -> None:
+        pass
+
+    def saturation(self, tier: int, saturated: bool, run: int) -> None:
+        pass
+
+
+def _us(v: float) -> str:
+    """Microseconds, readable: 850us, 12.3ms, 1.50s."""
+    if v < 1000:
+        return f"{v:.0f}us"
+    if v < 1_000_000:
+        return f"{v / 1000:.3g}ms"
+    return f"{v / 1e6:.3g}s"
 
 
 def _table(header: tuple[str, ...], rows: Iterable[tuple[Any, ...]]) -> str:

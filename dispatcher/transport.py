@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from typing import Any, Protocol
 
 from .bus import EventBus, Subscription
@@ -12,6 +12,7 @@ from .errors import LocalProtocolError
 from .helpers import EventHelpers, IntentHelpers
 from .promise import Promise
 from .registry import ChannelRegistry
+from .replay import ReplayBuffer
 from .stats import Stats
 
 __all__ = ["Runtime", "Transport"]
@@ -66,11 +67,13 @@ class Transport:
 
     def intent(self, name: str, payload: Any = None, *, qos_override: str | int | QoS | None = None,
                trace_id: str | None = None, require_subscriber: bool | None = None,
-               reliable: bool | None = None, replayable: bool | None = None) -> Envelope | None:
+               reliable: bool | None = None, replayable: bool | None = None,
+               coalesce_key: Hashable = None) -> Envelope | None:
         """Fire-and-forget an intent (client).  Returns the envelope, or None if release mode dropped it."""
         self._check_open()
         env = self.core.intent(name, payload, self.runtime.now(), qos_override=qos_override, trace_id=trace_id,
-                               require_subscriber=require_subscriber, reliable=reliable, replayable=replayable)
+                               require_subscriber=require_subscriber, reliable=reliable, replayable=replayable,
+                               coalesce_key=coalesce_key)
         self.runtime.flush()
         return env
 
@@ -87,11 +90,12 @@ class Transport:
     def emit(self, name: str, payload: Any = None, *, to: int | Iterable[int] | None = None,
              qos_override: str | int | QoS | None = None, trace_id: str | None = None,
              player_id: int | None = None, reliable: bool | None = None,
-             replayable: bool | None = None) -> list[Envelope]:
+             replayable: bool | None = None, coalesce_key: Hashable = None) -> list[Envelope]:
         """Send an event (server) to a player id, a list of them, or everyone (``to=None``)."""
         self._check_open()
         sent = self.core.emit(name, payload, self.runtime.now(), to=to, qos_override=qos_override,
-                              trace_id=trace_id, player_id=player_id, reliable=reliable, replayable=replayable)
+                              trace_id=trace_id, player_id=player_id, reliable=reliable, replayable=replayable,
+                              coalesce_key=coalesce_key)
         self.runtime.flush()
         return sent
 
@@ -109,6 +113,20 @@ class Transport:
     def set_logger(self, logger: Callable[[Envelope, str], Any] | None) -> None:
         """``logger(envelope, direction)`` for every envelope sent ("out") and accepted ("in")."""
         self.core.logger = logger
+
+    def replay(self, channel: str | None = None, since: float | None = None) -> int:
+        """Re-inject buffered incoming envelopes of ``channel`` since ``since`` into the local handlers and
+        bus (seed: ``Networking.replay(channel, sinceTimestamp)``); the number replayed."""
+        n = self.core.replay(channel, self.runtime.now(), since=since)
+        self.runtime.flush()
+        return n
+
+    @property
+    def replay_buffer(self) -> ReplayBuffer:
+        """The replay buffer (``dump(path)``, ``load(path)``, ``entries()``); needs ``replay=`` at init."""
+        if self.core.replay_buffer is None:
+            raise LocalProtocolError("replay is off for this transport; init it with replay={'enabled': True}")
+        return self.core.replay_buffer
 
     def close(self) -> None:
         """Close the connection(s); pending requests reject with ``ConnectionClosed``.  Idempotent."""

@@ -40,6 +40,7 @@ __all__ = [
     "Ping",
     "Pong",
     "Welcome",
+    "encode_chunk",
     "encode_control",
     "encode_envelope",
     "pack_payload",
@@ -48,6 +49,10 @@ __all__ = [
 PROTOCOL_VERSION = 1
 DEFAULT_MAX_FRAME_SIZE = 1 << 20
 _FEED_CHUNK = 1 << 16
+#: Bytes of CHUNK framing around a chunk's data, at most (array, type, msg id, offset, flag, bin header).
+CHUNK_OVERHEAD = 16
+#: Messages being reassembled at once from one peer, at most (its scheduler commits one per lower tier).
+MAX_PARTIALS = 16
 
 
 class FrameType(IntEnum):
@@ -59,6 +64,7 @@ class FrameType(IntEnum):
     PING = 5
     PONG = 6
     ACK = 7
+    CHUNK = 8
 
 
 class Bits:
@@ -189,6 +195,11 @@ def encode_control(frame: Nack | Hello | Welcome | Close | Ping | Pong | Ack) ->
     return _packb((_TYPE_OF[type(frame)], *frame))
 
 
+def encode_chunk(msg_id: int, offset: int, last: bool, data: bytes) -> bytes:
+    """A slice of a larger frame: ``[8, msg_id, offset, last, data]``; the receiver reassembles it."""
+    return _packb((FrameType.CHUNK, msg_id, offset, last, data), use_bin_type=True)
+
+
 def _bad(msg: str) -> RemoteProtocolError:
     return RemoteProtocolError(msg, code="malformed_frame")
 
@@ -204,7 +215,7 @@ class FrameDecoder:
     frame types, unknown wire ids and ill-typed fields raise ``RemoteProtocolError``.
     """
 
-    __slots__ = ("_error", "_max", "_names", "_unpacker", "player_id", "spoofed")
+    __slots__ = ("_error", "_max", "_names", "_partials", "_unpacker", "player_id", "spoofed")
 
     def __init__(self, names: Sequence[str], max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> None:
         self._names = names
@@ -212,20 +223,10 @@ class FrameDecoder:
         #: it, whatever the peer wrote; ``spoofed`` counts envelopes that claimed another id.
         self.player_id: int | None = None
         self.spoofed = 0
+        self._partials: dict[int, bytearray] = {}
         self._max = max_frame_size
         self._error: str | None = None
-        self._unpacker = msgpack.Unpacker(
-            raw=False,
-            strict_map_key=False,
-            use_list=True,
-            ext_hook=_ext_hook,
-            max_buffer_size=max_frame_size + _FEED_CHUNK,
-            max_str_len=max_frame_size,
-            max_bin_len=max_frame_size,
-            max_array_len=max_frame_size,
-            max_map_len=max_frame_size // 2,
-            max_ext_len=max_frame_size,
-        )
+        self._unpacker = msgpack.Unpacker(max_buffer_size=max_frame_size + _FEED_CHUNK, **self._limits())
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Frame]:
         if self._error is not None:
@@ -260,9 +261,48 @@ class FrameDecoder:
             if size > self._max:
                 self._fail(f"frame of {size} bytes exceeds the {self._max}-byte limit")
             try:
+                if type(obj) is list and obj and obj[0] == FrameType.CHUNK and type(obj[0]) is int:
+                    whole = self._chunk(obj)
+                    if whole is None:
+                        continue
+                    obj, size = whole
                 out.append(self._parse(obj, size))
             except RemoteProtocolError as e:
                 self._fail(str(e))
+
+    def _chunk(self, f: list[Any]) -> tuple[Any, int] | None:
+        """Add a CHUNK to its message; the reassembled frame and its size once the last one is in."""
+        if len(f) != 5 or type(f[1]) is not int or type(f[2]) is not int or type(f[3]) is not bool \
+                or type(f[4]) is not bytes:
+            raise _bad("a CHUNK frame is [8, msg_id, offset, last, bytes]")
+        msg_id, offset, last, data = f[1], f[2], f[3], f[4]
+        buf = self._partials.get(msg_id)
+        if buf is None:
+            if offset != 0:
+                raise _bad(f"chunk of message {msg_id} starts at offset {offset}, not 0")
+            if len(self._partials) >= MAX_PARTIALS:
+                raise _bad(f"more than {MAX_PARTIALS} chunked messages in flight")
+            buf = self._partials[msg_id] = bytearray()
+        elif offset != len(buf):
+            raise _bad(f"chunk of message {msg_id} at offset {offset}, expected {len(buf)}")
+        buf += data
+        if len(buf) > self._max:
+            raise _bad(f"chunked frame larger than the {self._max}-byte limit")
+        if not last:
+            return None
+        del self._partials[msg_id]
+        try:
+            obj = msgpack.unpackb(bytes(buf), **self._limits())
+        except Exception as e:
+            raise _bad(f"undecodable chunked frame: {type(e).__name__}: {e}") from None
+        if type(obj) is list and obj and obj[0] == FrameType.CHUNK:
+            raise _bad("a chunked frame may not itself be a CHUNK")
+        return obj, len(buf)
+
+    def _limits(self) -> dict[str, Any]:
+        m = self._max
+        return {"raw": False, "strict_map_key": False, "use_list": True, "ext_hook": _ext_hook,
+                "max_str_len": m, "max_bin_len": m, "max_array_len": m, "max_map_len": m // 2, "max_ext_len": m}
 
     def _parse(self, f: Any, size: int) -> Frame:
         if type(f) is not list or not f or type(f[0]) is not int:

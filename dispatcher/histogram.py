@@ -1,0 +1,324 @@
+"""Latency histograms in microseconds, HdrHistogram-compatible.
+
+The bucket layout is HdrHistogram's (lowest 1, highest ``highest``, ``significant_figures`` digits of
+precision: a recorded value is off by at most 1 part in 10**figures), and ``encode()``/``decode()`` speak
+its V2 compressed base64 format, so any HdrHistogram tool (Java, C, Go, ``hdrhistogram`` on PyPI) can read
+what we write and the other way round.  Histograms merge by adding counts: that is how workers' and
+processes' results combine.
+
+Recording is cheap: ``record()`` appends to a list, folded into the counts with numpy every few thousand
+values (or when a figure is read), so the hot path pays a list append.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import struct
+import zlib
+from collections.abc import Iterable, Sequence
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["DEFAULT_HIGHEST", "Histogram", "HistogramError", "merged"]
+
+DEFAULT_HIGHEST = 3_600_000_000  # one hour, in microseconds
+_FOLD_EVERY = 4096
+_ENCODING_COOKIE = 0x1C849303 | 0x10
+_COMPRESSION_COOKIE = 0x1C849304 | 0x10
+_PAYLOAD_HEADER = struct.Struct(">iiiiqqd")
+_EXTERNAL_HEADER = struct.Struct(">ii")
+
+
+class HistogramError(ValueError):
+    """An encoded histogram that cannot be decoded, or histograms that cannot be merged."""
+
+
+class _Layout:
+    """HdrHistogram's index math for one (highest, figures) pair, vectorised."""
+
+    def __init__(self, highest: int, figures: int) -> None:
+        if not 1 <= figures <= 5:
+            raise HistogramError(f"significant figures must be 1..5, got {figures}")
+        if highest < 2:
+            raise HistogramError(f"highest trackable value must be >= 2, got {highest}")
+        self.highest = highest
+        self.figures = figures
+        mag = math.ceil(math.log2(2 * 10**figures))
+        self.half_mag = max(mag, 1) - 1
+        self.sub_count = 1 << (self.half_mag + 1)
+        self.half_count = self.sub_count // 2
+        self.mask = self.sub_count - 1
+        smallest_untrackable, buckets = self.sub_count, 1
+        while smallest_untrackable <= highest:
+            smallest_untrackable <<= 1
+            buckets += 1
+        self.bucket_count = buckets
+        self.counts_len = (buckets + 1) * self.half_count
+        idx = np.arange(self.counts_len, dtype=np.int64)
+        bucket = (idx >> self.half_mag) - 1
+        sub = (idx & (self.half_count - 1)) + self.half_count
+        low = bucket < 0
+        sub = np.where(low, sub - self.half_count, sub)
+        bucket = np.where(low, 0, bucket)
+        self.lowest_at = sub << bucket  # lowest value of each index
+        self.highest_at = self.lowest_at + (np.int64(1) << bucket) - 1  # highest equivalent value
+        self.mid_at = (self.lowest_at + self.highest_at) / 2.0
+
+    def index(self, values: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+        v = values | self.mask
+        # bit_length of v, exact for v < 2**53 (values are clamped to ``highest``).
+        pow2ceiling = np.frexp(v.astype(np.float64))[1].astype(np.int64)
+        bucket = pow2ceiling - (self.half_mag + 1)
+        sub = values >> bucket
+        return ((bucket + 1) << self.half_mag) + (sub - self.half_count)
+
+
+@lru_cache(maxsize=16)
+def _layout(highest: int, figures: int) -> _Layout:
+    return _Layout(highest, figures)
+
+
+class Histogram:
+    """A mergeable latency histogram of integer microseconds."""
+
+    __slots__ = ("_counts", "_layout", "_pending", "overflow")
+
+    def __init__(self, highest: int = DEFAULT_HIGHEST, significant_figures: int = 3) -> None:
+        self._layout = _layout(int(highest), int(significant_figures))
+        self._counts: npt.NDArray[np.int64] | None = None  # allocated on first value
+        self._pending: list[int] = []
+        self.overflow = 0  # values above ``highest`` (recorded as ``highest``)
+
+    # -- recording -------------------------------------------------------------------------------
+
+    def record(self, value_us: int) -> None:
+        """Record one value (integer microseconds; negative values count as 0)."""
+        p = self._pending
+        p.append(value_us)
+        if len(p) >= _FOLD_EVERY:
+            self._fold()
+
+    def record_seconds(self, seconds: float) -> None:
+        self.record(int(seconds * 1e6))
+
+    def record_many(self, values_us: Iterable[int] | npt.NDArray[Any]) -> None:
+        self._fold()
+        self._add(np.asarray(values_us, dtype=np.int64))
+
+    def _fold(self) -> None:
+        if self._pending:
+            values = np.array(self._pending, dtype=np.int64)
+            self._pending = []
+            self._add(values)
+
+    def _add(self, values: npt.NDArray[np.int64]) -> None:
+        if not values.size:
+            return
+        lay = self._layout
+        over = values > lay.highest
+        if over.any():
+            self.overflow += int(over.sum())
+        values = np.clip(values, 0, lay.highest)
+        counts = np.bincount(lay.index(values), minlength=lay.counts_len)
+        if self._counts is None:
+            self._counts = counts.astype(np.int64)
+        else:
+            self._counts += counts
+
+    @property
+    def counts(self) -> npt.NDArray[np.int64]:
+        self._fold()
+        if self._counts is None:
+            self._counts = np.zeros(self._layout.counts_len, dtype=np.int64)
+        return self._counts
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    @property
+    def significant_figures(self) -> int:
+        return self._layout.figures
+
+    @property
+    def highest(self) -> int:
+        return self._layout.highest
+
+    @property
+    def count(self) -> int:
+        return len(self._pending) + (int(self._counts.sum()) if self._counts is not None else 0)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def _nonzero(self) -> npt.NDArray[np.intp]:
+        return np.flatnonzero(self.counts)
+
+    @property
+    def min(self) -> int:
+        nz = self._nonzero()
+        return int(self._layout.lowest_at[nz[0]]) if nz.size else 0
+
+    @property
+    def max(self) -> int:
+        nz = self._nonzero()
+        return int(self._layout.highest_at[nz[-1]]) if nz.size else 0
+
+    @property
+    def mean(self) -> float:
+        c = self.counts
+        total = int(c.sum())
+        return float((c * self._layout.mid_at).sum() / total) if total else 0.0
+
+    def percentile(self, p: float) -> int:
+        """HdrHistogram's value at percentile ``p`` (0..100): the highest value equivalent to the bucket
+        holding the ``ceil(p% of count)``-th value.  0 for an empty histogram."""
+        return self.percentiles([p])[0]
+
+    def percentiles(self, ps: Sequence[float]) -> list[int]:
+        c = self.counts
+        total = int(c.sum())
+        if not total:
+            return [0 for _ in ps]
+        cum = np.cumsum(c)
+        out = []
+        for p in ps:
+            if not 0 <= p <= 100:
+                raise ValueError(f"a percentile is 0..100, got {p}")
+            target = max(int(p * total / 100 + 0.5), 1)
+            i = int(np.searchsorted(cum, target))
+            out.append(int(self._layout.highest_at[i] if p else self._layout.lowest_at[i]))
+        return out
+
+    def summary(self) -> dict[str, float | int]:
+        """count, min, mean, p50, p90, p99, p99.9, p99.99, max (microseconds)."""
+        p50, p90, p99, p999, p9999 = self.percentiles([50, 90, 99, 99.9, 99.99])
+        return {"count": self.count, "min": self.min, "mean": round(self.mean, 1), "p50": p50, "p90": p90,
+                "p99": p99, "p99.9": p999, "p99.99": p9999, "max": self.max}
+
+    # -- combining -------------------------------------------------------------------------------
+
+    def merge(self, other: Histogram) -> Histogram:
+        """Add ``other``'s counts into this one (same layout); returns self."""
+        if (other._layout.highest, other._layout.figures) != (self._layout.highest, self._layout.figures):
+            raise HistogramError(
+                f"cannot merge histograms of different layouts: highest {other.highest} / "
+                f"{other.significant_figures} figures into highest {self.highest} / {self.significant_figures}"
+            )
+        if other.count:
+            self.counts  # noqa: B018 - allocate
+            assert self._counts is not None
+            self._counts += other.counts
+        self.overflow += other.overflow
+        return self
+
+    def copy(self) -> Histogram:
+        h = Histogram(self.highest, self.significant_figures)
+        return h.merge(self)
+
+    def reset(self) -> None:
+        self._pending = []
+        self._counts = None
+        self.overflow = 0
+
+    # -- the HdrHistogram V2 compressed format ---------------------------------------------------
+
+    def encode(self) -> str:
+        """Base64 HdrHistogram V2 compressed encoding (what ``HdrHistogram.encode()`` produces)."""
+        c = self.counts
+        nz = np.flatnonzero(c)
+        limit = int(nz[-1]) + 1 if nz.size else 0
+        body = bytearray()
+        i = 0
+        for j in nz.tolist():
+            if j > i:
+                _zigzag_leb128(body, -(j - i))
+            _zigzag_leb128(body, int(c[j]))
+            i = j + 1
+        assert i == limit
+        lay = self._layout
+        payload = _PAYLOAD_HEADER.pack(_ENCODING_COOKIE, len(body), 0, lay.figures, 1, lay.highest, 1.0) + body
+        compressed = zlib.compress(payload)
+        return base64.b64encode(_EXTERNAL_HEADER.pack(_COMPRESSION_COOKIE, len(compressed)) + compressed).decode()
+
+    @classmethod
+    def decode(cls, encoded: str | bytes) -> Histogram:
+        """A histogram from ``encode()`` output (or any HdrHistogram V2 compressed base64 with lowest 1)."""
+        try:
+            raw = base64.b64decode(encoded, validate=True)
+        except (ValueError, TypeError) as e:
+            raise HistogramError(f"not base64: {e}") from None
+        if len(raw) < _EXTERNAL_HEADER.size:
+            raise HistogramError("encoded histogram is truncated")
+        cookie, length = _EXTERNAL_HEADER.unpack_from(raw)
+        if cookie & ~0xF0 != _COMPRESSION_COOKIE & ~0xF0:
+            raise HistogramError(f"not an HdrHistogram V2 compressed histogram (cookie {cookie:#x})")
+        try:
+            payload = zlib.decompress(raw[_EXTERNAL_HEADER.size : _EXTERNAL_HEADER.size + length])
+        except zlib.error as e:
+            raise HistogramError(f"corrupt histogram payload: {e}") from None
+        if len(payload) < _PAYLOAD_HEADER.size:
+            raise HistogramError("histogram payload header is truncated")
+        pcookie, plen, _norm, figures, lowest, highest, _ratio = _PAYLOAD_HEADER.unpack_from(payload)
+        if pcookie & ~0xF0 != _ENCODING_COOKIE & ~0xF0:
+            raise HistogramError(f"bad payload cookie {pcookie:#x}")
+        if lowest != 1:
+            raise HistogramError(f"only histograms with lowest trackable value 1 are supported, got {lowest}")
+        h = cls(highest, figures)
+        counts = np.zeros(h._layout.counts_len, dtype=np.int64)
+        body = payload[_PAYLOAD_HEADER.size : _PAYLOAD_HEADER.size + plen]
+        i = 0
+        for v in _read_zigzag_leb128(body):
+            if v < 0:
+                i += -v
+            else:
+                if i >= counts.size:
+                    raise HistogramError("histogram counts run past its layout")
+                counts[i] = v
+                i += 1
+        h._counts = counts
+        return h
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able: the summary plus the encoded histogram and its precision."""
+        return {**self.summary(), "figures": self.significant_figures, "hdr": self.encode()}
+
+    def __repr__(self) -> str:
+        s = self.summary()
+        return f"<Histogram n={s['count']} p50={s['p50']}us p99={s['p99']}us max={s['max']}us>"
+
+
+def _zigzag_leb128(out: bytearray, v: int) -> None:
+    z = (v << 1) ^ (v >> 63)
+    z &= (1 << 64) - 1
+    while z >= 0x80:
+        out.append((z & 0x7F) | 0x80)
+        z >>= 7
+    out.append(z)
+
+
+def _read_zigzag_leb128(body: bytes) -> Iterable[int]:
+    z = shift = 0
+    for b in body:
+        z |= (b & 0x7F) << shift
+        if b & 0x80:
+            shift += 7
+            if shift > 63:
+                raise HistogramError("malformed varint in histogram counts")
+            continue
+        yield (z >> 1) ^ -(z & 1)
+        z = shift = 0
+    if shift:
+        raise HistogramError("histogram counts end inside a varint")
+
+
+def merged(histograms: Iterable[Histogram]) -> Histogram:
+    """One histogram holding all of ``histograms`` (an empty default one if there are none)."""
+    out: Histogram | None = None
+    for h in histograms:
+        out = h.copy() if out is None else out.merge(h)
+    return out if out is not None else Histogram()
+
+
