@@ -69,7 +69,7 @@ class SchedulerConfig:
                 limits = opts[bound]
                 if not isinstance(limits, Mapping):
                     raise ValueError(f"{bound} maps tiers to limits, got {limits!r}")
-                opts[bound] = {int(QoS.parse(k)): int(v) for k, v in limits.items()}  # type: ignore[call-overload]
+                opts[bound] = {int(QoS.parse(k)): int(v) for k, v in limits.items()}
         if "weights" in opts:
             opts["weights"] = tuple(opts["weights"])  # type: ignore[arg-type]
         cfg = cls(**opts)  # type: ignore[arg-type]
@@ -128,10 +128,10 @@ class Scheduler:
         "_cfg",
         "_coalesce",
         "_count",
-        "_qbytes",
         "_deficit",
         "_msg_ids",
         "_msgs",
+        "_qbytes",
         "_queues",
         "_rr",
         "_runs",

@@ -154,11 +154,14 @@ class _Sink(Stats):
     pass
 
 
+MIX = [(3, b"b1"), (0, b"c1"), (2, b"n1"), (1, b"h1"), (0, b"c2")]
+
+
 @pytest.mark.parametrize(
     ("mode", "pushes", "want_order", "want_drops"),
     [
-        ("priority", [(3, b"b1"), (0, b"c1"), (2, b"n1"), (1, b"h1"), (0, b"c2")], [b"c1", b"c2", b"h1", b"n1", b"b1"], 0),
-        ("fifo", [(3, b"b1"), (0, b"c1"), (2, b"n1"), (1, b"h1"), (0, b"c2")], [b"b1", b"c1", b"n1", b"h1", b"c2"], 0),
+        ("priority", MIX, [b"c1", b"c2", b"h1", b"n1", b"b1"], 0),
+        ("fifo", MIX, [b"b1", b"c1", b"n1", b"h1", b"c2"], 0),
         ("priority", [(3, b"b1"), (3, b"b2"), (3, b"b3")], [b"b2", b"b3"], 1),  # BACKGROUND bounded at 2
     ],
 )
