@@ -85,13 +85,13 @@ def _layout(highest: int, figures: int) -> _Layout:
 class Histogram:
     """A mergeable latency histogram of integer microseconds."""
 
-    __slots__ = ("_counts", "_layout", "_pending", "overflow")
+    __slots__ = ("_counts", "_layout", "_overflow", "_pending")
 
     def __init__(self, highest: int = DEFAULT_HIGHEST, significant_figures: int = 3) -> None:
         self._layout = _layout(int(highest), int(significant_figures))
         self._counts: npt.NDArray[np.int64] | None = None  # allocated on first value
         self._pending: list[int] = []
-        self.overflow = 0  # values above ``highest`` (recorded as ``highest``)
+        self._overflow = 0
 
     # -- recording -------------------------------------------------------------------------------
 
@@ -121,7 +121,7 @@ class Histogram:
         lay = self._layout
         over = values > lay.highest
         if over.any():
-            self.overflow += int(over.sum())
+            self._overflow += int(over.sum())
         values = np.clip(values, 0, lay.highest)
         counts = np.bincount(lay.index(values), minlength=lay.counts_len)
         if self._counts is None:
@@ -137,6 +137,12 @@ class Histogram:
         return self._counts
 
     # -- reading ---------------------------------------------------------------------------------
+
+    @property
+    def overflow(self) -> int:
+        """Values above ``highest`` (recorded as ``highest``)."""
+        self._fold()
+        return self._overflow
 
     @property
     def significant_figures(self) -> int:
@@ -173,8 +179,9 @@ class Histogram:
         return float((c * self._layout.mid_at).sum() / total) if total else 0.0
 
     def percentile(self, p: float) -> int:
-        """HdrHistogram's value at percentile ``p`` (0..100): the highest value equivalent to the bucket
-        holding the ``ceil(p% of count)``-th value.  0 for an empty histogram."""
+        """The value at percentile ``p`` (0..100), as HdrHistogram (Java) defines it: the highest value
+        equivalent to the bucket holding the ``ceil(p% of count)``-th smallest value (numpy's
+        ``inverted_cdf``, within the histogram's precision).  0 for an empty histogram."""
         return self.percentiles([p])[0]
 
     def percentiles(self, ps: Sequence[float]) -> list[int]:
@@ -187,7 +194,7 @@ class Histogram:
         for p in ps:
             if not 0 <= p <= 100:
                 raise ValueError(f"a percentile is 0..100, got {p}")
-            target = max(int(p * total / 100 + 0.5), 1)
+            target = max(math.ceil(p * total / 100 - 1e-9), 1)
             i = int(np.searchsorted(cum, target))
             out.append(int(self._layout.highest_at[i] if p else self._layout.lowest_at[i]))
         return out
@@ -211,7 +218,7 @@ class Histogram:
             self.counts  # noqa: B018 - allocate
             assert self._counts is not None
             self._counts += other.counts
-        self.overflow += other.overflow
+        self._overflow += other.overflow
         return self
 
     def copy(self) -> Histogram:
@@ -221,7 +228,7 @@ class Histogram:
     def reset(self) -> None:
         self._pending = []
         self._counts = None
-        self.overflow = 0
+        self._overflow = 0
 
     # -- the HdrHistogram V2 compressed format ---------------------------------------------------
 

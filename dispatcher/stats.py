@@ -288,12 +288,12 @@ class NullStats(Stats):
 
 
 def _us(v: float) -> str:
-    """Microseconds, readable: 850us, 12.3ms, 1.50s."""
+    """Microseconds, readable to 4 significant digits: 850us, 12.34ms, 1.5s."""
     if v < 1000:
         return f"{v:.0f}us"
     if v < 1_000_000:
-        return f"{v / 1000:.3g}ms"
-    return f"{v / 1e6:.3g}s"
+        return f"{v / 1000:.4g}ms"
+    return f"{v / 1e6:.4g}s"
 
 
 def _table(header: tuple[str, ...], rows: Iterable[tuple[Any, ...]]) -> str:

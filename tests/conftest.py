@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 import copy
+import math
 import warnings
 from typing import Any
 
+import numpy as np
 import pytest
 
 import dispatcher
@@ -84,3 +86,14 @@ def clock() -> VirtualClock:
 @pytest.fixture
 def hub(registry: ChannelRegistry, clock: VirtualClock) -> LoopbackHub:
     return LoopbackHub(registry, clock=clock, schemas=GAME_SCHEMAS)
+
+
+def exact_percentile(values: Any, p: float) -> float:
+    """The textbook inverted-CDF percentile: the ceil(p% of n)-th smallest value (rank 1 at least).
+
+    numpy's ``method="inverted_cdf"`` is meant to be this, but computes the rank in floating point
+    (0.999 * 2000 = 1998.0000000000002 -> rank 1999); here the rank is exact.
+    """
+    arr = np.sort(np.asarray(values, dtype=float))
+    rank = max(math.ceil(p * len(arr) / 100 - 1e-9), 1)
+    return float(arr[rank - 1])
