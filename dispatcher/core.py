@@ -228,6 +228,8 @@ class Dispatcher:
                         registry.kind(n), n in registry.channel_of(n).coalesce)
             for n in registry.names
         }
+        self._ns = self.stats.bind(registry.names)  # NameStats by wire id (the hot path's counters)
+        self._lat = self.stats.bind_latency(registry.names)  # [wire id][tier] -> record_seconds
         self._sessions: dict[Hashable, Session] = {}
         self._players: dict[int, Session] = {}
         self._dirty: dict[Hashable, None] = {}
@@ -297,6 +299,7 @@ class Dispatcher:
         if s is not None:
             if not s.closed:
                 self._end(s, "closed", "connection dropped")
+            s.out.close()
             del self._sessions[peer]
             self._dirty.pop(peer, None)
 
@@ -395,8 +398,9 @@ class Dispatcher:
         if entry is not None:
             entry[2] = None
 
-    def _push(self, s: Session, frame: bytes, qos: int, name: str | None = None, key: Hashable = None) -> None:
-        s.out.push(frame, qos, self.now, name, key)
+    def _push(self, s: Session, frame: bytes, qos: int, name: str | None = None, key: Hashable = None,
+              droppable: bool = True) -> None:
+        s.out.push(frame, qos, self.now, name, key, droppable)
         self._dirty[s.key] = None
 
     # ------------------------------------------------------------------------------------------
@@ -597,13 +601,12 @@ class Dispatcher:
 
     def _send(self, s: Session, info: NameInfo, env: Envelope, frame: bytes, coalesce_key: Hashable = None) -> None:
         key = (info.name, coalesce_key) if coalesce_key is not None or info.coalesce else None
-        self._push(s, frame, env.meta.qos, info.name, key)
+        self._push(s, frame, env.meta.qos, info.name, key, droppable=not env.meta.is_response)
         if self.replay_buffer is not None:
             self.replay_buffer.push(env, "out", self.now)
-        st = self.stats[info.name]
+        st = self._ns[info.wire_id]
         st.sent += 1
         st.bytes_out += len(frame)
-        self.stats.count("frames_out")
         if self.logger is not None:
             self._log(env, "out")
 
@@ -623,7 +626,7 @@ class Dispatcher:
         env, bits = fr.envelope, fr.bits
         name = env.name
         info = self._info[name]
-        st = self.stats[name]
+        st = self._ns[fr.wire_id]
         meta = env.meta
         # Direction: a server takes intents (not responses); a client takes events and responses.
         expected = meta.is_response if self.role == "client" and info.kind == "intent" else (
@@ -669,7 +672,7 @@ class Dispatcher:
                 self._nack(s, info, meta.seq, "invalid_payload", f"{name}: {reason}")
             return
         if self.role == "client":  # one-way latency on the server's clock
-            self.stats.record_latency(name, meta.qos, now + self.clock_offset - meta.ts_sent)
+            self._lat[fr.wire_id][meta.qos](now + self.clock_offset - meta.ts_sent)
         if self.replay_buffer is not None:
             self.replay_buffer.push(env, "in", now)
         self.bus.emit(name, env.payload, meta)
@@ -760,7 +763,7 @@ class Dispatcher:
             st.late_responses += 1
             return
         self._cancel(pend.timer)
-        self.stats.record_latency(info.name, pend.env.meta.qos, now - pend.first_sent)
+        self._lat[info.wire_id][pend.env.meta.qos](now - pend.first_sent)
         reason = self.schemas.validate(info.name, env.payload, response=True)
         if reason is not None:
             st.validation_errors += 1

@@ -6,8 +6,8 @@ its V2 compressed base64 format, so any HdrHistogram tool (Java, C, Go, ``hdrhis
 what we write and the other way round.  Histograms merge by adding counts: that is how workers' and
 processes' results combine.
 
-Recording is cheap: ``record()`` appends to a list, folded into the counts with numpy every few thousand
-values (or when a figure is read), so the hot path pays a list append.
+Recording is cheap: ``record_seconds()`` appends to a list, folded into the counts with numpy every few
+thousand values (or when a figure is read), so the hot path pays one call and a list append.
 """
 
 from __future__ import annotations
@@ -90,20 +90,28 @@ class Histogram:
     def __init__(self, highest: int = DEFAULT_HIGHEST, significant_figures: int = 3) -> None:
         self._layout = _layout(int(highest), int(significant_figures))
         self._counts: npt.NDArray[np.int64] | None = None  # allocated on first value
-        self._pending: list[int] = []
+        self._pending: list[float] = []  # seconds, not yet folded into the counts
         self._overflow = 0
 
     # -- recording -------------------------------------------------------------------------------
 
     def record(self, value_us: int) -> None:
-        """Record one value (integer microseconds; negative values count as 0)."""
+        """Record one value in microseconds (negative values count as 0)."""
+        self.record_seconds(value_us * 1e-6)
+
+    def record_seconds(self, seconds: float) -> None:
+        """Record a duration in seconds, at microsecond resolution (rounded to the nearest)."""
         p = self._pending
-        p.append(value_us)
+        p.append(seconds)
         if len(p) >= _FOLD_EVERY:
             self._fold()
 
-    def record_seconds(self, seconds: float) -> None:
-        self.record(int(seconds * 1e6))
+    def record_many_seconds(self, seconds: list[float]) -> None:
+        """Record several durations in seconds (as ``record_seconds`` each)."""
+        p = self._pending
+        p.extend(seconds)
+        if len(p) >= _FOLD_EVERY:
+            self._fold()
 
     def record_many(self, values_us: Iterable[int] | npt.NDArray[Any]) -> None:
         self._fold()
@@ -111,9 +119,9 @@ class Histogram:
 
     def _fold(self) -> None:
         if self._pending:
-            values = np.array(self._pending, dtype=np.int64)
+            values = np.rint(np.array(self._pending, dtype=np.float64) * 1e6)
             self._pending = []
-            self._add(values)
+            self._add(np.clip(values, -1, 2**53).astype(np.int64))
 
     def _add(self, values: npt.NDArray[np.int64]) -> None:
         if not values.size:

@@ -6,8 +6,10 @@ outbound queues decides who waits.  One ``Scheduler`` per connection:
 * **Budget.**  A token bucket of bytes (``budget`` per second) and of messages (``max_rate`` per second),
   refilled continuously and capped at one tick's worth.  The scheduler is work-conserving: a frame goes out
   at once while tokens last; otherwise it waits for the next tick (``tick_hz``, default 60).
-* **CRITICAL** is strict priority and never dropped.  It may overdraw the bucket by one frame, which the
-  next tick repays, so a CRITICAL frame waits at most one tick while CRITICAL traffic alone fits the budget.
+* **CRITICAL** is strict priority and never dropped.  The lower tiers leave ``critical_reserve`` of a
+  tick's budget untouched, so a CRITICAL frame usually goes out at once even while the link is saturated;
+  it may overdraw the bucket by one frame, which the next tick repays, so it waits at most one tick while
+  CRITICAL traffic alone fits the budget.
 * **HIGH / NORMAL / BACKGROUND** share what is left by deficit round robin with weights (default 8/4/1),
   so no tier starves and each gets bytes in proportion to its weight when all are backlogged.
 * **Chunking.**  A frame larger than ``chunk_size`` is sent as CHUNK frames of at most ``chunk_size``
@@ -15,7 +17,8 @@ outbound queues decides who waits.  One ``Scheduler`` per connection:
   between its chunks (as GameNetworkingSockets lanes do).  A message whose first chunk is out is committed.
 * **Overload.**  A frame with a coalesce key replaces the queued, uncommitted frame with the same key
   (most-recent-state); NORMAL and BACKGROUND queues are bounded in frames (``queue_limits``) and bytes
-  (``queue_bytes``) and drop their oldest uncommitted frames to make room.
+  (``queue_bytes``) and drop their oldest uncommitted frames to make room.  Responses to requests are
+  never dropped (someone is waiting for them).
   Every drop and coalesce is counted by tier, name and reason.
 * **fifo** (``scheduler="fifo"``): the pre-migration behaviour kept for comparison — one FIFO queue, no
   priorities, no coalescing, no chunking, no bounds; the same budget.
@@ -47,6 +50,7 @@ class SchedulerConfig:
     max_rate: float | None = None  # messages per second
     weights: tuple[int, int, int] = (8, 4, 1)  # HIGH, NORMAL, BACKGROUND
     chunk_size: int = 1024
+    critical_reserve: float = 0.25  # of a tick's budget, that only CRITICAL may spend
     queue_limits: Mapping[int, int] = field(default_factory=lambda: {NORMAL: 1024, BACKGROUND: 256})
     queue_bytes: Mapping[int, int] = field(default_factory=lambda: {NORMAL: 128_000, BACKGROUND: 64_000})
 
@@ -89,13 +93,18 @@ class SchedulerConfig:
             raise ValueError(f"weights are three integers >= 1 (HIGH, NORMAL, BACKGROUND), got {self.weights}")
         if self.chunk_size < 64:
             raise ValueError(f"chunk_size must be >= 64 bytes, got {self.chunk_size}")
+        if not 0 <= self.critical_reserve < 1:
+            raise ValueError(f"critical_reserve is a fraction of a tick's budget in [0, 1), got {self.critical_reserve}")
 
 
 class Sink(Protocol):
     """Where a scheduler reports what happens to frames (``stats.Stats`` implements it)."""
 
-    def sent(self, tier: int, nbytes: int, sojourn: float | None) -> None:
-        """``nbytes`` of ``tier`` went on the wire; ``sojourn`` when that finished a frame (None: a chunk)."""
+    enabled: bool
+
+    def sent(self, nbytes: list[int], sojourns: list[list[float]]) -> None:
+        """Since the last report, per tier: bytes on the wire, and the sojourn (enqueue -> on the wire, in
+        seconds) of each frame that finished going out.  Called once per ``pull``."""
 
     def dropped(self, tier: int, name: str | None, reason: str) -> None: ...
 
@@ -108,6 +117,7 @@ class Sink(Protocol):
 
 class _Item:
     __slots__ = ("committed", "frame", "key", "msg_id", "name", "offset", "t_enq", "tier")
+    # ``committed``: it may no longer be dropped or coalesced (its first chunk is out, or it is a response).
 
     def __init__(self, frame: bytes, tier: int, name: str | None, key: Hashable | None, now: float) -> None:
         self.frame = frame
@@ -133,10 +143,14 @@ class Scheduler:
         "_msgs",
         "_qbytes",
         "_queues",
+        "_reported",
+        "_reserve",
         "_rr",
         "_runs",
+        "_sent_bytes",
         "_sink",
         "_small",
+        "_sojourns",
         "_t",
         "_tick",
         "_wake",
@@ -159,9 +173,14 @@ class Scheduler:
         self._runs = [0, 0, 0, 0]
         self._count = [0, 0, 0, 0]  # frames queued per tier
         self._qbytes = [0, 0, 0, 0]  # bytes queued per tier
+        self._reported: list[tuple[int, int]] | None = None  # depth last reported to the sink, per tier
+        # What went out during this pull, reported to the sink once at its end (None: stats are off).
+        self._sent_bytes = [0, 0, 0, 0]
+        self._sojourns: list[list[float]] | None = [[], [], [], []] if sink.enabled else None
         # A frame up to this size goes whole (when it fits the tokens); a larger one is cut into chunks.
         tick_budget = (config.budget or float("inf")) * self._tick
         self._small = int(min(config.chunk_size, tick_budget))
+        self._reserve = config.critical_reserve * tick_budget if config.budget is not None else 0.0
         self.pending = 0
 
     @property
@@ -174,8 +193,10 @@ class Scheduler:
 
     # -- in --------------------------------------------------------------------------------------
 
-    def push(self, frame: bytes, tier: int, now: float, name: str | None = None, key: Hashable | None = None) -> None:
-        """Queue ``frame``.  ``key`` (not for CRITICAL) coalesces with a queued frame of the same key."""
+    def push(self, frame: bytes, tier: int, now: float, name: str | None = None, key: Hashable | None = None,
+             droppable: bool = True) -> None:
+        """Queue ``frame``.  ``key`` (not for CRITICAL) coalesces with a queued frame of the same key;
+        ``droppable=False`` keeps it out of drop-oldest (responses)."""
         cfg = self._cfg
         if cfg.mode == "fifo":
             q = self._queues[0]
@@ -186,7 +207,6 @@ class Scheduler:
                 old = self._coalesce.get(key)
                 if old is not None and not old.committed:
                     self._qbytes[tier] += len(frame) - len(old.frame)
-                    self._sink.depth(tier, 0, len(frame) - len(old.frame))
                     old.frame, old.name = frame, name
                     self._sink.coalesced(tier, name)
                     return
@@ -198,13 +218,14 @@ class Scheduler:
                 while q and self._qbytes[tier] + len(frame) > byte_limit and self._drop_oldest(q, tier):
                     pass
         it = _Item(frame, tier, name, key, now)
+        if not droppable:
+            it.committed = True
         q.append(it)
         if key is not None:
             self._coalesce[key] = it
         self.pending += 1
         self._count[tier] += 1
         self._qbytes[tier] += len(frame)
-        self._sink.depth(tier, 1, len(frame))
 
     def _drop_oldest(self, q: deque[_Item], tier: int) -> bool:
         for i, it in enumerate(q):
@@ -214,7 +235,6 @@ class Scheduler:
                 self.pending -= 1
                 self._count[tier] -= 1
                 self._qbytes[tier] -= len(it.frame)
-                self._sink.depth(tier, -1, -len(it.frame))
                 self._sink.dropped(tier, it.name, "queue_full")
                 return True
         return False
@@ -241,10 +261,17 @@ class Scheduler:
             self._drain_fifo(out, now)
         else:
             self._drain_priority(out, now)
+        soj = self._sojourns
+        if soj is not None and out:
+            self._sink.sent(self._sent_bytes, soj)
+            self._sent_bytes = [0, 0, 0, 0]
+            self._sojourns = [[], [], [], []]
         if ticked:
             self._account_tick()
         if not self.pending:
             self._wake = None
+            if self._reported is not None:
+                self._report_depth()
         elif ticked or self._wake is None:
             # Frames wait: the next tick is one period after this one (or after now, when a backlog starts).
             nxt = (self._wake if ticked and self._wake is not None else now) + self._tick
@@ -269,6 +296,10 @@ class Scheduler:
         cfg = self._cfg
         return (cfg.budget is None or self._bytes > 0) and (cfg.max_rate is None or self._msgs > 0)
 
+    def _can_send_lower(self) -> bool:
+        cfg = self._cfg
+        return (cfg.budget is None or self._bytes > self._reserve) and (cfg.max_rate is None or self._msgs > 0)
+
     def _spend(self, nbytes: int, whole: bool) -> None:
         self._bytes -= nbytes
         if whole:
@@ -290,7 +321,7 @@ class Scheduler:
         weights = self._cfg.weights
         quantum = self._cfg.chunk_size
         lower = self._queues[1:]
-        while self._can_send() and (lower[0] or lower[1] or lower[2]):
+        while self._can_send_lower() and (lower[0] or lower[1] or lower[2]):
             i = self._rr
             q = lower[i]
             if not q:
@@ -299,7 +330,7 @@ class Scheduler:
                 continue
             if self._deficit[i] <= 0:
                 self._deficit[i] += weights[i] * quantum
-            while q and self._deficit[i] > 0 and self._can_send():
+            while q and self._deficit[i] > 0 and self._can_send_lower():
                 n = self._send_unit(q, out, now)
                 if not n:
                     return  # the head frame waits for the next tick's tokens
@@ -317,8 +348,9 @@ class Scheduler:
         it = q[0]
         frame = it.frame
         limited = self._cfg.budget is not None
+        avail = self._bytes - self._reserve
         if it.offset == 0 and (len(frame) <= self._small or not limited):
-            if limited and len(frame) > self._bytes:
+            if limited and len(frame) > avail:
                 return 0
             q.popleft()
             return self._finish(it, frame, out, now)
@@ -327,7 +359,7 @@ class Scheduler:
             self._forget(it)
             self._msg_ids += 1
             it.msg_id = self._msg_ids
-        room = max(_MIN_CHUNK, min(self._small, int(self._bytes)) - CHUNK_OVERHEAD)
+        room = max(_MIN_CHUNK, min(self._small, int(avail)) - CHUNK_OVERHEAD)
         end = min(len(frame), it.offset + room)
         last = end == len(frame)
         chunk = encode_chunk(it.msg_id, it.offset, last, frame[it.offset:end])
@@ -336,7 +368,7 @@ class Scheduler:
             q.popleft()
             return self._finish(it, chunk, out, now, len(frame))
         self._spend(len(chunk), whole=False)
-        self._sink.sent(it.tier, len(chunk), None)
+        self._sent_bytes[it.tier] += len(chunk)
         out.append(chunk)
         return len(chunk)
 
@@ -347,12 +379,35 @@ class Scheduler:
         self.pending -= 1
         self._count[it.tier] -= 1
         self._qbytes[it.tier] -= frame_len or len(data)
-        self._sink.depth(it.tier, -1, -(frame_len or len(data)))
-        self._sink.sent(it.tier, len(data), now - it.t_enq)
+        soj = self._sojourns
+        if soj is not None:
+            self._sent_bytes[it.tier] += len(data)
+            soj[it.tier].append(now - it.t_enq)
         return len(data)
+
+    def _report_depth(self) -> None:
+        """Tell the sink how the queues changed since the last report (sampled at ticks, not per frame)."""
+        old = self._reported or [(0, 0)] * 4
+        new = list(zip(self._count, self._qbytes, strict=True))
+        for tier in range(4):
+            if new[tier] != old[tier]:
+                self._sink.depth(tier, new[tier][0] - old[tier][0], new[tier][1] - old[tier][1])
+        self._reported = None if not self.pending else new
+
+    def close(self) -> None:
+        """The connection is gone: what it had queued is no longer queued."""
+        self._queues = tuple(deque() for _ in self._queues)
+        self._coalesce.clear()
+        self._count = [0, 0, 0, 0]
+        self._qbytes = [0, 0, 0, 0]
+        self.pending = 0
+        self._wake = None
+        if self._reported is not None:
+            self._report_depth()
 
     def _account_tick(self) -> None:
         """A tick ended: a tier with frames still waiting was saturated during it."""
+        self._report_depth()
         for tier in range(4):
             waiting = self._count[tier] > 0
             self._runs[tier] = self._runs[tier] + 1 if waiting else 0

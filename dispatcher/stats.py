@@ -11,7 +11,7 @@ histograms, queue depth, sojourn and saturation.  ``transport.stats()`` returns 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from .envelope import QoS
@@ -52,7 +52,6 @@ PEER_COUNTERS = (
     "spoofed_player_id",
     "rate_limited",
     "frames_in",
-    "frames_out",
     "bytes_in",
     "bytes_out",
 )
@@ -91,6 +90,14 @@ class NameStats:
         d: dict[str, Any] = {f: getattr(self, f) for f in NAME_COUNTERS}
         d["drops"] = dict(self.drops)
         return d
+
+    def reset(self) -> None:
+        for f in NAME_COUNTERS:
+            setattr(self, f, 0)
+        self.drops = {}
+
+    def __bool__(self) -> bool:
+        return any(getattr(self, f) for f in NAME_COUNTERS)
 
 
 class TierStats:
@@ -147,6 +154,11 @@ class Stats:
             s = self.names[name] = NameStats()
         return s
 
+    def bind(self, names: Iterable[str]) -> list[NameStats]:
+        """The counters of ``names``, in order, created now: the core indexes them by wire id on its hot
+        path instead of looking names up.  They stay valid across ``reset()``."""
+        return [self[n] for n in names]
+
     # -- recording (the core and the scheduler call these) ----------------------------------------
 
     def count(self, counter: str, n: int = 1) -> None:
@@ -158,17 +170,26 @@ class Stats:
         s.drops[reason] = s.drops.get(reason, 0) + n
 
     def record_latency(self, name: str, qos: int, seconds: float) -> None:
+        self.histogram(name, qos).record_seconds(seconds)
+
+    def histogram(self, name: str, qos: int) -> Histogram:
+        """The latency histogram of ``name`` at tier ``qos`` (created empty on first use)."""
         h = self.latency.get((name, qos))
         if h is None:
             h = self.latency[(name, qos)] = Histogram()
-        h.record(int(seconds * 1e6))
+        return h
 
-    def sent(self, tier: int, nbytes: int, sojourn: float | None) -> None:
-        t = self.tiers[tier]
-        t.bytes_out += nbytes
-        if sojourn is not None:
-            t.sent += 1
-            t.sojourn.record(int(sojourn * 1e6))
+    def bind_latency(self, names: Iterable[str]) -> list[list[Callable[[float], None]]]:
+        """``[wire id][tier] -> record_seconds`` of each name's latency histograms, for the hot path."""
+        return [[self.histogram(n, q).record_seconds for q in _TIERS] for n in names]
+
+    def sent(self, nbytes: list[int], sojourns: list[list[float]]) -> None:
+        for t, b, soj in zip(self.tiers, nbytes, sojourns, strict=True):
+            if b:
+                t.bytes_out += b
+            if soj:
+                t.sent += len(soj)
+                t.sojourn.record_many_seconds(soj)
 
     def dropped(self, tier: int, name: str | None, reason: str) -> None:
         t = self.tiers[tier]
@@ -207,8 +228,10 @@ class Stats:
                       if (name is None or n == name) and (qos is None or q == qos))
 
     def reset(self) -> None:
-        self.names.clear()
-        self.latency.clear()
+        for s in self.names.values():
+            s.reset()
+        for h in self.latency.values():  # kept: the core holds their recorders
+            h.reset()
         queued = [(t.queued_msgs, t.queued_bytes) for t in self.tiers]  # what is queued stays queued
         self.tiers = tuple(TierStats() for _ in _TIERS)
         for t, (m, b) in zip(self.tiers, queued, strict=True):
@@ -218,10 +241,13 @@ class Stats:
 
     def snapshot(self) -> dict[str, Any]:
         names: dict[str, Any] = {}
+        active = {n for (n, _), h in self.latency.items() if h.count}
         for n, s in sorted(self.names.items()):
+            if not s and n not in active:
+                continue
             names[n] = s.snapshot()
             names[n]["latency_us"] = {QoS(q).name: h.to_dict() for (hn, q), h in sorted(self.latency.items())
-                                      if hn == n}
+                                      if hn == n and h.count}
         return {
             "version": 1,
             "enabled": self.enabled,
@@ -233,7 +259,10 @@ class Stats:
     def dump(self, file: Any = None) -> str:
         """A readable table: per name counters and latency percentiles, then per tier scheduling."""
         rows = []
+        active = {n for (n, _), h in self.latency.items() if h.count}
         for n, s in sorted(self.names.items()):
+            if not s and n not in active:
+                continue
             h = self.latency_of(n)
             lat = [_us(v) for v in h.percentiles([50, 99, 99.9])] + [_us(h.max)] if h.count else ["-"] * 4
             rows.append((n, s.sent, s.received, s.retries, s.timeouts, s.failures, s.dropped, h.count, *lat))
@@ -262,6 +291,12 @@ class NullStats(Stats):
     def __getitem__(self, name: str) -> NameStats:
         return NameStats()
 
+    def bind(self, names: Iterable[str]) -> list[NameStats]:
+        return [NameStats() for _ in names]
+
+    def bind_latency(self, names: Iterable[str]) -> list[list[Callable[[float], None]]]:
+        return [[_ignore] * len(_TIERS) for _ in names]
+
     def count(self, counter: str, n: int = 1) -> None:
         pass
 
@@ -271,7 +306,7 @@ class NullStats(Stats):
     def record_latency(self, name: str, qos: int, seconds: float) -> None:
         pass
 
-    def sent(self, tier: int, nbytes: int, sojourn: float | None) -> None:
+    def sent(self, nbytes: list[int], sojourns: list[list[float]]) -> None:
         pass
 
     def dropped(self, tier: int, name: str | None, reason: str) -> None:
@@ -285,6 +320,10 @@ class NullStats(Stats):
 
     def saturation(self, tier: int, saturated: bool, run: int) -> None:
         pass
+
+
+def _ignore(seconds: float) -> None:
+    pass
 
 
 def _us(v: float) -> str:

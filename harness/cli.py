@@ -1,12 +1,24 @@
-"""The ``netharness`` command."""
+"""The ``netharness`` command: ``bench`` (and ``serve``, ``gate``, ``report`` as they land)."""
 
 from __future__ import annotations
 
 import sys
 
+COMMANDS = ("bench",)
+
 
 def main(argv: list[str] | None = None) -> int:
-    print("netharness: no commands yet (serve, gate, report and bench are coming)", file=sys.stderr)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(f"usage: netharness {{{','.join(COMMANDS)}}} [options]\n\n"
+              "  bench   benchmarks, side by side in one run (netharness bench --help)")
+        return 0 if argv else 2
+    cmd, rest = argv[0], argv[1:]
+    if cmd == "bench":
+        from .bench import main as bench
+
+        return bench(rest)
+    print(f"netharness: unknown command {cmd!r}; commands: {', '.join(COMMANDS)}", file=sys.stderr)
     return 2
 
 
