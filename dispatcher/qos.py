@@ -94,7 +94,8 @@ class SchedulerConfig:
         if self.chunk_size < 64:
             raise ValueError(f"chunk_size must be >= 64 bytes, got {self.chunk_size}")
         if not 0 <= self.critical_reserve < 1:
-            raise ValueError(f"critical_reserve is a fraction of a tick's budget in [0, 1), got {self.critical_reserve}")
+            raise ValueError(f"critical_reserve is a fraction of a tick's budget (0 to <1), "
+                             f"got {self.critical_reserve}")
 
 
 class Sink(Protocol):
