@@ -68,7 +68,9 @@ Logger = Callable[[Envelope, str], Any]
 #: The key of a client's only session.
 SERVER_PEER = "server"
 
-HANDSHAKE, OPEN, CLOSED = "handshake", "open", "closed"
+# A session's life: HANDSHAKE -> OPEN -> (DETACHED -> OPEN)* -> CLOSED.  DETACHED: its connection was lost;
+# the state waits ``resume_grace`` seconds for the player to reconnect and resume it.
+HANDSHAKE, OPEN, DETACHED, CLOSED = "handshake", "open", "detached", "closed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,10 +105,13 @@ class Session:
     """The state of one connection: handshake, sequence numbers, receive windows, queues, requests."""
 
     __slots__ = (
+        "acks",
         "answered",
+        "buckets",
         "close_code",
         "close_message",
         "decoder",
+        "expiry_timer",
         "key",
         "out",
         "pending",
@@ -115,6 +120,7 @@ class Session:
         "session_id",
         "state",
         "tick_timer",
+        "unacked",
         "windows",
     )
 
@@ -133,6 +139,11 @@ class Session:
         self.answered: OrderedDict[tuple[int, int], bytes | None] = OrderedDict()
         self.close_code: str | None = None
         self.close_message: str | None = None
+        # Reliable envelopes sent and not yet acknowledged, by (channel, seq): re-sent after a reconnect.
+        self.unacked: dict[tuple[int, int], tuple[Envelope, NameInfo]] = {}
+        self.acks: dict[int, list[int]] = {}  # reliable seqs received, to acknowledge, by channel
+        self.buckets: list[list[float]] = []  # per channel [tokens, last refill] (server rate limits)
+        self.expiry_timer: list[Any] | None = None  # handshake deadline, then the detached grace period
 
     @property
     def open(self) -> bool:
@@ -171,6 +182,10 @@ class Dispatcher:
         dedup_window: int = 1024,
         scheduler: SchedulerConfig | str | Mapping[str, Any] | None = None,
         replay: bool | dict[str, Any] | None = None,
+        rate_limits: Mapping[str, float] | None = None,
+        handshake_timeout: float = 10.0,
+        resume_grace: float = 30.0,
+        clock_sync_interval: float = 5.0,
     ) -> None:
         if role not in ("server", "client"):
             raise LocalProtocolError(f"peer must be 'server' or 'client', got {role!r}")
@@ -208,7 +223,12 @@ class Dispatcher:
         self.bus = EventBus()
         self.handlers: HandlerTable[Handler] = HandlerTable()
         self.logger: Logger | None = None
-        self.clock_offset = 0.0  # server clock minus this clock (client side, from the handshake)
+        self.clock_offset = 0.0  # server clock minus this clock (client side, from the handshake and pings)
+        self.rtt: float | None = None  # round trip of the best clock sample
+        self._clock_samples: list[tuple[float, float]] = []  # (rtt, offset), the last 8
+        self.handshake_timeout = handshake_timeout
+        self.resume_grace = resume_grace
+        self.clock_sync_interval = clock_sync_interval
         self.now = 0.0  # the latest time a runtime gave us
 
         chan_index = {name: i for i, name in enumerate(registry.channels)}
@@ -223,6 +243,14 @@ class Dispatcher:
                 self._channel_qos[chan_index[ch_name]] = QoS.parse(tier)
             except ValueError as e:
                 raise RegistryError(f"qos_overrides[{ch_name!r}]: {e}") from None
+        limits = dict(rate_limits or {})
+        default_rate = float(limits.pop("default", 500.0))
+        for ch_name in limits:
+            if ch_name not in chan_index:
+                raise RegistryError(f"rate_limits names channel {ch_name!r}, which the registry does not declare")
+        # Envelopes per second a player may send on each channel (Roblox allows ~500 fires/s per remote).
+        self._rates: list[float] = [float(limits.get(ch, default_rate)) for ch in chan_index]
+        self._reliable: list[bool] = [ch.reliable for ch in registry.channels.values()]
         self._info: dict[str, NameInfo] = {
             n: NameInfo(n, registry.wire_id(n), registry.channel_of(n), chan_index[registry.channel_of(n).name],
                         registry.kind(n), n in registry.channel_of(n).coalesce)
@@ -237,6 +265,7 @@ class Dispatcher:
         self._timer_n = 0
         self._session_n = 0
         self._warned: set[str] = set()
+        self._ping_timer: list[Any] | None = None
 
     # ------------------------------------------------------------------------------------------
     # sessions
@@ -250,9 +279,70 @@ class Dispatcher:
                     Scheduler(self.scheduler, self.stats))
         self._sessions[peer] = s
         if self.role == "client":
-            hello = Hello(PROTOCOL_VERSION, self.registry.hash, self.player_id, self.token, now)
-            self._push(s, encode_control(hello), 0)
+            self._hello(s, now, None)
+        else:
+            s.buckets = [[rate, now] for rate in self._rates]
+            s.expiry_timer = self._schedule(now + self.handshake_timeout, self._handshake_expired, s)
         return s
+
+    def _hello(self, s: Session, now: float, resume: str | None) -> None:
+        hello = Hello(PROTOCOL_VERSION, self.registry.hash, self.player_id, self.token, now, resume)
+        s.out.push_front(encode_control(hello), now)
+        self._dirty[s.key] = None
+
+    def _handshake_expired(self, s: Session, now: float) -> None:
+        if s.state == HANDSHAKE:
+            self.stats.count("handshake_failures")
+            log.warning("closing %r: no HELLO within %gs", s.key, self.handshake_timeout)
+            self.close_session(s.key, "handshake_timeout", f"no HELLO within {self.handshake_timeout:g}s")
+
+    def connection_lost(self, now: float, peer: Hashable = SERVER_PEER) -> None:
+        """The runtime lost ``peer``'s connection without a CLOSE.  An open session is kept DETACHED for
+        ``resume_grace`` seconds (a server) or until ``reopen`` (a client); pending requests stay pending."""
+        self.now = now
+        s = self._sessions.get(peer)
+        if s is None or s.closed or s.state == DETACHED:
+            return
+        if s.state != OPEN or self.resume_grace <= 0:
+            self.forget(peer)
+            return
+        s.state = DETACHED
+        self.stats.count("disconnects")
+        self._cancel(s.tick_timer)
+        s.tick_timer = None
+        self._dirty.pop(peer, None)
+        if self.role == "server":
+            del self._sessions[peer]  # the player's entry in _players keeps it for a resume
+            s.expiry_timer = self._schedule(now + self.resume_grace, self._detached_expired, s)
+
+    def _detached_expired(self, s: Session, now: float) -> None:
+        if s.state == DETACHED:
+            self._end(s, "expired", f"not resumed within {self.resume_grace:g}s")
+            s.out.close()
+
+    def reopen(self, now: float) -> Session:
+        """Client: a new connection replaces the lost one.  HELLO asks the server to resume the session;
+        unacknowledged reliable envelopes and pending requests go again, flagged as retransmissions (the
+        server's windows make them count once)."""
+        self.now = now
+        s = self._sessions.get(SERVER_PEER)
+        if s is None or s.closed:
+            raise LocalProtocolError("nothing to reopen: the session is closed")
+        s.decoder = FrameDecoder(self.registry.names, self.max_frame_size)
+        s.out.restart()
+        s.state = HANDSHAKE
+        self._hello(s, now, s.session_id)
+        self._resend(s)
+        return s
+
+    def _resend(self, s: Session) -> None:
+        """After a reconnect: every unacknowledged reliable envelope and pending request, again."""
+        for env, info in sorted(s.unacked.values(), key=lambda e: e[0].meta.seq):
+            self._push(s, encode_envelope(env, info.wire_id, Bits.ACK_REQUESTED | Bits.RETRANSMIT), env.meta.qos,
+                       info.name, droppable=False)
+        for pend in s.pending.values():
+            self._push(s, encode_envelope(pend.env, pend.info.wire_id, Bits.REQUEST | Bits.RETRANSMIT),
+                       pend.env.meta.qos, pend.info.name, droppable=False)
 
     def session(self, peer: Hashable = SERVER_PEER) -> Session:
         try:
@@ -287,6 +377,7 @@ class Dispatcher:
         if s.player_id is not None and self._players.get(s.player_id) is s:
             del self._players[s.player_id]
         self._cancel(s.tick_timer)
+        self._cancel(s.expiry_timer)
         pending, s.pending = s.pending, {}
         for p in pending.values():
             self._cancel(p.timer)
@@ -311,7 +402,7 @@ class Dispatcher:
         flushing ``data_to_send`` (it carries the CLOSE frame telling the peer why)."""
         self.now = now
         s = self._sessions.get(peer)
-        if s is None or s.closed:
+        if s is None or s.closed or s.state == DETACHED:
             return
         try:
             frames = s.decoder.feed(data)
@@ -330,12 +421,17 @@ class Dispatcher:
                     self._on_envelope(s, fr, now)
                 else:
                     self._on_control(s, fr, now)
+                    s = self._sessions.get(peer, s)  # a HELLO that resumes swaps in the player's session
             except RemoteProtocolError as e:
                 self._protocol_failure(s, e)
                 raise
         if s.decoder.spoofed:
             st.count("spoofed_player_id", s.decoder.spoofed)
             s.decoder.spoofed = 0
+        if s.acks and not s.closed:
+            for chan, seqs in s.acks.items():
+                self._push(s, encode_control(Ack(chan, seqs)), QoS.CRITICAL)
+            s.acks = {}
 
     def _protocol_failure(self, s: Session, e: RemoteProtocolError) -> None:
         log.warning("closing %r: %s", s.key, e)
@@ -347,7 +443,7 @@ class Dispatcher:
         """The bytes to write to ``peer`` now."""
         self.now = now
         s = self._sessions.get(peer)
-        if s is None:
+        if s is None or s.state == DETACHED:
             return b""
         data = s.out.pull(now)
         if data:
@@ -438,6 +534,9 @@ class Dispatcher:
         flags = Flags(replayable, reliable) if reliable is not None or replayable is not None else _NO_FLAGS
         s.seq[info.chan] += 1
         env = Envelope(name, payload, Meta(s.seq[info.chan], qos, now, None, None, trace_id, flags))
+        if self._reliable[info.chan] if reliable is None else reliable:
+            s.unacked[(info.chan, env.meta.seq)] = (env, info)
+            bits |= Bits.ACK_REQUESTED
         self._send(s, info, env, encode_envelope(env, info.wire_id, bits), coalesce_key)
         return env
 
@@ -498,11 +597,15 @@ class Dispatcher:
         qos = self._tier(info, qos_override)
         flags = Flags(replayable, reliable) if reliable is not None or replayable is not None else _NO_FLAGS
         body = pack_payload(payload)
+        is_reliable = self._reliable[info.chan] if reliable is None else reliable
+        bits = Bits.ACK_REQUESTED if is_reliable else 0
         sent = []
         for s in targets:
             s.seq[info.chan] += 1
             env = Envelope(name, payload, Meta(s.seq[info.chan], qos, now, None, player_id, trace_id, flags))
-            self._send(s, info, env, encode_envelope(env, info.wire_id, 0, body), coalesce_key)
+            if is_reliable:
+                s.unacked[(info.chan, env.meta.seq)] = (env, info)
+            self._send(s, info, env, encode_envelope(env, info.wire_id, bits, body), coalesce_key)
             sent.append(env)
         return sent
 
@@ -568,7 +671,7 @@ class Dispatcher:
         if s is None or s.closed:
             why = f" ({s.close_code}: {s.close_message})" if s is not None else ""
             raise LocalProtocolError(f"not connected: the transport is closed{why}")
-        return s
+        return s  # while DETACHED, sends queue up for the reconnect
 
     def _valid_out(self, name: str, payload: Any) -> bool:
         reason = self.schemas.validate(name, payload)
@@ -601,7 +704,8 @@ class Dispatcher:
 
     def _send(self, s: Session, info: NameInfo, env: Envelope, frame: bytes, coalesce_key: Hashable = None) -> None:
         key = (info.name, coalesce_key) if coalesce_key is not None or info.coalesce else None
-        self._push(s, frame, env.meta.qos, info.name, key, droppable=not env.meta.is_response)
+        self._push(s, frame, env.meta.qos, info.name, key,
+                   droppable=not env.meta.is_response and (info.chan, env.meta.seq) not in s.unacked)
         if self.replay_buffer is not None:
             self.replay_buffer.push(env, "out", self.now)
         st = self._ns[info.wire_id]
@@ -628,6 +732,12 @@ class Dispatcher:
         info = self._info[name]
         st = self._ns[fr.wire_id]
         meta = env.meta
+        if self.role == "server" and meta.player_id != s.player_id:
+            # Decoded before the handshake set the decoder's stamp (pipelined after HELLO): stamp it here.
+            if meta.player_id is not None:
+                self.stats.count("spoofed_player_id")
+            meta = replace(meta, player_id=s.player_id)
+            env = Envelope(name, env.payload, meta)
         # Direction: a server takes intents (not responses); a client takes events and responses.
         expected = meta.is_response if self.role == "client" and info.kind == "intent" else (
             info.kind == ("intent" if self.role == "server" else "event") and not meta.is_response)
@@ -640,6 +750,26 @@ class Dispatcher:
                 self._nack(s, info, meta.seq, "wrong_direction",
                            f"{name} is an {info.kind}; a {self.role} does not accept it")
             return
+        if bits & Bits.ACK_REQUESTED:  # acknowledged whatever happens next: the sender must stop re-sending
+            acks = s.acks.get(info.chan)
+            if acks is None:
+                s.acks[info.chan] = [meta.seq]
+            else:
+                acks.append(meta.seq)
+        if self.role == "server" and not bits & Bits.RETRANSMIT:
+            bucket = s.buckets[info.chan]
+            rate = self._rates[info.chan]
+            tokens = min(rate, bucket[0] + (now - bucket[1]) * rate)
+            bucket[1] = now
+            if tokens < 1.0:
+                bucket[0] = tokens
+                self.stats.count("rate_limited")
+                self.stats.drop(name, "rate_limited")
+                if bits & Bits.REQUEST:
+                    self._nack(s, info, meta.seq, "rate_limited",
+                               f"more than {rate:g} envelopes/s on channel {info.channel.name}")
+                return
+            bucket[0] = tokens - 1.0
         verdict = s.windows[info.chan].check(meta.seq)
         if verdict != IN_ORDER:
             if verdict == LATE:
@@ -820,9 +950,12 @@ class Dispatcher:
         elif t is Ping:
             self._push(s, encode_control(Pong(fr.ts, now)), 0)
         elif t is Pong:
-            self.clock_offset = fr.ts - (fr.echo + now) / 2
+            self._clock_sample(fr.echo, fr.ts, now)
         elif t is Ack:
-            pass
+            if not 0 <= fr.chan < len(self._channel_qos):
+                raise RemoteProtocolError(f"ACK for unknown channel {fr.chan}", code="malformed_frame")
+            for seq in fr.seqs:
+                s.unacked.pop((fr.chan, seq), None)
 
     def _on_nack(self, s: Session, fr: Nack) -> None:
         if not 0 <= fr.wire_id < len(self.registry.names):
@@ -862,9 +995,15 @@ class Dispatcher:
             pid = self._session_n
             while pid in self._players:
                 pid += 1
+        self._cancel(s.expiry_timer)
         old = self._players.get(pid)
+        if old is not None and old is not s and h.resume is not None and old.session_id == h.resume:
+            self._resume(old, s, h, now)
+            return
         if old is not None and old is not s:
             self.close_session(old.key, "replaced", f"player {pid} connected again")
+            if old.state == DETACHED:
+                self._end(old, "replaced", f"player {pid} connected again")
         self._session_n += 1
         s.session_id = f"{self._session_n:x}-{self.rng.getrandbits(48):012x}"
         s.player_id = pid
@@ -872,17 +1011,60 @@ class Dispatcher:
         s.state = OPEN
         self._players[pid] = s
         self.stats.count("connections")
-        self._push(s, encode_control(Welcome(PROTOCOL_VERSION, s.session_id, pid, now, h.ts)), 0)
+        s.out.push_front(encode_control(Welcome(PROTOCOL_VERSION, s.session_id, pid, now, h.ts, False)), now)
+        self._dirty[s.key] = None
+
+    def _resume(self, old: Session, new: Session, h: Hello, now: float) -> None:
+        """Re-attach a player's session (windows, dedup cache, queues, unacked envelopes) to a new connection."""
+        if old.state == OPEN:  # the old connection is not known dead yet: it is now
+            self._sessions.pop(old.key, None)
+            self._dirty.pop(old.key, None)
+        self._cancel(old.expiry_timer)
+        self._cancel(old.tick_timer)
+        old.tick_timer = None
+        old.key = new.key
+        old.decoder = new.decoder
+        old.decoder.player_id = old.player_id
+        old.out.restart()
+        old.state = OPEN
+        self._sessions[new.key] = old
+        self.stats.count("resumes")
+        old.out.push_front(encode_control(Welcome(PROTOCOL_VERSION, old.session_id or "", old.player_id, now,
+                                                  h.ts, True)), now)
+        self._dirty[new.key] = None
+        self._resend(old)
 
     def _on_welcome(self, s: Session, w: Welcome, now: float) -> None:
         if self.role != "client" or s.state != HANDSHAKE:
             raise RemoteProtocolError("unexpected WELCOME", code="handshake")
+        if s.session_id is not None and not w.resumed:
+            # A fresh server session (ours expired, or the server restarted): its sequence numbers restart.
+            s.windows = [ReceiveWindow() for _ in s.windows]
+        elif w.resumed:
+            self.stats.count("resumes")
         s.state = OPEN
         s.session_id = w.session
         s.player_id = w.player_id
         self.player_id = w.player_id
-        self.clock_offset = w.ts - (w.echo + now) / 2
+        self._clock_sample(w.echo, w.ts, now)
         self.stats.count("connections")
+        if self.clock_sync_interval > 0:
+            self._cancel(self._ping_timer)
+            self._ping_timer = self._schedule(now + self.clock_sync_interval, self._ping, s)
+
+    def _ping(self, s: Session, now: float) -> None:
+        self._ping_timer = None
+        if s.state == OPEN:
+            self._push(s, encode_control(Ping(now)), 0)
+        if not s.closed:
+            self._ping_timer = self._schedule(now + self.clock_sync_interval, self._ping, s)
+
+    def _clock_sample(self, sent: float, peer_ts: float, now: float) -> None:
+        """NTP-style: the peer's clock read at ``peer_ts`` is taken to be the midpoint of our round trip;
+        the offset of the sample with the shortest round trip among the last 8 wins."""
+        rtt = max(0.0, now - sent)
+        self._clock_samples = [*self._clock_samples[-7:], (rtt, peer_ts - (sent + now) / 2)]
+        self.rtt, self.clock_offset = min(self._clock_samples)
 
 
 _NO_FLAGS = Flags()

@@ -228,6 +228,23 @@ class Scheduler:
         self._count[tier] += 1
         self._qbytes[tier] += len(frame)
 
+    def push_front(self, frame: bytes, now: float) -> None:
+        """Queue a control frame ahead of everything (the handshake must open a connection's stream)."""
+        it = _Item(frame, CRITICAL, None, None, now)
+        it.committed = True
+        self._queues[0].appendleft(it)
+        self.pending += 1
+        self._count[CRITICAL] += 1
+        self._qbytes[CRITICAL] += len(frame)
+
+    def restart(self) -> None:
+        """The connection was replaced: a frame whose first chunks went on the old one starts over (the new
+        peer's decoder has none of them); what never left stays queued."""
+        for q in self._queues:
+            for it in q:
+                it.offset = 0
+        self._wake = None
+
     def _drop_oldest(self, q: deque[_Item], tier: int) -> bool:
         for i, it in enumerate(q):
             if not it.committed:

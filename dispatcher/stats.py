@@ -46,6 +46,7 @@ NAME_COUNTERS = (
 PEER_COUNTERS = (
     "connections",
     "disconnects",
+    "resumes",
     "handshake_failures",
     "malformed_frames",
     "oversized_frames",

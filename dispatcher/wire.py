@@ -76,7 +76,8 @@ class Bits:
     RELIABLE = 32
     REPLAYABLE_SET = 64
     REPLAYABLE = 128
-    ALL = 255
+    ACK_REQUESTED = 256  # reliable: the receiver acknowledges it; the sender re-sends it until then
+    ALL = 511
 
 
 class EnvelopeFrame(NamedTuple):
@@ -96,19 +97,25 @@ class Nack(NamedTuple):
 
 
 class Hello(NamedTuple):
+    """The client's first frame.  ``resume``: the session id of a connection that was lost."""
+
     version: int
     registry_hash: str
     player_id: int | None
     token: str | None
     ts: float
+    resume: str | None = None
 
 
 class Welcome(NamedTuple):
+    """The server's answer to HELLO; ``resumed`` when it re-attached the session named in ``resume``."""
+
     version: int
     session: str
     player_id: int | None
     ts: float
     echo: float
+    resumed: bool = False
 
 
 class Close(NamedTuple):
@@ -128,10 +135,10 @@ class Pong(NamedTuple):
 
 
 class Ack(NamedTuple):
-    """Cumulative acknowledgement: every reliable envelope with ``seq <= upto`` on ``wire_id`` arrived."""
+    """Reliable envelopes of channel ``chan`` (index in the registry's order) that arrived, by seq."""
 
-    wire_id: int
-    upto: int
+    chan: int
+    seqs: list[int]
 
 
 Frame = EnvelopeFrame | Nack | Hello | Welcome | Close | Ping | Pong | Ack
@@ -139,14 +146,16 @@ Frame = EnvelopeFrame | Nack | Hello | Welcome | Close | Ping | Pong | Ack
 _NUM = (int, float)
 _OPT_INT = (int, type(None))
 _OPT_STR = (str, type(None))
+_BOOL = (bool,)
+_INTS = (list,)  # a list of ints (checked item by item)
 _CONTROL: dict[int, tuple[type[Any], tuple[tuple[type, ...], ...]]] = {
     FrameType.NACK: (Nack, ((int,), (int,), (str,), (str,))),
-    FrameType.HELLO: (Hello, ((int,), (str,), _OPT_INT, _OPT_STR, _NUM)),
-    FrameType.WELCOME: (Welcome, ((int,), (str,), _OPT_INT, _NUM, _NUM)),
+    FrameType.HELLO: (Hello, ((int,), (str,), _OPT_INT, _OPT_STR, _NUM, _OPT_STR)),
+    FrameType.WELCOME: (Welcome, ((int,), (str,), _OPT_INT, _NUM, _NUM, _BOOL)),
     FrameType.CLOSE: (Close, ((str,), (str,))),
     FrameType.PING: (Ping, (_NUM,)),
     FrameType.PONG: (Pong, (_NUM, _NUM)),
-    FrameType.ACK: (Ack, ((int,), (int,))),
+    FrameType.ACK: (Ack, ((int,), _INTS)),
 }
 _TYPE_OF: dict[type[Any], int] = {cls: t for t, (cls, _) in _CONTROL.items()}
 
@@ -317,10 +326,12 @@ class FrameDecoder:
         if len(f) != len(types) + 1:
             raise _bad(f"{cls.__name__} frame has {len(f) - 1} fields, expected {len(types)}")
         for i, (v, ok) in enumerate(zip(f[1:], types, strict=True)):
-            if not isinstance(v, ok) or isinstance(v, bool):
+            if not isinstance(v, ok) or (isinstance(v, bool) and ok is not _BOOL):
                 raise _bad(f"{cls.__name__} field {cls._fields[i]} has type {_describe(v)}")
             if isinstance(v, float) and not math.isfinite(v):
                 raise _bad(f"{cls.__name__} field {cls._fields[i]} is not finite")
+            if ok is _INTS and not all(type(x) is int and x >= 0 for x in v):  # type: ignore[attr-defined]
+                raise _bad(f"{cls.__name__} field {cls._fields[i]} must be a list of sequence numbers")
         return cls(*f[1:])  # type: ignore[no-any-return]
 
     def _envelope(self, f: list[Any], size: int) -> EnvelopeFrame:

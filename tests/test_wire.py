@@ -140,7 +140,7 @@ MALFORMED = [
     pytest.param(msgpack.packb([0, 0, 1, 0, 0, 1.0, None, "me"]), r"player_id must be an integer",
                  id="player-id-type"),
     pytest.param(msgpack.packb([1, 0, 1, "x"]), r"Nack frame has 3 fields, expected 4", id="nack-arity"),
-    pytest.param(msgpack.packb([2, "1", "h", None, None, 0.0]), r"Hello field version has type str",
+    pytest.param(msgpack.packb([2, "1", "h", None, None, 0.0, None]), r"Hello field version has type str",
                  id="hello-field-type"),
     pytest.param(b"\xc1", r"undecodable msgpack", id="reserved-byte"),
     pytest.param(msgpack.packb(msgpack.ExtType(5, b"x")), r"extension type 5 is not allowed", id="ext-type"),

@@ -4,6 +4,9 @@ For tests and library users.  Every call pumps bytes between the cores until not
 to a handler that answers at once is settled when ``request()`` returns.  With a ``VirtualClock`` time
 moves only through ``advance()``/``run_until()`` or a ``Promise.result(timeout)``, which jumps from timer
 to timer: timeouts and retries are tested deterministically, with no sleeps.
+
+``LoopbackHub`` is also the base of the simulated link (``sim.SimHub``), which only changes how bytes
+travel (``_transmit``) and adds events in virtual time.
 """
 
 from __future__ import annotations
@@ -22,13 +25,15 @@ from .clock import Clock, MonotonicClock
 
 __all__ = ["LoopbackHub", "loopback"]
 
+UP, DOWN = "up", "down"  # client -> server, server -> client
+
 
 class _Side:
     """The Runtime a loopback transport sees: the hub's clock and pump."""
 
-    def __init__(self, hub: LoopbackHub, key: Hashable | None) -> None:
+    def __init__(self, hub: LoopbackHub, cid: Hashable | None) -> None:
         self.hub = hub
-        self.key = key  # None for the server
+        self.cid = cid  # None for the server
 
     def now(self) -> float:
         return self.hub.clock.now()
@@ -40,88 +45,141 @@ class _Side:
         self.hub.wait(promise, timeout)
 
     def close(self) -> None:
-        if self.key is not None:
-            self.hub.disconnect(self.key)
+        if self.cid is not None:
+            self.hub.disconnect(self.cid)
 
 
 class LoopbackHub:
     """One server and its players in one process.
 
     ``hub.server`` is the server transport; ``hub.connect(player_id=...)`` adds a player and returns its
-    client transport.  ``hub.cut(client)`` loses everything sent on that link until ``hub.mend(client)``.
+    client transport.  ``hub.cut(client)`` loses everything sent on that link until ``hub.mend(client)``;
+    ``hub.drop_connection(client)`` breaks the connection and reconnects it (the session resumes).
     """
 
     def __init__(self, channel_registry: ChannelRegistry, *, clock: Clock | None = None,
                  secret: bytes | str | None = None, schemas: Any = None, mode: str = "dev",
                  **server_options: Any) -> None:
         self.registry = channel_registry
-        self.shared: dict[str, Any] = {"schemas": schemas, "mode": mode}  # both peers, unless connect() says
         self.clock = clock or MonotonicClock()
         self.secret = secret if secret is not None else make_secret()
+        self.shared: dict[str, Any] = {"schemas": schemas, "mode": mode}  # both peers, unless connect() says
         self.server_core = Dispatcher("server", channel_registry, secret=self.secret, **self.shared,
                                       **server_options)
         self.server = Transport(self.server_core, _Side(self, None))
-        self._clients: dict[Hashable, Dispatcher] = {}
+        self._clients: dict[Hashable, Dispatcher] = {}  # by client id
+        self._conn: dict[Hashable, Hashable] = {}  # client id -> its connection's key on the server
+        self._client_of: dict[Hashable, Hashable] = {}  # connection key -> client id
+        self._epoch: dict[Hashable, int] = {}  # connections a client has had
         self._cut_up: set[Hashable] = set()
         self._cut_down: set[Hashable] = set()
         self._n = 0
         self._pumping = False
         self._again = False
 
+    # -- players ----------------------------------------------------------------------------------
+
     def connect(self, *, player_id: int | None = None, token: str | None = None,
                 **client_options: Any) -> Transport:
         """A new player; raises ``RemoteProtocolError`` when the server refuses the handshake."""
         self._n += 1
         pid = self._n if player_id is None else player_id
-        key = f"loopback-{self._n}"
+        cid = f"loopback-{self._n}"
         core = Dispatcher("client", self.registry, player_id=pid,
                           token=make_token(self.secret, pid) if token is None else token,
                           **{**self.shared, **client_options})
-        now = self.clock.now()
-        self._clients[key] = core
-        self.server_core.open_session(now, key)
-        core.open_session(now)
+        self._clients[cid] = core
+        self._epoch[cid] = 0
+        self._attach(cid)
+        core.open_session(self.clock.now())
         self.pump()
         s = core.session()
+        deadline = self.clock.now() + core.handshake_timeout
+        while s.state == "handshake" and (nt := self.next_timer()) is not None and nt <= deadline:
+            self._move_to(nt)  # a link with latency: let the handshake cross it
+            self._fire_timers(self.clock.now())
         if not s.open:
-            self.disconnect(key)
+            self.disconnect(cid)
             raise RemoteProtocolError(f"handshake refused: {s.close_code}: {s.close_message}",
                                       code=s.close_code or "handshake")
-        return Transport(core, _Side(self, key))
+        return Transport(core, _Side(self, cid))
+
+    def _attach(self, cid: Hashable) -> Hashable:
+        """A new connection for client ``cid``: its key on the server."""
+        key = cid if self._epoch[cid] == 0 else f"{cid}#{self._epoch[cid]}"
+        self._conn[cid] = key
+        self._client_of[key] = cid
+        self.server_core.open_session(self.clock.now(), key)
+        return key
 
     def client_key(self, transport: Transport) -> Hashable:
+        """The server's key for this client's current connection."""
         side = transport.runtime
-        assert isinstance(side, _Side) and side.key is not None, "not a loopback client of this hub"
-        return side.key
+        assert isinstance(side, _Side) and side.cid is not None, "not a loopback client of this hub"
+        return self._conn[side.cid]
+
+    def _cid(self, transport: Transport) -> Hashable:
+        side = transport.runtime
+        assert isinstance(side, _Side) and side.cid is not None, "not a loopback client of this hub"
+        return side.cid
 
     def cut(self, transport: Transport, direction: str = "both") -> None:
         """Lose every byte on this client's link until ``mend``: ``"up"`` (client -> server), ``"down"``
         (server -> client) or ``"both"``."""
-        if direction not in ("up", "down", "both"):
+        if direction not in (UP, DOWN, "both"):
             raise ValueError(f"direction is 'up', 'down' or 'both', got {direction!r}")
-        key = self.client_key(transport)
-        if direction in ("up", "both"):
-            self._cut_up.add(key)
-        if direction in ("down", "both"):
-            self._cut_down.add(key)
+        cid = self._cid(transport)
+        if direction in (UP, "both"):
+            self._cut_up.add(cid)
+        if direction in (DOWN, "both"):
+            self._cut_down.add(cid)
 
     def mend(self, transport: Transport) -> None:
-        key = self.client_key(transport)
-        self._cut_up.discard(key)
-        self._cut_down.discard(key)
+        cid = self._cid(transport)
+        self._cut_up.discard(cid)
+        self._cut_down.discard(cid)
 
-    def disconnect(self, key: Hashable) -> None:
-        core = self._clients.pop(key, None)
+    def drop_connection(self, transport: Transport, *, reconnect: bool = True) -> None:
+        """Break this client's connection (no CLOSE: a crash or a network fault) and, with ``reconnect``,
+        connect again at once: the client resumes its session."""
+        self._break(self._cid(transport))
+        if reconnect:
+            self._reconnect(self._cid(transport))
+
+    def _break(self, cid: Hashable) -> None:
+        now = self.clock.now()
+        self._epoch[cid] += 1  # bytes still in flight on the old connection are lost
+        key = self._conn.pop(cid, None)
+        if key is not None:
+            self._client_of.pop(key, None)
+            self.server_core.connection_lost(now, key)
+        core = self._clients.get(cid)
+        if core is not None:
+            core.connection_lost(now)
+
+    def _reconnect(self, cid: Hashable) -> None:
+        core = self._clients.get(cid)
+        if core is None or cid in self._conn:
+            return
+        self._attach(cid)
+        core.reopen(self.clock.now())
+        self.pump()
+
+    def disconnect(self, cid: Hashable) -> None:
+        core = self._clients.pop(cid, None)
         if core is None:
             return
         core.close_session(SERVER_PEER, "closed", "the client disconnected", notify=False)
-        self.server_core.close_session(key, "closed", "the client disconnected", notify=False)
-        self.server_core.forget(key)
+        key = self._conn.pop(cid, None)
+        if key is not None:
+            self._client_of.pop(key, None)
+            self.server_core.close_session(key, "closed", "the client disconnected", notify=False)
+            self.server_core.forget(key)
 
     # -- moving bytes and time --------------------------------------------------------------
 
     def pump(self) -> None:
-        """Deliver queued bytes both ways until nothing moves (re-entrant calls just ask for another round)."""
+        """Move queued bytes both ways until nothing moves (re-entrant calls just ask for another round)."""
         if self._pumping:
             self._again = True
             return
@@ -133,23 +191,34 @@ class LoopbackHub:
                 now = self.clock.now()
                 for key in self.server_core.take_dirty():
                     data = self.server_core.data_to_send(now, key)
-                    core = self._clients.get(key)
-                    if data and core is not None and key not in self._cut_down:
-                        self._deliver(core, data, now, SERVER_PEER, key)
-                        self._again = True
-                for key, core in list(self._clients.items()):
-                    if not core.take_dirty():
-                        continue
-                    data = core.data_to_send(now)
-                    if data and key not in self._cut_up:
-                        self._deliver(self.server_core, data, now, key, key)
-                        self._again = True
+                    cid = self._client_of.get(key)
+                    if data and cid is not None:
+                        self._transmit(cid, DOWN, data, now)
+                for cid, core in list(self._clients.items()):
+                    if core.take_dirty():
+                        data = core.data_to_send(now)
+                        if data:
+                            self._transmit(cid, UP, data, now)
         finally:
             self._pumping = False
 
-    def _deliver(self, core: Dispatcher, data: bytes, now: float, peer: Hashable, key: Hashable) -> None:
+    def _transmit(self, cid: Hashable, direction: str, data: bytes, now: float) -> None:
+        """Put bytes on the link (here: delivered at once, unless the link is cut)."""
+        if cid in (self._cut_up if direction == UP else self._cut_down):
+            return
+        self._deliver(cid, direction, data, now)
+        self._again = True
+
+    def _deliver(self, cid: Hashable, direction: str, data: bytes, now: float) -> None:
         try:
-            core.receive_data(data, now, peer)
+            if direction == DOWN:
+                core = self._clients.get(cid)
+                if core is not None:
+                    core.receive_data(data, now)
+            else:
+                key = self._conn.get(cid)
+                if key is not None:
+                    self.server_core.receive_data(data, now, key)
         except RemoteProtocolError:
             self._again = True  # the CLOSE frame the receiver queued goes out on the next round
 
@@ -198,8 +267,8 @@ class LoopbackHub:
             self._fire_timers(self.clock.now())
 
     def close(self) -> None:
-        for key in list(self._clients):
-            self.disconnect(key)
+        for cid in list(self._clients):
+            self.disconnect(cid)
         self.server.close()
 
 
@@ -210,4 +279,3 @@ def loopback(channel_registry: ChannelRegistry, *, clock: Clock | None = None, p
     hub = LoopbackHub(channel_registry, clock=clock, **options)
     client = hub.connect(player_id=player_id, **(client_options or {}))
     return hub.server, client
-
