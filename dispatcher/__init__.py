@@ -74,13 +74,30 @@ __version__ = "0.1.0"
 
 
 def init(*, peer: str, channel_registry: ChannelRegistry, listen: tuple[str, int] | None = None,
-         connect: tuple[str, int] | None = None, **options: Any) -> Transport:
-    """Start a transport (seed: ``Networking.init``): ``peer="server"`` with ``listen=(host, port)``,
-    or ``peer="client"`` with ``connect=(host, port)``, ``player_id`` and ``token``."""
+         connect: tuple[str, int] | None = None, secret: bytes | str | None = None,
+         player_id: int | None = None, token: str | None = None, connect_timeout: float = 5.0,
+         reconnect: bool = True, reconnect_timeout: float = 30.0, **options: Any) -> Transport:
+    """Start a TCP transport (seed: ``Networking.init``).
+
+    ``peer="server"`` with ``listen=(host, port)`` (port 0: any free one; ``transport.address`` says which)
+    and a ``secret`` (generated when None; ``transport.secret``); or ``peer="client"`` with
+    ``connect=(host, port)``, ``player_id`` and ``token=make_token(secret, player_id)``.  A client returns once
+    the server welcomed it, and raises ``RemoteProtocolError`` if refused (bad token, registry mismatch) or
+    ``ConnectionClosed`` if nothing answers.  Other ``options`` go to the core (``schemas``, ``mode``,
+    ``qos_overrides``, ``replay``, ``scheduler``, ``stats``, ``rate_limits``, ...).
+    """
     if peer not in ("server", "client"):
         raise LocalProtocolError(f"peer must be 'server' or 'client', got {peer!r}")
     if (peer == "server") != (listen is not None) or (peer == "client") != (connect is not None):
         raise LocalProtocolError("a server takes listen=(host, port); a client takes connect=(host, port)")
-    raise LocalProtocolError(
-        "the TCP runtime is not built yet; use dispatcher.loopback(channel_registry=...) for an in-process pair"
-    )
+    from .runtime.tcp import TcpClientRuntime, TcpServerRuntime  # gevent is imported only when used
+
+    if peer == "server":
+        assert listen is not None
+        core = Dispatcher("server", channel_registry, secret=make_secret() if secret is None else secret,
+                          **options)
+        return Transport(core, TcpServerRuntime(core, (listen[0], int(listen[1]))))
+    assert connect is not None
+    core = Dispatcher("client", channel_registry, player_id=player_id, token=token, **options)
+    return Transport(core, TcpClientRuntime(core, (connect[0], int(connect[1])), connect_timeout=connect_timeout,
+                                            reconnect=reconnect, reconnect_timeout=reconnect_timeout))

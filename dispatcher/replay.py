@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
-import msgpack  # type: ignore[import-untyped]
+import msgpack
 
 from .envelope import Envelope, Flags, Meta, QoS
 from .errors import DispatcherError

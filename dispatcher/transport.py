@@ -63,6 +63,16 @@ class Transport:
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """Where a TCP server listens (or where a client connects); None in-process."""
+        return getattr(self.runtime, "address", None)
+
+    @property
+    def secret(self) -> bytes | str | None:
+        """A server's secret (tokens are ``make_token(secret, player_id)``)."""
+        return self.core.secret
+
     # -- the seed's API -------------------------------------------------------------------------
 
     def intent(self, name: str, payload: Any = None, *, qos_override: str | int | QoS | None = None,

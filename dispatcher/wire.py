@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from enum import IntEnum
 from typing import Any, NamedTuple
 
-import msgpack  # type: ignore[import-untyped]
+import msgpack
 
 from .envelope import Envelope, Flags, Meta, QoS
 from .errors import LocalProtocolError, RemoteProtocolError

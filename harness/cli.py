@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import sys
 
-COMMANDS = ("bench",)
+COMMANDS = ("serve", "bench")
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(f"usage: netharness {{{','.join(COMMANDS)}}} [options]\n\n"
+              "  serve   run the game server on TCP (netharness serve --help)\n"
               "  bench   benchmarks, side by side in one run (netharness bench --help)")
         return 0 if argv else 2
     cmd, rest = argv[0], argv[1:]
+    if cmd == "serve":
+        from .serve import main as serve
+
+        return serve(rest)
     if cmd == "bench":
         from .bench import main as bench
 

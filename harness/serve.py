@@ -1,0 +1,104 @@
+"""``netharness serve``: the game server (Strongest Dungeon Crawler) as a standalone TCP server.
+
+Prints ``listening on tcp://HOST:PORT`` once bound (the first line of standard output), then one load line
+per second on standard error.  SIGTERM or SIGINT drains the queues, tells every player, and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import gevent
+import gevent.event
+
+import dispatcher
+
+from .game import load_registry
+from .game.schemas import SCHEMAS
+from .game.services import ConfigError, Game, GameConfig
+
+SECRET_ENV = "NETHARNESS_SECRET"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="netharness serve", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    ap.add_argument("--port", type=int, default=7777, help="port to bind; 0 picks a free one (default 7777)")
+    ap.add_argument("--secret", default=None,
+                    help=f"the players' token secret (default: ${SECRET_ENV}, else a fresh one, printed)")
+    ap.add_argument("--config", default=None, help="game config (TOML): rates, sizes, costs, scheduler")
+    ap.add_argument("--stats-out", default=None, help="write the server's dispatcher stats (JSON) here on exit")
+    ap.add_argument("--quiet", action="store_true", help="no per-second load lines")
+    args = ap.parse_args(argv)
+
+    try:
+        config = GameConfig.load(args.config) if args.config else GameConfig()
+    except ConfigError as e:
+        print(f"netharness serve: error: {e}", file=sys.stderr)
+        return 2
+    secret = args.secret or os.environ.get(SECRET_ENV)
+    generated = secret is None
+    if generated:
+        secret = dispatcher.make_secret().hex()
+    registry = load_registry()
+    try:
+        server = dispatcher.init(peer="server", channel_registry=registry, listen=(args.host, args.port),
+                                 secret=secret, schemas=SCHEMAS, mode="release",
+                                 scheduler=config.scheduler or None, rate_limits=config.rate_limits or None)
+    except dispatcher.DispatcherError as e:
+        print(f"netharness serve: error: {e}", file=sys.stderr)
+        return 2
+    game = Game(server, config)
+    assert server.address is not None
+    host, port = server.address
+    print(f"listening on tcp://{host}:{port} (registry {registry.hash})", flush=True)
+    if generated:
+        print(f"secret: {secret}  (players' tokens: dispatcher.make_token(secret, player_id))", flush=True)
+
+    stop = gevent.event.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        gevent.signal_handler(sig, stop.set)
+    log_every = 0.0 if args.quiet else config.log_every
+    _run(server, game, stop, log_every)
+
+    stats = server.stats().snapshot()
+    server.close()
+    if args.stats_out:
+        Path(args.stats_out).write_text(json.dumps(stats))
+    print(f"stopped: {stats['peer']['connections']} connections served, {game.handled} intents handled",
+          file=sys.stderr, flush=True)
+    return 0
+
+
+def _run(server: dispatcher.Transport, game: Game, stop: gevent.event.Event, log_every: float) -> None:
+    period = 1.0 / game.config.tick_hz
+    st = server.stats()
+    last_log, last = time.monotonic(), _load(server, game)
+    t0 = last_log
+    while not stop.wait(period):
+        now = server.runtime.now()
+        game.tick(now)
+        server.runtime.flush()
+        if log_every and now - last_log >= log_every:
+            cur = _load(server, game)
+            dt = now - last_log
+            rates = {k: (cur[k] - last[k]) / dt for k in cur}
+            queued = sum(t.queued_msgs for t in st.tiers)
+            print(f"t={now - t0:6.1f}s players={len(server.core.players()):4d} "
+                  f"intents/s={rates['handled']:8.0f} in={rates['bytes_in'] / 1e3:8.1f}kB/s "
+                  f"out={rates['bytes_out'] / 1e3:8.1f}kB/s queued={queued} "
+                  f"dropped={sum(t.dropped for t in st.tiers)} refused={game.refused}",
+                  file=sys.stderr, flush=True)
+            last_log, last = now, cur
+
+
+def _load(server: dispatcher.Transport, game: Game) -> dict[str, float]:
+    peer = server.stats().peer
+    return {"handled": game.handled, "bytes_in": peer["bytes_in"], "bytes_out": peer["bytes_out"]}
