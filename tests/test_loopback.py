@@ -362,5 +362,7 @@ def test_loopback_function_returns_a_pair(registry: dispatcher.ChannelRegistry) 
     assert server.peer == "server" and client.peer == "client"
     assert client.intent("Intent.Skills.Use", {"skillId": "A"}) is not None
     assert server.stats()["Intent.Skills.Use"].received == 1
-    with pytest.raises(LocalProtocolError, match="TCP runtime is not built yet"):
-        dispatcher.init(peer="server", channel_registry=registry, listen=("127.0.0.1", 0))
+    with pytest.raises(LocalProtocolError, match=r"a server takes listen=\(host, port\)"):
+        dispatcher.init(peer="server", channel_registry=registry, connect=("127.0.0.1", 1))
+    with pytest.raises(LocalProtocolError, match=r"peer must be 'server' or 'client', got 'host'"):
+        dispatcher.init(peer="host", channel_registry=registry)
