@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import replay
 from .auth import make_secret, make_token
 from .bus import EventBus, Subscription
 from .core import Dispatcher

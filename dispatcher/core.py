@@ -223,6 +223,8 @@ class Dispatcher:
         self.bus = EventBus()
         self.handlers: HandlerTable[Handler] = HandlerTable()
         self.logger: Logger | None = None
+        #: Called as ``ack_listener(envelope, now)`` when a reliable envelope this side sent is acknowledged.
+        self.ack_listener: Callable[[Envelope, float], Any] | None = None
         self.clock_offset = 0.0  # server clock minus this clock (client side, from the handshake and pings)
         self.rtt: float | None = None  # round trip of the best clock sample
         self._clock_samples: list[tuple[float, float]] = []  # (rtt, offset), the last 8
@@ -954,8 +956,11 @@ class Dispatcher:
         elif t is Ack:
             if not 0 <= fr.chan < len(self._channel_qos):
                 raise RemoteProtocolError(f"ACK for unknown channel {fr.chan}", code="malformed_frame")
+            listener = self.ack_listener
             for seq in fr.seqs:
-                s.unacked.pop((fr.chan, seq), None)
+                entry = s.unacked.pop((fr.chan, seq), None)
+                if entry is not None and listener is not None:
+                    listener(entry[0], now)
 
     def _on_nack(self, s: Session, fr: Nack) -> None:
         if not 0 <= fr.wire_id < len(self.registry.names):

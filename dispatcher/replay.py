@@ -35,6 +35,7 @@ class Entry(NamedTuple):
     t: float  # the local clock when it was sent or accepted
     direction: Direction
     envelope: Envelope
+    kind: str = ""  # how it was sent, when the capturer knows: "intent", "request", "event"
 
 
 class ReplayBuffer:
@@ -65,14 +66,14 @@ class ReplayBuffer:
             raise ValueError(f"unknown replay option(s) {', '.join(unknown)}; allowed: enabled, buffer_size, max_age")
         return cls(registry_hash, **opts)
 
-    def push(self, env: Envelope, direction: Direction, now: float) -> None:
+    def push(self, env: Envelope, direction: Direction, now: float, kind: str = "") -> None:
         if env.meta.flags.replayable is False:
             return
         channel = env.name.split(".", 2)[1]
         ring = self._rings.get(channel)
         if ring is None:
             ring = self._rings[channel] = deque(maxlen=self.buffer_size)
-        ring.append(Entry(now, direction, env))
+        ring.append(Entry(now, direction, env, kind))
         if self.max_age is not None:
             floor = now - self.max_age
             while ring and ring[0].t < floor:
@@ -156,12 +157,12 @@ def read_entries(path: str | os.PathLike[str], registry_hash: str | None = None)
 def _entry_row(e: Entry) -> list[Any]:
     m = e.envelope.meta
     return [e.t, e.direction, e.envelope.name, e.envelope.payload, m.seq, int(m.qos), m.ts_sent, m.ts_ack,
-            m.player_id, m.trace_id, m.flags.replayable, m.flags.reliable, m.is_response, m.reply_to]
+            m.player_id, m.trace_id, m.flags.replayable, m.flags.reliable, m.is_response, m.reply_to, e.kind]
 
 
 def _row_entry(r: list[Any]) -> Entry:
-    t, direction, name, payload, seq, qos, ts_sent, ts_ack, pid, trace, replayable, reliable, is_resp, reply = r
+    t, direction, name, payload, seq, qos, ts_sent, ts_ack, pid, trace, replayable, reliable, is_resp, reply = r[:14]
     if direction not in ("in", "out"):
         raise ValueError(f"direction {direction!r}")
     meta = Meta(seq, QoS(qos), ts_sent, ts_ack, pid, trace, Flags(replayable, reliable), is_resp, reply)
-    return Entry(float(t), direction, Envelope(name, payload, meta))
+    return Entry(float(t), direction, Envelope(name, payload, meta), str(r[14]) if len(r) > 14 else "")

@@ -17,7 +17,17 @@ from typing import Any
 from .envelope import QoS
 from .histogram import Histogram, merged
 
-__all__ = ["NAME_COUNTERS", "PEER_COUNTERS", "NameStats", "NullStats", "Stats", "TierStats"]
+__all__ = [
+    "NAME_COUNTERS",
+    "PEER_COUNTERS",
+    "NameStats",
+    "NullStats",
+    "Stats",
+    "TierStats",
+    "format_us",
+    "merge_snapshots",
+    "text_table",
+]
 
 #: Counters kept per envelope name.
 NAME_COUNTERS = (
@@ -265,17 +275,17 @@ class Stats:
             if not s and n not in active:
                 continue
             h = self.latency_of(n)
-            lat = [_us(v) for v in h.percentiles([50, 99, 99.9])] + [_us(h.max)] if h.count else ["-"] * 4
+            lat = [format_us(v) for v in h.percentiles([50, 99, 99.9])] + [format_us(h.max)] if h.count else ["-"] * 4
             rows.append((n, s.sent, s.received, s.retries, s.timeouts, s.failures, s.dropped, h.count, *lat))
-        text = _table(("name", "sent", "recv", "retries", "timeouts", "failures", "dropped", "samples",
+        text = text_table(("name", "sent", "recv", "retries", "timeouts", "failures", "dropped", "samples",
                        "p50", "p99", "p99.9", "max"), rows)
         trows = []
         for tier in _TIERS:
             t = self.tiers[tier]
-            soj = [_us(v) for v in t.sojourn.percentiles([50, 99])] + [_us(t.sojourn.max)] if t.sent else ["-"] * 3
+            soj = [format_us(v) for v in t.sojourn.percentiles([50, 99])] + [format_us(t.sojourn.max)] if t.sent else ["-"] * 3
             trows.append((tier.name, t.sent, t.bytes_out, t.queued_msgs, t.max_queued_msgs, t.dropped, t.coalesced,
                           f"{100 * t.saturation:.1f}%", t.longest_saturated_run, *soj))
-        text += "\n\n" + _table(("tier", "sent", "bytes", "queued", "max queued", "dropped", "coalesced",
+        text += "\n\n" + text_table(("tier", "sent", "bytes", "queued", "max queued", "dropped", "coalesced",
                                  "saturated", "longest run", "sojourn p50", "p99", "max"), trows)
         peer = ", ".join(f"{k}={v}" for k, v in self.peer.items() if v)
         text += f"\n\npeer: {peer or 'no events'}\n"
@@ -327,7 +337,7 @@ def _ignore(seconds: float) -> None:
     pass
 
 
-def _us(v: float) -> str:
+def format_us(v: float) -> str:
     """Microseconds, readable to 4 significant digits: 850us, 12.34ms, 1.5s."""
     if v < 1000:
         return f"{v:.0f}us"
@@ -336,7 +346,7 @@ def _us(v: float) -> str:
     return f"{v / 1e6:.4g}s"
 
 
-def _table(header: tuple[str, ...], rows: Iterable[tuple[Any, ...]]) -> str:
+def text_table(header: tuple[str, ...], rows: Iterable[tuple[Any, ...]]) -> str:
     cells = [tuple(str(c) for c in header)] + [tuple(str(c) for c in r) for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
     lines = []
@@ -346,3 +356,24 @@ def _table(header: tuple[str, ...], rows: Iterable[tuple[Any, ...]]) -> str:
         if k == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def merge_snapshots(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """Two ``Stats.snapshot()``s as one (players of a run, workers of a run): counters add, ``max_*`` and
+    ``longest_*`` take the larger, histograms merge, ratios are recomputed."""
+    return _merge(a, b)
+
+
+def _merge(a: Any, b: Any, key: str = "") -> Any:
+    if isinstance(a, dict) and isinstance(b, dict):
+        if "hdr" in a and "hdr" in b:  # a histogram (with its summary)
+            return merged([Histogram.decode(a["hdr"]), Histogram.decode(b["hdr"])]).to_dict()
+        out = {k: (_merge(a[k], b[k], k) if k in a and k in b else (a[k] if k in a else b[k])) for k in {*a, *b}}
+        if "saturated_ticks" in out and "ticks" in out:
+            out["saturation"] = round(out["saturated_ticks"] / out["ticks"], 6) if out["ticks"] else 0.0
+        return dict(sorted(out.items()))
+    if isinstance(a, bool) or isinstance(b, bool) or key in ("version",):
+        return a
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return max(a, b) if key.startswith(("max_", "longest_")) else a + b
+    return a

@@ -24,6 +24,7 @@ from .game.schemas import SCHEMAS
 from .game.services import ConfigError, Game, GameConfig
 
 SECRET_ENV = "NETHARNESS_SECRET"
+CAPTURE_LIMIT = 1_000_000  # envelopes per channel the server capture keeps
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
                     help=f"the players' token secret (default: ${SECRET_ENV}, else a fresh one, printed)")
     ap.add_argument("--config", default=None, help="game config (TOML): rates, sizes, costs, scheduler")
     ap.add_argument("--stats-out", default=None, help="write the server's dispatcher stats (JSON) here on exit")
+    ap.add_argument("--capture", default=None,
+                    help="record every intent the players sent, in arrival order, to this replay file on exit")
     ap.add_argument("--quiet", action="store_true", help="no per-second load lines")
     args = ap.parse_args(argv)
 
@@ -51,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         server = dispatcher.init(peer="server", channel_registry=registry, listen=(args.host, args.port),
                                  secret=secret, schemas=SCHEMAS, mode="release",
-                                 scheduler=config.scheduler or None, rate_limits=config.rate_limits or None)
+                                 scheduler=config.scheduler or None, rate_limits=config.rate_limits or None,
+                                 replay={"buffer_size": CAPTURE_LIMIT} if args.capture else None)
     except dispatcher.DispatcherError as e:
         print(f"netharness serve: error: {e}", file=sys.stderr)
         return 2
@@ -72,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     server.close()
     if args.stats_out:
         Path(args.stats_out).write_text(json.dumps(stats))
+    if args.capture:
+        _dump_intents(server, args.capture)
     print(f"stopped: {stats['peer']['connections']} connections served, {game.handled} intents handled",
           file=sys.stderr, flush=True)
     return 0
@@ -102,3 +108,13 @@ def _run(server: dispatcher.Transport, game: Game, stop: gevent.event.Event, log
 def _load(server: dispatcher.Transport, game: Game) -> dict[str, float]:
     peer = server.stats().peer
     return {"handled": game.handled, "bytes_in": peer["bytes_in"], "bytes_out": peer["bytes_out"]}
+
+
+def _dump_intents(server: dispatcher.Transport, path: str) -> None:
+    """The intents players sent (arrival order, stamped player ids) as a replay file."""
+    buf = server.replay_buffer
+    captured = dispatcher.replay.ReplayBuffer(buf.registry_hash, buffer_size=CAPTURE_LIMIT)
+    for e in buf.entries(direction="in"):
+        if e.envelope.name.startswith("Intent.") and not e.envelope.meta.is_response:
+            captured.push(e.envelope, "in", e.t)
+    captured.dump(path)

@@ -16,6 +16,7 @@ The services never read a clock or sleep: ``tick(now)`` pushes what is due; the 
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import time
@@ -78,11 +79,12 @@ class GameConfig:
     def load(cls, path: str | Path) -> GameConfig:
         p = Path(path)
         try:
-            table = tomllib.loads(p.read_text())
+            text = p.read_text()
+            table = json.loads(text) if p.suffix == ".json" else tomllib.loads(text)
         except FileNotFoundError:
             raise ConfigError(f"{p}: no such config file") from None
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"{p}: not valid TOML: {e}") from None
+        except (tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
+            raise ConfigError(f"{p}: not valid {'JSON' if p.suffix == '.json' else 'TOML'}: {e}") from None
         return cls.from_dict(table.get("game", table), str(p))
 
 

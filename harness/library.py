@@ -1,0 +1,107 @@
+"""The scenarios of the project's locustfiles, built from shared actions.
+
+Each scenario lists its parameters (override with ``--param KEY=VALUE``) and the game config its embedded
+server starts with.  Rates are per player per second.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Any
+
+from .game.schemas import ATTRIBUTES, SKILLS
+from .scenario import Action, Params, Phase, Scenario
+
+__all__ = ["CRITICAL", "DELTAS", "MIXED", "SKILLS_SCENARIO", "SNAPSHOTS"]
+
+
+def skill_use(rng: random.Random, params: Params, n: int) -> dict[str, Any]:
+    """A rotation through the skills, on a random target."""
+    return {"skillId": SKILLS[n % len(SKILLS)], "target": rng.randrange(1000)}
+
+
+def spend(rng: random.Random, params: Params, n: int) -> dict[str, Any]:
+    return {"attribute": ATTRIBUTES[n % len(ATTRIBUTES)], "points": 1}
+
+
+def snapshot_request(rng: random.Random, params: Params, n: int) -> dict[str, Any]:
+    return {"version": n}
+
+
+def use_skills(rate: str = "skill_rate") -> Action:
+    return Action("Intent.Skills.Use", rate, "intent", skill_use)
+
+
+def measure_skills(rate: str = "skill_request_rate") -> Action:
+    return Action("Intent.Skills.Use", rate, "request", skill_use)
+
+
+def server_config(**overrides: Any) -> Any:
+    def make(params: Params) -> dict[str, Any]:
+        cfg: dict[str, Any] = {"cooldown": 0.0, "zones": 8, "snapshot_bytes": params.get("snapshot_bytes", 2048)}
+        for k, v in overrides.items():
+            cfg[k] = params[v] if isinstance(v, str) and v in params else v
+        return cfg
+
+    return make
+
+
+SKILLS_SCENARIO = Scenario(
+    "skills",
+    (Phase("rotation", math.inf, (use_skills(), measure_skills())),),
+    params={"skill_rate": 4.0, "skill_request_rate": 1.0},
+    server=server_config(),
+)
+
+SNAPSHOTS = Scenario(
+    "snapshots",
+    (Phase("flood", math.inf, (
+        Action("Intent.Stats.RequestSnapshot", "snapshot_request_rate", "request", snapshot_request, timeout=10.0),
+        measure_skills(),
+    )),),
+    params={"snapshot_request_rate": 2.0, "skill_request_rate": 1.0, "snapshot_bytes": 8192,
+            "snapshot_push_rate": 5.0},
+    server=server_config(snapshot_rate="snapshot_push_rate"),
+)
+
+DELTAS = Scenario(
+    "deltas",
+    (Phase("spam", math.inf, (
+        Action("Intent.Attributes.SpendPoints", "spend_rate", "intent", spend),
+        measure_skills(),
+    )),),
+    params={"spend_rate": 20.0, "skill_request_rate": 1.0, "entity_rate": 60.0},
+    server=server_config(entity_rate="entity_rate"),
+)
+
+CRITICAL = Scenario(
+    "critical",
+    (
+        Phase("calm", "calm_s", (use_skills(), measure_skills())),
+        Phase("flood", "flood_s", (
+            use_skills(), measure_skills(),
+            Action("Intent.Stats.RequestSnapshot", "snapshot_request_rate", "request", snapshot_request,
+                   timeout=10.0),
+        )),
+    ),
+    params={"calm_s": 5.0, "flood_s": 10.0, "skill_rate": 4.0, "skill_request_rate": 4.0,
+            "snapshot_request_rate": 10.0, "snapshot_bytes": 8192},
+    server=server_config(),
+)
+
+MIXED = Scenario(
+    "mixed",
+    (
+        Phase("calm", "calm_s", (use_skills(), measure_skills())),
+        Phase("flood", "flood_s", (
+            use_skills(), measure_skills(),
+            Action("Intent.Stats.RequestSnapshot", "snapshot_request_rate", "request", snapshot_request,
+                   timeout=10.0),
+            Action("Intent.Attributes.SpendPoints", "spend_rate", "intent", spend),
+        )),
+    ),
+    params={"calm_s": 5.0, "flood_s": 10.0, "skill_rate": 4.0, "skill_request_rate": 4.0,
+            "snapshot_request_rate": 10.0, "snapshot_bytes": 8192, "spend_rate": 10.0, "entity_rate": 30.0},
+    server=server_config(entity_rate="entity_rate"),
+)

@@ -1,0 +1,273 @@
+"""The harness's Locust hooks: options, the embedded server, shipping and merging results, results.json.
+
+Importing this module (the users do) registers the listeners on ``locust.events``, as Locust plugins do.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import locust.stats
+from locust import events
+from locust.env import Environment
+from locust.runners import LocalRunner, MasterRunner, WorkerRunner
+
+import dispatcher
+from dispatcher.replay import ReplayBuffer, ReplayFileError, read_entries
+from dispatcher.stats import merge_snapshots
+
+from .embedded import EmbeddedServer, EmbeddedServerError
+from .game import load_registry
+from .recorder import Recorder
+from .results import build_results, format_table, write_results
+from .scenario import Scenario, ScenarioError, parse_params
+
+__all__ = ["State", "state"]
+
+_ENVS: list[Environment] = []
+
+log = logging.getLogger("netharness")
+PROBE_PLAYER = 2**31 - 1  # the id the master uses to check the target before the players connect
+CAPTURE_LIMIT = 1_000_000
+_original_bucket = locust.stats.bucket_response_time
+
+
+def bucket_response_time(response_time: int | float) -> int | float:
+    """Locust's response-time bucketing, to 2 significant digits below 100 ms instead of whole ms, so that
+    its own percentiles stay meaningful for sub-millisecond loopback latencies."""
+    if response_time >= 100:
+        return _original_bucket(response_time)
+    if response_time <= 0:
+        return 0
+    return float(f"{response_time:.2g}")
+
+
+locust.stats.bucket_response_time = bucket_response_time
+
+
+def fail_fast(message: str) -> None:
+    """One clear line and exit, instead of a failure per player."""
+    print(f"netharness: error: {message}", file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+@dataclass
+class Target:
+    address: tuple[str, int]
+    secret: str
+    url: str
+
+
+class State:
+    """What one Locust process of the harness holds."""
+
+    def __init__(self) -> None:
+        self.registry = load_registry()
+        self.recorder = Recorder()
+        self.scenario: Scenario | None = None
+        self.params: dict[str, Any] = {}
+        self.server: EmbeddedServer | None = None
+        self.server_stats: dict[str, Any] | None = None
+        self._target: Target | None = None
+        self.client_stats: dict[str, Any] | None = None
+        self.worker_client_stats: dict[str, dict[str, Any]] = {}
+        self.worker_reconnects: dict[str, int] = {}
+        self.capture_buffer: ReplayBuffer | None = None
+        self.reconnects = 0
+        self.connect_failures = 0
+        self.started_at = time.time()
+        self._t0: float | None = None
+        self.results_path: Path | None = None
+
+    # -- users call these ------------------------------------------------------------------------
+
+    def target(self, environment: Environment) -> Target:
+        if self._target is None:
+            self._target = parse_target(environment.host, secret_of(environment))
+        return self._target
+
+    def start_time(self, environment: Environment) -> float:
+        """One timeline origin for every player of this process (monotonic clock)."""
+        if self._t0 is None:
+            self._t0 = time.monotonic()
+        return self._t0
+
+    def add_client_stats(self, snap: dict[str, Any], runtime: Any) -> None:
+        self.client_stats = snap if self.client_stats is None else merge_snapshots(self.client_stats, snap)
+        self.reconnects += getattr(runtime, "reconnects", 0)
+
+    def capture(self, player_id: int, env: dispatcher.Envelope, kind: str) -> None:
+        if self.capture_buffer is not None:
+            meta = env.meta
+            stamped = dispatcher.Envelope(env.name, env.payload, dispatcher.Meta(
+                meta.seq, meta.qos, meta.ts_sent, player_id=player_id, trace_id=meta.trace_id, flags=meta.flags))
+            self.capture_buffer.push(stamped, "out", time.monotonic(), kind)
+
+
+_STATE: dict[int, State] = {}
+
+
+def state(environment: Environment) -> State:
+    return _STATE.setdefault(id(environment), State())
+
+
+def secret_of(environment: Environment) -> str:
+    opts = environment.parsed_options
+    secret = getattr(opts, "netharness_secret", None) if opts is not None else None
+    if not secret:
+        fail_fast("no secret for the target server: pass --netharness-secret or set NETHARNESS_SECRET "
+                  "(the one `netharness serve` printed)")
+    return str(secret)
+
+
+def parse_target(host: str | None, secret: str) -> Target:
+    if not host:
+        fail_fast("no --host, and no embedded server was started")
+    u = urlparse(host or "")
+    if u.scheme != "tcp" or not u.hostname or not u.port:
+        fail_fast(f"--host must be tcp://HOST:PORT (a `netharness serve` address), got {host!r}")
+    assert u.hostname is not None and u.port is not None
+    return Target((u.hostname, u.port), secret, f"tcp://{u.hostname}:{u.port}")
+
+
+def probe(target: Target, registry: dispatcher.ChannelRegistry) -> None:
+    """Connect once as a throwaway player: a wrong host, secret or registry fails here, once."""
+    try:
+        c = dispatcher.init(peer="client", channel_registry=registry, connect=target.address,
+                            player_id=PROBE_PLAYER, token=dispatcher.make_token(target.secret, PROBE_PLAYER),
+                            reconnect=False, connect_timeout=5.0)
+    except dispatcher.ConnectionClosed as e:
+        fail_fast(f"{target.url}: {e.message} (is `netharness serve` running there?)")
+    except dispatcher.RemoteProtocolError as e:
+        hint = " (wrong --netharness-secret?)" if e.code == "bad_token" else ""
+        fail_fast(f"{target.url} refused the connection: {e}{hint}")
+    else:
+        c.close()
+
+
+def scenario_of(environment: Environment) -> Scenario | None:
+    for cls in environment.user_classes:
+        sc = getattr(cls, "scenario", None)
+        if isinstance(sc, Scenario):
+            return sc
+    return None
+
+
+# -- listeners ----------------------------------------------------------------------------------
+
+
+@events.init_command_line_parser.add_listener
+def _options(parser: Any) -> None:
+    g = parser  # Locust's own parser: its options reach the web UI and the workers
+    g.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a scenario parameter (repeatable, or KEY=VALUE,KEY=VALUE)")
+    g.add_argument("--netharness-secret", default="", env_var="NETHARNESS_SECRET", include_in_web_ui=False,
+                   help="the target server's secret (set for you with the embedded server)")
+    g.add_argument("--results", default="", help="where to write results.json (default: results/<time>-<scenario>/)")
+    g.add_argument("--capture", default="", help="record the players' envelopes to this replay file")
+    g.add_argument("--server-capture", default="", include_in_web_ui=False,
+                   help="embedded server only: record the intents it received to this replay file")
+    g.add_argument("--replay-file", default="", help="replay.py: the capture to replay")
+    g.add_argument("--time-scale", type=float, default=1.0, help="replay.py: >1 replays faster")
+
+
+@events.init.add_listener
+def _init(environment: Environment, **_: Any) -> None:
+    _ENVS.append(environment)
+    st = state(environment)
+    opts = environment.parsed_options
+    st.scenario = scenario_of(environment)
+    if st.scenario is not None:
+        try:
+            st.params = st.scenario.with_params(parse_params(getattr(opts, "param", None)))
+        except ScenarioError as e:
+            fail_fast(str(e))
+    if opts is not None and getattr(opts, "capture", ""):
+        st.capture_buffer = ReplayBuffer(st.registry.hash, buffer_size=CAPTURE_LIMIT)
+    if opts is not None and getattr(opts, "replay_file", ""):
+        try:
+            read_entries(opts.replay_file, st.registry.hash)
+        except ReplayFileError as e:
+            fail_fast(str(e))
+    if isinstance(environment.runner, WorkerRunner) or environment.runner is None:
+        return
+    if not environment.host:
+        config = st.scenario.server(st.params) if st.scenario is not None and st.scenario.server else {}
+        try:
+            st.server = EmbeddedServer(config, capture=getattr(opts, "server_capture", "") or None)
+        except EmbeddedServerError as e:
+            fail_fast(str(e))
+        assert st.server is not None
+        environment.host = st.server.url
+        if opts is not None:
+            opts.netharness_secret = st.server.secret  # sent to the workers with the host
+            opts.host = st.server.url
+        log.info("embedded game server on %s", st.server.url)
+    probe(st.target(environment), st.registry)
+
+
+@events.report_to_master.add_listener
+def _report(client_id: str, data: dict[str, Any]) -> None:
+    env = _env_of_worker()
+    if env is None:
+        return
+    st = state(env)
+    data["netharness"] = {"recorder": st.recorder.take(), "client_stats": st.client_stats,
+                          "reconnects": st.reconnects}
+
+
+@events.worker_report.add_listener
+def _worker_report(client_id: str, data: dict[str, Any]) -> None:
+    part = data.get("netharness")
+    env = _master_env()
+    if part is None or env is None:
+        return
+    st = state(env)
+    st.recorder.merge(part["recorder"])
+    if part.get("client_stats") is not None:
+        st.worker_client_stats[client_id] = part["client_stats"]  # cumulative: the latest replaces
+    st.worker_reconnects[client_id] = part.get("reconnects", 0)
+
+
+@events.test_stop.add_listener
+def _test_stop(environment: Environment, **_: Any) -> None:
+    if isinstance(environment.runner, WorkerRunner):
+        environment.runner._send_stats()  # what the users recorded up to their stop, before the quit
+
+
+@events.quitting.add_listener
+def _quitting(environment: Environment, **_: Any) -> None:
+    st = state(environment)
+    opts = environment.parsed_options
+    if st.capture_buffer is not None and opts is not None:
+        path = opts.capture
+        if isinstance(environment.runner, WorkerRunner):
+            path = f"{path}.worker{environment.runner.worker_index}"
+        n = st.capture_buffer.dump(path)
+        print(f"netharness: captured {n} envelopes to {path}", file=sys.stderr, flush=True)
+    if isinstance(environment.runner, WorkerRunner) or environment.runner is None:
+        return
+    if st.server is not None:
+        st.server_stats = st.server.stop()
+    client = st.client_stats
+    for snap in st.worker_client_stats.values():
+        client = snap if client is None else merge_snapshots(client, snap)
+    st.reconnects += sum(st.worker_reconnects.values())
+    results = build_results(environment, st, client)
+    st.results_path = write_results(results, getattr(opts, "results", "") or None, st.scenario)
+    print(format_table(results), flush=True)
+    print(f"netharness: results written to {st.results_path}", flush=True)
+
+
+def _env_of_worker() -> Environment | None:
+    return next((e for e in _ENVS if isinstance(e.runner, WorkerRunner)), None)
+
+
+def _master_env() -> Environment | None:
+    return next((e for e in _ENVS if isinstance(e.runner, MasterRunner | LocalRunner)), None)

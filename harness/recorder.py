@@ -1,0 +1,129 @@
+"""The harness's measurements: histograms, never raw samples, so memory stays flat however long the run.
+
+Per ``(kind, qos, name)`` — kind is ``request``, ``intent`` or ``event`` — counts, failures, bytes, sends
+behind schedule and an HdrHistogram-compatible latency histogram in microseconds (3 significant figures);
+per second and ``(kind, qos)`` a coarser histogram (2 figures) for latency over time.  Workers ship deltas
+(``take()``) to the master, which ``merge()``s them: histograms add, so merged percentiles are exact to the
+histograms' precision.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from dispatcher.histogram import Histogram
+
+__all__ = ["Entry", "Recorder"]
+
+SERIES_FIGURES = 2
+
+
+class Entry:
+    """The figures of one (kind, qos, name).  ``record`` is the hot path: two list appends."""
+
+    __slots__ = ("_lat", "_secs", "behind", "bytes", "count", "failures", "hist", "key")
+
+    def __init__(self, key: tuple[str, str, str]) -> None:
+        self.key = key
+        self.count = 0
+        self.failures = 0
+        self.bytes = 0
+        self.behind = 0
+        self.hist = Histogram()
+        self._lat: list[float] = []  # seconds, not yet folded
+        self._secs: list[int] = []  # the wall-clock second of each pending sample
+
+    def record(self, seconds: float, nbytes: int = 0, now: float | None = None) -> None:
+        self.count += 1
+        self.bytes += nbytes
+        self._lat.append(seconds)
+        self._secs.append(int(time.time() if now is None else now))
+
+    def fail(self) -> None:
+        self.count += 1
+        self.failures += 1
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.entries: dict[tuple[str, str, str], Entry] = {}
+        # second -> "kind|qos" -> [count, failures, Histogram]
+        self.series: dict[int, dict[str, list[Any]]] = {}
+        self._fail_secs: list[tuple[int, str]] = []
+
+    def entry(self, kind: str, qos: str, name: str) -> Entry:
+        key = (kind, qos, name)
+        e = self.entries.get(key)
+        if e is None:
+            e = self.entries[key] = Entry(key)
+        return e
+
+    def fail(self, e: Entry, now: float | None = None) -> None:
+        e.fail()
+        self._fail_secs.append((int(time.time() if now is None else now), f"{e.key[0]}|{e.key[1]}"))
+
+    def _slot(self, sec: int, series_key: str) -> list[Any]:
+        slot = self.series.setdefault(sec, {}).get(series_key)
+        if slot is None:
+            slot = self.series[sec][series_key] = [0, 0, Histogram(significant_figures=SERIES_FIGURES)]
+        return slot
+
+    def fold(self) -> None:
+        """Move pending samples into the histograms and the per-second series."""
+        for e in self.entries.values():
+            if not e._lat:
+                continue
+            lat, secs = e._lat, np.asarray(e._secs, dtype=np.int64)
+            e._lat, e._secs = [], []
+            e.hist.record_many_seconds(lat)
+            skey = f"{e.key[0]}|{e.key[1]}"
+            arr = np.asarray(lat, dtype=np.float64)
+            for sec in np.unique(secs).tolist():
+                mask = secs == sec
+                slot = self._slot(sec, skey)
+                slot[0] += int(mask.sum())
+                slot[2].record_many_seconds(arr[mask].tolist())
+        for sec, skey in self._fail_secs:
+            slot = self._slot(sec, skey)
+            slot[1] += 1
+        self._fail_secs = []
+
+    # -- shipping and merging (workers -> master) ----------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything recorded, JSON-able and mergeable."""
+        self.fold()
+        return {
+            "entries": [
+                {"kind": k, "qos": q, "name": n, "count": e.count, "failures": e.failures, "bytes": e.bytes,
+                 "behind": e.behind, "hdr": e.hist.encode()}
+                for (k, q, n), e in sorted(self.entries.items())
+            ],
+            "series": {str(sec): {sk: [c, f, h.encode()] for sk, (c, f, h) in slots.items()}
+                       for sec, slots in sorted(self.series.items())},
+        }
+
+    def take(self) -> dict[str, Any]:
+        """A snapshot, then start over: what a worker ships in each report."""
+        snap = self.snapshot()
+        self.entries = {}
+        self.series = {}
+        return snap
+
+    def merge(self, snap: dict[str, Any]) -> None:
+        for row in snap["entries"]:
+            e = self.entry(row["kind"], row["qos"], row["name"])
+            e.count += row["count"]
+            e.failures += row["failures"]
+            e.bytes += row["bytes"]
+            e.behind += row["behind"]
+            e.hist.merge(Histogram.decode(row["hdr"]))
+        for sec, slots in snap["series"].items():
+            for sk, (c, f, h) in slots.items():
+                slot = self._slot(int(sec), sk)
+                slot[0] += c
+                slot[1] += f
+                slot[2].merge(Histogram.decode(h))

@@ -1,0 +1,195 @@
+"""Locust users whose client is a dispatcher connection: one player per user.
+
+``DispatcherUser`` (abstract) connects on start, records every request, intent and event, and fires
+``environment.events.request`` for each (``request_type`` = QoS tier, ``name`` = envelope name,
+``response_time`` in ms as a float), so Locust's own UI, CSV and HTML keep working.  What is measured:
+
+* request: from the send's intended time to the response (open model: coordinated omission corrected);
+* intent on a reliable channel: from the intended time to the server's acknowledgement (delivery);
+  on another channel: from the intended time to the hand-off to the dispatcher;
+* event: one-way, from the server's ``ts_sent`` to arrival, on the server's clock (offset estimated).
+
+``ScenarioUser`` plays a ``harness.scenario.Scenario`` timeline.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import time
+from typing import Any, ClassVar
+
+import gevent
+from locust import User, task
+
+import dispatcher
+from dispatcher import Envelope, Meta, QoS
+
+from . import plugin
+from .game.schemas import SCHEMAS
+from .recorder import Entry
+from .scenario import Action, Scenario
+
+__all__ = ["DispatcherUser", "ScenarioUser"]
+
+_ids = itertools.count(1)
+
+
+class DispatcherUser(User):
+    abstract = True
+    #: Players per worker process are numbered from worker_index * PLAYER_BLOCK + 1.
+    PLAYER_BLOCK = 1_000_000
+
+    def __init__(self, environment: Any) -> None:
+        super().__init__(environment)
+        self.state = plugin.state(environment)
+        self.player_id = self.assign_player_id()
+        self.client: dispatcher.Transport | None = None
+        self.stopping = False
+        self._acks: dict[tuple[str, int], tuple[float, Entry, str]] = {}
+        self._entries: dict[tuple[str, str, str], Entry] = {}
+
+    def assign_player_id(self) -> int:
+        index = getattr(self.environment.runner, "worker_index", 0) or 0
+        return index * self.PLAYER_BLOCK + next(_ids)
+
+    # -- connection ------------------------------------------------------------------------------
+
+    def on_start(self) -> None:
+        target = self.state.target(self.environment)
+        try:
+            self.client = dispatcher.init(
+                peer="client", channel_registry=self.state.registry, connect=target.address,
+                player_id=self.player_id, token=dispatcher.make_token(target.secret, self.player_id),
+                schemas=SCHEMAS, mode="release", connect_timeout=10.0,
+            )
+        except dispatcher.DispatcherError as e:
+            self.state.connect_failures += 1
+            self._fire("CONNECT", "connect", 0.0, 0, e)
+            raise
+        core = self.client.core
+        core.ack_listener = self._on_ack
+        for name in self.state.registry.names:
+            if name.startswith("Event."):
+                self.client.bus.on(name, self._event_recorder(name))
+
+    def on_stop(self) -> None:
+        self.stopping = True  # what our own close cuts short is not a failure of the system under test
+        if self.client is not None:
+            self.state.add_client_stats(self.client.stats().snapshot(), self.client.runtime)
+            self.client.close()
+            self.client = None
+
+    # -- recording -------------------------------------------------------------------------------
+
+    def _entry(self, kind: str, qos: str, name: str) -> Entry:
+        key = (kind, qos, name)
+        e = self._entries.get(key)
+        if e is None:
+            e = self._entries[key] = self.state.recorder.entry(kind, qos, name)
+        return e
+
+    def _fire(self, qos: str, name: str, ms: float, nbytes: int, exc: BaseException | None) -> None:
+        self.environment.events.request.fire(request_type=qos, name=name, response_time=ms,
+                                             response_length=nbytes, exception=exc, context={})
+
+    def _ok(self, e: Entry, latency: float, nbytes: int = 0) -> None:
+        e.record(latency, nbytes)
+        self._fire(e.key[1], e.key[2], latency * 1000.0, nbytes, None)
+
+    def _failed(self, e: Entry, latency: float, exc: BaseException) -> None:
+        if self.stopping and isinstance(exc, dispatcher.ConnectionClosed):
+            return
+        self.state.recorder.fail(e)
+        self._fire(e.key[1], e.key[2], latency * 1000.0, 0, exc)
+
+    def _event_recorder(self, name: str) -> Any:
+        def on_event(payload: Any, meta: Meta) -> None:
+            core = self.client.core if self.client is not None else None
+            if core is None:
+                return
+            latency = time.monotonic() + core.clock_offset - meta.ts_sent
+            self._ok(self._entry("event", meta.qos.name, name), max(0.0, latency))
+
+        return on_event
+
+    def _on_ack(self, env: Envelope, now: float) -> None:
+        pending = self._acks.pop((env.name, env.meta.seq), None)
+        if pending is not None:
+            intended, e, _ = pending
+            self._ok(e, now - intended)
+
+    # -- sending ---------------------------------------------------------------------------------
+
+    def send_intent(self, name: str, payload: Any, *, intended: float | None = None, qos: str | None = None) -> None:
+        assert self.client is not None
+        t0 = time.monotonic()
+        intended = t0 if intended is None else intended
+        try:
+            env = self.client.intent(name, payload, qos_override=qos)
+        except dispatcher.DispatcherError as exc:
+            self._failed(self._entry("intent", qos or self._tier(name), name), time.monotonic() - intended, exc)
+            return
+        if env is None:  # release mode dropped it: invalid payload
+            e = self._entry("intent", qos or self._tier(name), name)
+            self._failed(e, 0.0, dispatcher.ValidationError(name, "rejected by its schema"))
+            return
+        e = self._entry("intent", env.meta.qos.name, name)
+        self.state.capture(self.player_id, env, "intent")
+        if self.state.registry.channel_of(name).reliable:
+            self._acks[(name, env.meta.seq)] = (intended, e, name)
+        else:
+            self._ok(e, time.monotonic() - intended)
+
+    def send_request(self, name: str, payload: Any, *, intended: float | None = None, qos: str | None = None,
+                     timeout: float = 5.0) -> None:
+        assert self.client is not None
+        intended = time.monotonic() if intended is None else intended
+        tier = qos or self._tier(name)
+        e = self._entry("request", tier, name)
+        try:
+            p = self.client.request(name, payload, qos_override=qos, timeout=timeout)
+        except dispatcher.DispatcherError as exc:
+            self._failed(e, time.monotonic() - intended, exc)
+            return
+        self.state.capture(self.player_id, Envelope(name, payload, Meta(0, QoS[tier], time.monotonic())), "request")
+        p.and_then(lambda env: self._ok(e, time.monotonic() - intended)).catch(
+            lambda exc: self._failed(e, time.monotonic() - intended, exc))
+
+    def _tier(self, name: str) -> str:
+        return self.state.registry.channel_of(name).qos.name
+
+
+class ScenarioUser(DispatcherUser):
+    """Plays ``scenario``'s timeline (phases of actions at rates, open-model pacing)."""
+
+    abstract = True
+    scenario: ClassVar[Scenario]
+
+    def wait_time(self) -> float:
+        return 0.0
+
+    @task
+    def play(self) -> None:
+        params = self.state.params
+        rng = random.Random(self.player_id)
+        start = self.state.start_time(self.environment)
+        joined = time.monotonic()
+        for intended, phase, action, n in self.scenario.timeline(params, rng, start):
+            if intended < joined:
+                continue  # the timeline is shared (phases line up across players); a late joiner skips the past
+            delay = intended - time.monotonic()
+            if delay > 0:
+                gevent.sleep(delay)
+            elif -delay > self.scenario.behind_after:
+                self._entry(action.kind, action.qos or self._tier(action.name), action.name).behind += 1
+            self.perform(action, rng, params, n, intended)
+        while True:  # a timeline that ends: stay connected (events keep coming) until the run ends
+            gevent.sleep(3600)
+
+    def perform(self, action: Action, rng: random.Random, params: dict[str, Any], n: int, intended: float) -> None:
+        payload = action.make_payload(rng, params, n)
+        if action.kind == "request":
+            self.send_request(action.name, payload, intended=intended, qos=action.qos, timeout=action.timeout)
+        else:
+            self.send_intent(action.name, payload, intended=intended, qos=action.qos)

@@ -1,0 +1,14 @@
+"""Spammy deltas: attribute spending (CRITICAL intents) from every player, entity-info deltas (NORMAL, coalesced) pushed by the server.
+
+    locust -f scenarios/deltas.py --headless -u 50 -r 25 -t 20s            # embedded game server
+    locust -f scenarios/deltas.py --host tcp://127.0.0.1:7777 --netharness-secret S   # a running one
+
+Parameters (--param KEY=VALUE): see harness/library.py.
+"""
+
+from harness.library import DELTAS
+from harness.users import ScenarioUser
+
+
+class DeltaPlayer(ScenarioUser):
+    scenario = DELTAS

@@ -1,0 +1,14 @@
+"""All together, the QoS proof: a calm phase (CRITICAL unloaded), then snapshot floods, spammy deltas and entity deltas while CRITICAL skill use goes on; results.json has both phases' CRITICAL latency.
+
+    locust -f scenarios/mixed.py --headless -u 50 -r 25 -t 20s            # embedded game server
+    locust -f scenarios/mixed.py --host tcp://127.0.0.1:7777 --netharness-secret S   # a running one
+
+Parameters (--param KEY=VALUE): see harness/library.py.
+"""
+
+from harness.library import MIXED
+from harness.users import ScenarioUser
+
+
+class MixedPlayer(ScenarioUser):
+    scenario = MIXED
