@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import replay
 from .auth import make_secret, make_token
 from .bus import EventBus, Subscription
 from .core import Dispatcher
@@ -29,6 +28,7 @@ from .errors import (
     UnknownNameError,
     ValidationError,
 )
+from . import replay
 from .promise import Promise
 from .registry import Channel, ChannelRegistry, Direction
 from .runtime.clock import MonotonicClock, VirtualClock
@@ -69,6 +69,7 @@ __all__ = [
     "loopback",
     "make_secret",
     "make_token",
+    "replay",
 ]
 
 __version__ = "0.1.0"

@@ -282,7 +282,8 @@ class Stats:
         trows = []
         for tier in _TIERS:
             t = self.tiers[tier]
-            soj = [format_us(v) for v in t.sojourn.percentiles([50, 99])] + [format_us(t.sojourn.max)] if t.sent else ["-"] * 3
+            soj = ([format_us(v) for v in t.sojourn.percentiles([50, 99])] + [format_us(t.sojourn.max)]
+                   if t.sent else ["-"] * 3)
             trows.append((tier.name, t.sent, t.bytes_out, t.queued_msgs, t.max_queued_msgs, t.dropped, t.coalesced,
                           f"{100 * t.saturation:.1f}%", t.longest_saturated_run, *soj))
         text += "\n\n" + text_table(("tier", "sent", "bytes", "queued", "max queued", "dropped", "coalesced",
@@ -361,7 +362,8 @@ def text_table(header: tuple[str, ...], rows: Iterable[tuple[Any, ...]]) -> str:
 def merge_snapshots(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     """Two ``Stats.snapshot()``s as one (players of a run, workers of a run): counters add, ``max_*`` and
     ``longest_*`` take the larger, histograms merge, ratios are recomputed."""
-    return _merge(a, b)
+    out: dict[str, Any] = _merge(a, b)
+    return out
 
 
 def _merge(a: Any, b: Any, key: str = "") -> Any:

@@ -80,9 +80,10 @@ class Scenario:
         for k, v in overrides.items():
             default = self.params[k]
             try:
-                out[k] = type(default)(v) if not isinstance(default, bool) else str(v).lower() in ("1", "true", "yes")
+                out[k] = str(v).lower() in ("1", "true", "yes") if isinstance(default, bool) else type(default)(v)
             except (TypeError, ValueError):
-                raise ScenarioError(f"parameter {k}={v!r}: expected {type(default).__name__} like {default!r}") from None
+                want = type(default).__name__
+                raise ScenarioError(f"parameter {k}={v!r}: expected {want} like {default!r}") from None
         for phase in self.phases:
             if phase.duration_in(out) <= 0:
                 raise ScenarioError(f"phase {phase.name!r}: duration must be > 0, got {phase.duration_in(out)}")

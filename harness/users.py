@@ -175,7 +175,7 @@ class ScenarioUser(DispatcherUser):
         rng = random.Random(self.player_id)
         start = self.state.start_time(self.environment)
         joined = time.monotonic()
-        for intended, phase, action, n in self.scenario.timeline(params, rng, start):
+        for intended, _phase, action, n in self.scenario.timeline(params, rng, start):
             if intended < joined:
                 continue  # the timeline is shared (phases line up across players); a late joiner skips the past
             delay = intended - time.monotonic()

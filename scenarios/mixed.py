@@ -1,4 +1,7 @@
-"""All together, the QoS proof: a calm phase (CRITICAL unloaded), then snapshot floods, spammy deltas and entity deltas while CRITICAL skill use goes on; results.json has both phases' CRITICAL latency.
+"""All together, the QoS proof: CRITICAL skill use, calm and then under floods.
+
+A calm phase measures CRITICAL unloaded; then snapshot floods, spammy deltas and entity deltas
+saturate the link while skill use goes on. results.json has both phases' CRITICAL latency.
 
     locust -f scenarios/mixed.py --headless -u 50 -r 25 -t 20s            # embedded game server
     locust -f scenarios/mixed.py --host tcp://127.0.0.1:7777 --netharness-secret S   # a running one

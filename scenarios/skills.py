@@ -1,4 +1,6 @@
-"""Skill rotations: Intent.Skills.Use (CRITICAL, reliable) as intents and as measured requests; the server broadcasts Event.Skills.Execution to each caster's zone.
+"""Skill rotations: Intent.Skills.Use (CRITICAL, reliable) as intents and as measured requests.
+
+The server broadcasts Event.Skills.Execution to each caster's zone.
 
     locust -f scenarios/skills.py --headless -u 50 -r 25 -t 20s            # embedded game server
     locust -f scenarios/skills.py --host tcp://127.0.0.1:7777 --netharness-secret S   # a running one
