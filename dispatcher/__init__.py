@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import replay
 from .auth import make_secret, make_token
 from .bus import EventBus, Subscription
 from .core import Dispatcher
@@ -28,7 +29,6 @@ from .errors import (
     UnknownNameError,
     ValidationError,
 )
-from . import replay
 from .promise import Promise
 from .registry import Channel, ChannelRegistry, Direction
 from .runtime.clock import MonotonicClock, VirtualClock
