@@ -83,7 +83,12 @@ class State:
         self.connect_failures = 0
         self.started_at = time.time()
         self._t0: float | None = None
+        self.t0_wall: float | None = None  # wall-clock time of the timeline origin (phase 0 starts)
         self.results_path: Path | None = None
+        self.samples: list[tuple[str, str, str, float]] | None = None  # --sample-log: raw, for verification
+        self._replay: dict[int, list[Any]] | None = None
+        self._replay_queue: list[int] = []
+        self.replayed_players = 0
 
     # -- users call these ------------------------------------------------------------------------
 
@@ -96,7 +101,29 @@ class State:
         """One timeline origin for every player of this process (monotonic clock)."""
         if self._t0 is None:
             self._t0 = time.monotonic()
+            self.t0_wall = time.time()
         return self._t0
+
+    def _load_replay(self, environment: Environment) -> dict[int, list[Any]]:
+        """The capture's outgoing envelopes per player, times relative to the capture's first one."""
+        if self._replay is None:
+            path = getattr(environment.parsed_options, "replay_file", "")
+            if not path:
+                fail_fast("replay.py needs --replay-file FILE (a capture made with --capture)")
+            entries = [e for e in read_entries(path, self.registry.hash) if e.direction == "out"]
+            t_first = min((e.t for e in entries), default=0.0)
+            self._replay = {}
+            for e in entries:
+                self._replay.setdefault(e.envelope.meta.player_id or 0, []).append(e._replace(t=e.t - t_first))
+            self._replay_queue = sorted(self._replay)
+        return self._replay
+
+    def next_replay_player(self, environment: Environment) -> int | None:
+        self._load_replay(environment)
+        return self._replay_queue.pop(0) if self._replay_queue else None
+
+    def replay_script(self, environment: Environment, player_id: int) -> list[Any]:
+        return self._load_replay(environment).get(player_id, [])
 
     def add_client_stats(self, snap: dict[str, Any], runtime: Any) -> None:
         self.client_stats = snap if self.client_stats is None else merge_snapshots(self.client_stats, snap)
@@ -175,6 +202,8 @@ def _options(parser: Any) -> None:
                    help="embedded server only: record the intents it received to this replay file")
     g.add_argument("--replay-file", default="", help="replay.py: the capture to replay")
     g.add_argument("--time-scale", type=float, default=1.0, help="replay.py: >1 replays faster")
+    g.add_argument("--sample-log", default="", include_in_web_ui=False,
+                   help="also write every raw latency sample here (a directory; for verifying the histograms)")
 
 
 @events.init.add_listener
@@ -188,6 +217,8 @@ def _init(environment: Environment, **_: Any) -> None:
             st.params = st.scenario.with_params(parse_params(getattr(opts, "param", None)))
         except ScenarioError as e:
             fail_fast(str(e))
+    if opts is not None and getattr(opts, "sample_log", ""):
+        st.samples = []
     if opts is not None and getattr(opts, "capture", ""):
         st.capture_buffer = ReplayBuffer(st.registry.hash, buffer_size=CAPTURE_LIMIT)
     if opts is not None and getattr(opts, "replay_file", ""):
@@ -219,7 +250,7 @@ def _report(client_id: str, data: dict[str, Any]) -> None:
         return
     st = state(env)
     data["netharness"] = {"recorder": st.recorder.take(), "client_stats": st.client_stats,
-                          "reconnects": st.reconnects}
+                          "reconnects": st.reconnects, "t0_wall": st.t0_wall}
 
 
 @events.worker_report.add_listener
@@ -233,6 +264,8 @@ def _worker_report(client_id: str, data: dict[str, Any]) -> None:
     if part.get("client_stats") is not None:
         st.worker_client_stats[client_id] = part["client_stats"]  # cumulative: the latest replaces
     st.worker_reconnects[client_id] = part.get("reconnects", 0)
+    if part.get("t0_wall") is not None:
+        st.t0_wall = part["t0_wall"] if st.t0_wall is None else min(st.t0_wall, part["t0_wall"])
 
 
 @events.test_stop.add_listener
@@ -251,6 +284,11 @@ def _quitting(environment: Environment, **_: Any) -> None:
             path = f"{path}.worker{environment.runner.worker_index}"
         n = st.capture_buffer.dump(path)
         print(f"netharness: captured {n} envelopes to {path}", file=sys.stderr, flush=True)
+    if st.samples is not None and opts is not None:
+        _write_samples(opts.sample_log, environment, st.samples)
+    if st._replay is not None and st._replay_queue:
+        print(f"netharness: {len(st._replay_queue)} captured players were not replayed: run with -u "
+              f"{len(st._replay)} to replay all of them", file=sys.stderr, flush=True)
     if isinstance(environment.runner, WorkerRunner) or environment.runner is None:
         return
     if st.server is not None:
@@ -271,3 +309,13 @@ def _env_of_worker() -> Environment | None:
 
 def _master_env() -> Environment | None:
     return next((e for e in _ENVS if isinstance(e.runner, MasterRunner | LocalRunner)), None)
+
+
+def _write_samples(directory: str, environment: Environment, samples: list[tuple[str, str, str, float]]) -> None:
+    import csv
+    import os
+
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    with (d / f"samples-{os.getpid()}.csv").open("w", newline="") as f:
+        csv.writer(f).writerows(samples)

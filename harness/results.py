@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dispatcher.histogram import Histogram
+from dispatcher.histogram import Histogram, merged
 from dispatcher.stats import format_us, text_table
 
 if TYPE_CHECKING:
@@ -98,10 +98,51 @@ def build_results(environment: Environment, st: State, client_stats: dict[str, A
         },
         "entries": entries,
         "series": series,
+        "phases": phase_summary(series, scenario, st.params, (st.t0_wall or start) - int(start), end - int(start)),
         "dispatcher": {"client": client_stats, "server": st.server_stats},
         "connections": {"reconnects": st.reconnects, "connect_failures": st.connect_failures},
         "thresholds": None,
     }
+
+
+def phase_summary(series: list[dict[str, Any]], scenario: Scenario | None, params: dict[str, Any],
+                  origin: float, end: float) -> list[dict[str, Any]]:
+    """Per phase of the timeline and (kind, qos): latency over every second spent in that phase (the
+    timeline repeats its phases; a second belongs to the phase its middle falls in)."""
+    if scenario is None:
+        return []
+    bounds = scenario.boundaries(params)
+    cycle = sum(p.duration_in(params) for p in scenario.phases)
+
+    def phase_at(t: float) -> str | None:
+        if t < origin:
+            return None
+        off = t - origin
+        if scenario.repeat and cycle != float("inf"):
+            off %= cycle
+        name = None
+        for n, start in bounds:
+            if off >= start:
+                name = n
+        return name
+
+    groups: dict[tuple[str, str, str], list[Any]] = {}
+    for row in series:
+        ph = phase_at(row["t"] + 0.5)
+        if ph is None:
+            continue
+        g = groups.setdefault((ph, row["kind"], row["qos"]), [0, 0, []])
+        g[0] += row["count"]
+        g[1] += row["failures"]
+        g[2].append(Histogram.decode(row["hdr"]))
+    order = {n: i for i, (n, _) in enumerate(bounds)}
+    out = []
+    for (ph, kind, qos), (count, failures, hists) in sorted(groups.items(), key=lambda kv: (order[kv[0][0]], kv[0])):
+        h = merged(hists)
+        p50, p99 = h.percentiles([50, 99])
+        out.append({"phase": ph, "kind": kind, "qos": qos, "count": count, "failures": failures,
+                    "p50_us": p50, "p99_us": p99, "max_us": h.max})
+    return out
 
 
 def write_results(results: dict[str, Any], path: str | None, scenario: Scenario | None) -> Path:

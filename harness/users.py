@@ -30,7 +30,7 @@ from .game.schemas import SCHEMAS
 from .recorder import Entry
 from .scenario import Action, Scenario
 
-__all__ = ["DispatcherUser", "ScenarioUser"]
+__all__ = ["DispatcherUser", "ReplayUser", "ScenarioUser"]
 
 _ids = itertools.count(1)
 
@@ -95,6 +95,8 @@ class DispatcherUser(User):
 
     def _ok(self, e: Entry, latency: float, nbytes: int = 0) -> None:
         e.record(latency, nbytes)
+        if self.state.samples is not None:
+            self.state.samples.append((*e.key, latency))
         self._fire(e.key[1], e.key[2], latency * 1000.0, nbytes, None)
 
     def _failed(self, e: Entry, latency: float, exc: BaseException) -> None:
@@ -193,3 +195,36 @@ class ScenarioUser(DispatcherUser):
             self.send_request(action.name, payload, intended=intended, qos=action.qos, timeout=action.timeout)
         else:
             self.send_intent(action.name, payload, intended=intended, qos=action.qos)
+
+
+class ReplayUser(DispatcherUser):
+    """Replays one captured player's envelopes (``--replay-file``) with their original timing, as that
+    player (``--time-scale`` > 1 plays faster).  A capture of another registry fails at start."""
+
+    abstract = True
+
+    def assign_player_id(self) -> int:
+        pid = self.state.next_replay_player(self.environment)
+        return pid if pid is not None else super().assign_player_id()
+
+    def wait_time(self) -> float:
+        return 0.0
+
+    @task
+    def replay(self) -> None:
+        script = self.state.replay_script(self.environment, self.player_id)
+        scale = float(getattr(self.environment.parsed_options, "time_scale", 1.0) or 1.0)
+        t0 = self.state.start_time(self.environment) + 0.5
+        for entry in script:
+            intended = t0 + entry.t / scale
+            delay = intended - time.monotonic()
+            if delay > 0:
+                gevent.sleep(delay)
+            env = entry.envelope
+            if entry.kind == "request":
+                self.send_request(env.name, env.payload, intended=intended, qos=env.meta.qos.name)
+            else:
+                self.send_intent(env.name, env.payload, intended=intended, qos=env.meta.qos.name)
+        self.state.replayed_players += 1
+        while True:
+            gevent.sleep(3600)
