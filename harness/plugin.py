@@ -78,6 +78,7 @@ class State:
         self.client_stats: dict[str, Any] | None = None
         self.worker_client_stats: dict[str, dict[str, Any]] = {}
         self.worker_reconnects: dict[str, int] = {}
+        self.workers_seen: set[str] = set()
         self.capture_buffer: ReplayBuffer | None = None
         self.reconnects = 0
         self.connect_failures = 0
@@ -94,7 +95,8 @@ class State:
 
     def target(self, environment: Environment) -> Target:
         if self._target is None:
-            self._target = parse_target(environment.host, secret_of(environment))
+            address, url = parse_host(environment.host)
+            self._target = Target(address, secret_of(environment), url)
         return self._target
 
     def start_time(self, environment: Environment) -> float:
@@ -153,14 +155,18 @@ def secret_of(environment: Environment) -> str:
     return str(secret)
 
 
-def parse_target(host: str | None, secret: str) -> Target:
+def parse_host(host: str | None) -> tuple[tuple[str, int], str]:
     if not host:
         fail_fast("no --host, and no embedded server was started")
     u = urlparse(host or "")
-    if u.scheme != "tcp" or not u.hostname or not u.port:
+    try:
+        port = u.port
+    except ValueError:
+        port = None
+    if u.scheme != "tcp" or not u.hostname or not port:
         fail_fast(f"--host must be tcp://HOST:PORT (a `netharness serve` address), got {host!r}")
-    assert u.hostname is not None and u.port is not None
-    return Target((u.hostname, u.port), secret, f"tcp://{u.hostname}:{u.port}")
+    assert u.hostname is not None and port is not None
+    return (u.hostname, port), f"tcp://{u.hostname}:{port}"
 
 
 def probe(target: Target, registry: dispatcher.ChannelRegistry) -> None:
@@ -260,6 +266,7 @@ def _worker_report(client_id: str, data: dict[str, Any]) -> None:
     if part is None or env is None:
         return
     st = state(env)
+    st.workers_seen.add(client_id)
     st.recorder.merge(part["recorder"])
     if part.get("client_stats") is not None:
         st.worker_client_stats[client_id] = part["client_stats"]  # cumulative: the latest replaces
@@ -284,7 +291,7 @@ def _quitting(environment: Environment, **_: Any) -> None:
             path = f"{path}.worker{environment.runner.worker_index}"
         n = st.capture_buffer.dump(path)
         print(f"netharness: captured {n} envelopes to {path}", file=sys.stderr, flush=True)
-    if st.samples is not None and opts is not None:
+    if st.samples is not None and opts is not None and not isinstance(environment.runner, MasterRunner):
         _write_samples(opts.sample_log, environment, st.samples)
     if st._replay is not None and st._replay_queue:
         print(f"netharness: {len(st._replay_queue)} captured players were not replayed: run with -u "

@@ -46,6 +46,12 @@ class Entry:
         self.count += 1
         self.failures += 1
 
+    def reset(self) -> None:
+        """Zero it in place: users keep references to their entries."""
+        self.count = self.failures = self.bytes = self.behind = 0
+        self.hist = Histogram()
+        self._lat, self._secs = [], []
+
 
 class Recorder:
     def __init__(self) -> None:
@@ -100,16 +106,17 @@ class Recorder:
             "entries": [
                 {"kind": k, "qos": q, "name": n, "count": e.count, "failures": e.failures, "bytes": e.bytes,
                  "behind": e.behind, "hdr": e.hist.encode()}
-                for (k, q, n), e in sorted(self.entries.items())
+                for (k, q, n), e in sorted(self.entries.items()) if e.count or e.behind
             ],
             "series": {str(sec): {sk: [c, f, h.encode()] for sk, (c, f, h) in slots.items()}
                        for sec, slots in sorted(self.series.items())},
         }
 
     def take(self) -> dict[str, Any]:
-        """A snapshot, then start over: what a worker ships in each report."""
+        """A snapshot, then start over (entries are zeroed in place): what a worker ships in each report."""
         snap = self.snapshot()
-        self.entries = {}
+        for e in self.entries.values():
+            e.reset()
         self.series = {}
         return snap
 

@@ -54,7 +54,6 @@ def build_results(environment: Environment, st: State, client_stats: dict[str, A
     import locust
 
     opts = environment.parsed_options
-    runner = environment.runner
     rec = st.recorder
     rec.fold()
     end = time.time()
@@ -72,7 +71,7 @@ def build_results(environment: Environment, st: State, client_stats: dict[str, A
                            "p50_us": p50, "p99_us": p99, "max_us": h.max, "hdr": h.encode()})
     scenario = st.scenario
     server_cfg = scenario.server(st.params) if scenario is not None and scenario.server else {}
-    workers = len(runner.clients) if hasattr(runner, "clients") else 0
+    workers = len(st.workers_seen)
     return {
         "format": FORMAT,
         "version": VERSION,
