@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-COMMANDS = ("serve", "bench")
+COMMANDS = ("serve", "gate", "bench")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -12,6 +12,7 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(f"usage: netharness {{{','.join(COMMANDS)}}} [options]\n\n"
               "  serve   run the game server on TCP (netharness serve --help)\n"
+              "  gate    check a results.json against thresholds (netharness gate --help)\n"
               "  bench   benchmarks, side by side in one run (netharness bench --help)")
         return 0 if argv else 2
     cmd, rest = argv[0], argv[1:]
@@ -19,6 +20,10 @@ def main(argv: list[str] | None = None) -> int:
         from .serve import main as serve
 
         return serve(rest)
+    if cmd == "gate":
+        from .gate import main as gate
+
+        return gate(rest)
     if cmd == "bench":
         from .bench import main as bench
 

@@ -24,9 +24,11 @@ from dispatcher.stats import merge_snapshots
 
 from .embedded import EmbeddedServer, EmbeddedServerError
 from .game import load_registry
+from .gate import apply, verdict_table
 from .recorder import Recorder
 from .results import build_results, format_table, write_results
 from .scenario import Scenario, ScenarioError, parse_params
+from .thresholds import Threshold, ThresholdError, load_thresholds
 
 __all__ = ["State", "state"]
 
@@ -90,6 +92,7 @@ class State:
         self._replay: dict[int, list[Any]] | None = None
         self._replay_queue: list[int] = []
         self.replayed_players = 0
+        self.thresholds: list[Threshold] | None = None
 
     # -- users call these ------------------------------------------------------------------------
 
@@ -208,6 +211,8 @@ def _options(parser: Any) -> None:
                    help="embedded server only: record the intents it received to this replay file")
     g.add_argument("--replay-file", default="", help="replay.py: the capture to replay")
     g.add_argument("--time-scale", type=float, default=1.0, help="replay.py: >1 replays faster")
+    g.add_argument("--thresholds", default="",
+                   help="evaluate these thresholds (TOML) at the end; the exit code is 1 if any fails")
     g.add_argument("--sample-log", default="", include_in_web_ui=False,
                    help="also write every raw latency sample here (a directory; for verifying the histograms)")
 
@@ -222,6 +227,11 @@ def _init(environment: Environment, **_: Any) -> None:
         try:
             st.params = st.scenario.with_params(parse_params(getattr(opts, "param", None)))
         except ScenarioError as e:
+            fail_fast(str(e))
+    if opts is not None and getattr(opts, "thresholds", ""):
+        try:
+            st.thresholds = load_thresholds(opts.thresholds, names=st.registry.names)
+        except ThresholdError as e:
             fail_fast(str(e))
     if opts is not None and getattr(opts, "sample_log", ""):
         st.samples = []
@@ -305,8 +315,12 @@ def _quitting(environment: Environment, **_: Any) -> None:
         client = snap if client is None else merge_snapshots(client, snap)
     st.reconnects += sum(st.worker_reconnects.values())
     results = build_results(environment, st, client)
+    verdicts = apply(st.thresholds, results, opts.thresholds) if st.thresholds and opts is not None else None
     st.results_path = write_results(results, getattr(opts, "results", "") or None, st.scenario)
     print(format_table(results), flush=True)
+    if verdicts is not None:  # workers never evaluate: only the master (or a local runner) gets here
+        print("\n" + verdict_table(verdicts), flush=True)
+        environment.process_exit_code = 0 if all(v.passed for v in verdicts) else 1
     print(f"netharness: results written to {st.results_path}", flush=True)
 
 

@@ -140,7 +140,7 @@ def phase_summary(series: list[dict[str, Any]], scenario: Scenario | None, param
         h = merged(hists)
         p50, p99 = h.percentiles([50, 99])
         out.append({"phase": ph, "kind": kind, "qos": qos, "count": count, "failures": failures,
-                    "p50_us": p50, "p99_us": p99, "max_us": h.max})
+                    "p50_us": p50, "p99_us": p99, "max_us": h.max, "hdr": h.encode()})
     return out
 
 

@@ -1,0 +1,189 @@
+"""Thresholds and the CI gate: expressions, verdicts, exit codes, JUnit, and real Locust runs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dispatcher.histogram import Histogram
+from harness.gate import main as gate_main
+from harness.thresholds import ThresholdError, evaluate, parse_thresholds
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _hist(values_us: list[int]) -> dict[str, Any]:
+    h = Histogram()
+    h.record_many(values_us)
+    return h.to_dict()
+
+
+def make_results() -> dict[str, Any]:
+    """A results.json with known figures: CRITICAL requests 1..100 ms, one failure in 1000 sends."""
+    crit = list(range(1000, 101_000, 100))  # 1000 samples: p(99) = 99.9 ms
+    tier = {"sent": 100, "dropped": 0, "ticks": 200, "saturated_ticks": 1, "longest_saturated_run": 1,
+            "sojourn_us": _hist([0] * 99 + [16_000])}
+    bg = {**tier, "dropped": 25, "saturated_ticks": 150, "longest_saturated_run": 90,
+          "sojourn_us": _hist([400_000] * 100)}
+    return {
+        "format": "netharness-results", "version": 1,
+        "meta": {"duration_s": 10.0},
+        "entries": [
+            {"kind": "request", "qos": "CRITICAL", "name": "Intent.Skills.Use", "count": 1001, "failures": 1,
+             "bytes": 0, "behind": 5, "latency_us": _hist(crit)},
+            {"kind": "event", "qos": "BACKGROUND", "name": "Event.Stats.Updated", "count": 100, "failures": 0,
+             "bytes": 0, "behind": 0, "latency_us": _hist([300_000] * 100)},
+        ],
+        "series": [],
+        "phases": [{"phase": "flood", "kind": "request", "qos": "CRITICAL", "count": 10, "failures": 0,
+                    "hdr": Histogram.decode(_hist([5000] * 10)["hdr"]).encode()}],
+        "dispatcher": {
+            "client": {"names": {"Intent.Skills.Use": {"sent": 1001, "timeouts": 1, "retries": 3, "dropped": 0}},
+                       "tiers": {"CRITICAL": tier, "BACKGROUND": bg}},
+            "server": None,
+        },
+    }
+
+
+def _verdicts(table: dict[str, list[str]]) -> list[tuple[str, str, bool, str]]:
+    out = evaluate(parse_thresholds({"thresholds": table}), make_results())
+    return [(v.threshold.key, v.threshold.expression, v.passed, v.shown) for v in out]
+
+
+@pytest.mark.parametrize(
+    ("key", "expr", "passed", "shown"),
+    [
+        ("latency{qos:CRITICAL}", "p(99) < 100ms", True, "99.9ms"),
+        ("latency{qos:CRITICAL}", "p(99) < 50ms", False, "99.9ms"),
+        ("latency{qos:CRITICAL}", "max <= 101ms", True, "100.9ms"),
+        ("latency{qos:CRITICAL}", "p(50) < 51000us", True, "50.91ms"),
+        ("latency{name:Event.Stats.Updated}", "avg < 1s", True, "299.9ms"),
+        ("latency{phase:flood,qos:CRITICAL}", "p(99) < 6ms", True, "5.003ms"),
+        ("latency{qos:HIGH}", "p(99) < 50ms", False, "no data"),
+        ("failures", "rate < 0.1%", True, "0.0908%"),
+        ("failures", "count == 0", False, "1"),
+        ("behind_schedule", "rate < 1%", True, "0.454%"),
+        ("throughput{qos:CRITICAL}", "rate > 100", True, "100.1"),
+        ("timeouts", "count == 0", False, "1"),
+        ("retries", "rate < 1%", True, "0.3%"),
+        ("dropped{qos:CRITICAL}", "count == 0", True, "0"),
+        ("dropped{qos:BACKGROUND}", "rate < 10%", False, "20%"),
+        ("saturation{qos:CRITICAL}", "ratio < 1%", True, "0.5%"),
+        ("saturation{qos:BACKGROUND}", "longest_run < 60", False, "90"),
+        ("sojourn{qos:CRITICAL}", "p(99) < 1ms", True, "0us"),
+        ("sojourn{qos:BACKGROUND}", "p(50) < 100ms", False, "400.1ms"),
+    ],
+)
+def test_verdicts(key: str, expr: str, passed: bool, shown: str) -> None:
+    [(k, e, ok, measured)] = _verdicts({key: [expr]})
+    assert (ok, measured) == (passed, shown)
+
+
+MALFORMED = [
+    ({"latency{qos:CRITICAL}": ["p99 < 50ms"]}, r"expected AGGREGATION OPERATOR VALUE\[UNIT\]"),
+    ({"latency{qos:CRITICAL}": ["p(99) << 50ms"]}, r"expected AGGREGATION OPERATOR VALUE"),
+    ({"latency{qos:CRITICAL}": ["p(99) < 50parsecs"]}, r"unknown unit 'parsecs' for a duration; allowed: us, ms, s"),
+    ({"latency{qos:CRITICAL}": ["p(150) < 50ms"]}, r"percentile 150 is not in 0..100"),
+    ({"latency{qos:CRITICAL}": ["rate < 1%"]}, r"latency has no aggregation 'rate'; allowed: p\(N\), avg"),
+    ({"failures": ["rate < 1s"]}, r"unknown unit 's' for a rate; allowed: % or none"),
+    ({"failures": ["max(3) < 1"]}, r"failures has no aggregation 'max\(3\)'"),
+    ({"latency{qos:SUPER}": ["max < 1ms"]}, r"unknown qos 'SUPER'; tiers: CRITICAL, HIGH, NORMAL, BACKGROUND"),
+    ({"latency{tier:CRITICAL}": ["max < 1ms"]}, r"latency has no tag 'tier'; its tags: kind, qos, name, phase"),
+    ({"latency{kind:rpc}": ["max < 1ms"]}, r"unknown kind 'rpc'; kinds: request, intent, event"),
+    ({"latenzy": ["max < 1ms"]}, r"unknown metric 'latenzy'; metrics: latency, failures"),
+    ({"latency{qos=CRITICAL}": ["max < 1ms"]}, r"tag 'qos=CRITICAL' must be tag:value"),
+    ({"latency": "max < 1ms"}, None),  # a single string is accepted
+    ({"latency": 5}, r"expected a list of expressions"),
+]
+
+
+@pytest.mark.parametrize(("table", "message"), MALFORMED)
+def test_malformed_thresholds_say_file_key_expression_and_what_is_allowed(table: dict[str, Any],
+                                                                         message: str | None) -> None:
+    if message is None:
+        assert parse_thresholds({"thresholds": table}, "t.toml")
+        return
+    with pytest.raises(ThresholdError, match=message) as e:
+        parse_thresholds({"thresholds": table}, "t.toml")
+    assert str(e.value).startswith("t.toml: key ")
+
+
+def test_unknown_name_and_empty_file() -> None:
+    with pytest.raises(ThresholdError, match=r"'Intent.Skill.Use' is not an envelope name of the registry"):
+        parse_thresholds({"thresholds": {"latency{name:Intent.Skill.Use}": ["max < 1s"]}}, "t", ("Intent.Skills.Use",))
+    with pytest.raises(ThresholdError, match=r"expected a \[thresholds\] table"):
+        parse_thresholds({}, "t")
+
+
+def test_gate_command_exit_codes_table_and_junit(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    res = tmp_path / "results.json"
+    res.write_text(json.dumps(make_results()))
+    good, bad = tmp_path / "good.toml", tmp_path / "bad.toml"
+    good.write_text('[thresholds]\n"latency{qos:CRITICAL}" = ["p(99) < 100ms"]\n"failures" = ["rate < 0.1%"]\n')
+    bad.write_text('[thresholds]\n"latency{qos:CRITICAL}" = ["p(99) < 50ms", "max < 1s"]\n')
+    assert gate_main([str(res), "--thresholds", str(good)]) == 0
+    out = capsys.readouterr().out
+    assert "thresholds: 2 passed, 0 failed" in out and "FAIL" not in out
+    assert json.loads(res.read_text())["thresholds"]["passed"] is True  # recorded in results.json
+    junit = tmp_path / "gate.xml"
+    assert gate_main([str(res), "--thresholds", str(bad), "--junit", str(junit)]) == 1
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert "thresholds: 1 passed, 1 failed" in lines[0]
+    assert lines[3].startswith("FAIL") and "p(99) < 50ms" in lines[3] and "99.9ms" in lines[3]  # failures first
+    suite = ET.parse(junit).getroot()
+    assert (suite.get("tests"), suite.get("failures")) == ("2", "1")
+    assert json.loads(res.read_text())["thresholds"]["passed"] is False
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [("{", "truncated|not valid JSON"), ('{"format": "other"}', "not a netharness results file"),
+     ('{"format": "netharness-results", "version": 9}', "results version 9 is not supported")],
+)
+def test_gate_rejects_bad_results(tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str,
+                                  message: str) -> None:
+    res = tmp_path / "results.json"
+    res.write_text(content)
+    th = tmp_path / "t.toml"
+    th.write_text('[thresholds]\n"failures" = ["rate < 1%"]\n')
+    assert gate_main([str(res), "--thresholds", str(th)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"netharness gate: error: {res}:") and any(m in err for m in message.split("|"))
+
+
+def _locust(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "locust", "--headless", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_locust_run_with_an_impossible_threshold_exits_1(tmp_path: Path) -> None:
+    th = tmp_path / "impossible.toml"
+    th.write_text('[thresholds]\n"latency{qos:CRITICAL}" = ["p(99) < 1us"]\n')
+    p = _locust("-f", "scenarios/skills.py", "-u", "5", "-r", "5", "-t", "4s", "--thresholds", str(th),
+                "--results", str(tmp_path / "r.json"))
+    assert p.returncode == 1, p.stderr[-2000:]
+    assert "thresholds: 0 passed, 1 failed" in p.stdout
+    assert json.loads((tmp_path / "r.json").read_text())["thresholds"]["passed"] is False
+
+
+def test_locust_mixed_run_passes_the_project_defaults(tmp_path: Path) -> None:
+    p = _locust("-f", "scenarios/mixed.py", "-u", "10", "-r", "10", "-t", "10s", "--param", "calm_s=4",
+                "--param", "flood_s=6", "--thresholds", "scenarios/thresholds.toml",
+                "--results", str(tmp_path / "r.json"))
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-2000:]
+    assert "0 failed" in p.stdout
+
+
+def test_locust_rejects_a_malformed_thresholds_file_at_start(tmp_path: Path) -> None:
+    th = tmp_path / "bad.toml"
+    th.write_text('[thresholds]\n"latency" = ["p(99) < 50 parsecs"]\n')
+    p = _locust("-f", "scenarios/skills.py", "-u", "1", "-t", "3s", "--thresholds", str(th))
+    assert p.returncode == 2
+    assert f"netharness: error: {th}: key 'latency': expression 'p(99) < 50 parsecs': unknown unit" in p.stderr
