@@ -81,7 +81,7 @@ def _verdicts(table: dict[str, list[str]]) -> list[tuple[str, str, bool, str]]:
     ],
 )
 def test_verdicts(key: str, expr: str, passed: bool, shown: str) -> None:
-    [(k, e, ok, measured)] = _verdicts({key: [expr]})
+    [(_, _, ok, measured)] = _verdicts({key: [expr]})
     assert (ok, measured) == (passed, shown)
 
 
