@@ -229,6 +229,16 @@ class Histogram:
         self._overflow += other.overflow
         return self
 
+    @classmethod
+    def from_counts(cls, counts: npt.NDArray[np.int64], highest: int = DEFAULT_HIGHEST,
+                    significant_figures: int = 3) -> Histogram:
+        """A histogram holding ``counts`` (e.g. the difference of two snapshots of one histogram)."""
+        h = cls(highest, significant_figures)
+        if counts.shape != (h._layout.counts_len,):
+            raise HistogramError(f"counts of length {counts.shape} do not fit this layout ({h._layout.counts_len})")
+        h._counts = counts.astype(np.int64, copy=True)
+        return h
+
     def copy(self) -> Histogram:
         h = Histogram(self.highest, self.significant_figures)
         return h.merge(self)

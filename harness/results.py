@@ -92,6 +92,7 @@ def build_results(environment: Environment, st: State, client_stats: dict[str, A
             "workers": workers,
             "locust": locust.__version__,
             "python": sys.version.split()[0],
+            "timeline_origin_s": round((st.t0_wall or start) - int(start), 3),  # phase 0 starts, on the series' t
             "server_config": server_cfg,
             "scheduler": server_cfg.get("scheduler") or "default (priority, 50000 B/s, 60 Hz)",
         },

@@ -18,6 +18,7 @@ import gevent
 import gevent.event
 
 import dispatcher
+from dispatcher.histogram import Histogram
 
 from .game import load_registry
 from .game.schemas import SCHEMAS
@@ -70,9 +71,11 @@ def main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         gevent.signal_handler(sig, stop.set)
     log_every = 0.0 if args.quiet else config.log_every
-    _run(server, game, stop, log_every)
+    series = TierSeries(server)
+    _run(server, game, stop, log_every, series)
 
     stats = server.stats().snapshot()
+    stats["series"] = series.rows
     server.close()
     if args.stats_out:
         Path(args.stats_out).write_text(json.dumps(stats))
@@ -83,7 +86,40 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _run(server: dispatcher.Transport, game: Game, stop: gevent.event.Event, log_every: float) -> None:
+class TierSeries:
+    """Once a second, per tier: queue depth, and what the second added (sent, dropped, saturated ticks,
+    sojourn p50/p99 of the frames that left during it): the reports' "over time" plots."""
+
+    def __init__(self, server: dispatcher.Transport) -> None:
+        self.server = server
+        self.rows: list[dict[str, object]] = []
+        self._prev: dict[str, tuple[int, int, int, int, object]] = {}
+        self._last = time.time()
+
+    def sample(self) -> None:
+        now = time.time()
+        if now - self._last < 1.0:
+            return
+        self._last = now
+        row: dict[str, object] = {"t": round(now, 3)}
+        for tier in dispatcher.QoS:
+            t = self.server.stats().tiers[tier]
+            counts = t.sojourn.counts.copy()
+            prev = self._prev.get(tier.name)
+            if prev is None:
+                prev = (0, 0, 0, 0, counts * 0)
+            delta = Histogram.from_counts(counts - prev[4])  # type: ignore[operator]
+            p50, p99 = delta.percentiles([50, 99])
+            row[tier.name] = {"queued_msgs": t.queued_msgs, "queued_bytes": t.queued_bytes,
+                              "sent": t.sent - prev[0], "dropped": t.dropped - prev[1],
+                              "saturated_ticks": t.saturated_ticks - prev[2], "ticks": t.ticks - prev[3],
+                              "sojourn_p50_us": p50, "sojourn_p99_us": p99}
+            self._prev[tier.name] = (t.sent, t.dropped, t.saturated_ticks, t.ticks, counts)
+        self.rows.append(row)
+
+
+def _run(server: dispatcher.Transport, game: Game, stop: gevent.event.Event, log_every: float,
+         series: TierSeries) -> None:
     period = 1.0 / game.config.tick_hz
     st = server.stats()
     last_log, last = time.monotonic(), _load(server, game)
@@ -92,6 +128,7 @@ def _run(server: dispatcher.Transport, game: Game, stop: gevent.event.Event, log
         now = server.runtime.now()
         game.tick(now)
         server.runtime.flush()
+        series.sample()
         if log_every and now - last_log >= log_every:
             cur = _load(server, game)
             dt = now - last_log
