@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-COMMANDS = ("serve", "gate", "bench")
+COMMANDS = ("serve", "gate", "report", "bench")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -13,6 +13,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"usage: netharness {{{','.join(COMMANDS)}}} [options]\n\n"
               "  serve   run the game server on TCP (netharness serve --help)\n"
               "  gate    check a results.json against thresholds (netharness gate --help)\n"
+              "  report  latency report (HTML + PNG) of a results.json (netharness report --help)\n"
               "  bench   benchmarks, side by side in one run (netharness bench --help)")
         return 0 if argv else 2
     cmd, rest = argv[0], argv[1:]
@@ -24,6 +25,10 @@ def main(argv: list[str] | None = None) -> int:
         from .gate import main as gate
 
         return gate(rest)
+    if cmd == "report":
+        from reports.render import main as report
+
+        return report(rest)
     if cmd == "bench":
         from .bench import main as bench
 

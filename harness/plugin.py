@@ -211,6 +211,7 @@ def _options(parser: Any) -> None:
                    help="embedded server only: record the intents it received to this replay file")
     g.add_argument("--replay-file", default="", help="replay.py: the capture to replay")
     g.add_argument("--time-scale", type=float, default=1.0, help="replay.py: >1 replays faster")
+    g.add_argument("--report-dir", default="", help="where to write the HTML/PNG report (default: beside results.json)")
     g.add_argument("--thresholds", default="",
                    help="evaluate these thresholds (TOML) at the end; the exit code is 1 if any fails")
     g.add_argument("--sample-log", default="", include_in_web_ui=False,
@@ -321,6 +322,10 @@ def _quitting(environment: Environment, **_: Any) -> None:
     if verdicts is not None:  # workers never evaluate: only the master (or a local runner) gets here
         print("\n" + verdict_table(verdicts), flush=True)
         environment.process_exit_code = 0 if all(v.passed for v in verdicts) else 1
+    from reports.render import write_report  # matplotlib is imported only now, at the end
+
+    report = write_report(results, getattr(opts, "report_dir", "") or st.results_path.parent)
+    print(f"netharness: report written to {report}", flush=True)
     print(f"netharness: results written to {st.results_path}", flush=True)
 
 

@@ -79,6 +79,7 @@ def build_results(environment: Environment, st: State, client_stats: dict[str, A
             "scenario": scenario.name if scenario is not None else None,
             "params": st.params,
             "phases": scenario.boundaries(st.params) if scenario is not None else [],
+            "cycle_s": scenario.cycle(st.params) if scenario is not None else None,
             "users": getattr(opts, "num_users", None),
             "spawn_rate": getattr(opts, "spawn_rate", None),
             "run_time_s": getattr(opts, "run_time", None),

@@ -100,6 +100,11 @@ class Scenario:
             t += p.duration_in(params)
         return out
 
+    def cycle(self, params: Params) -> float | None:
+        """Seconds of one pass through the phases, when it repeats; None when it does not (or never ends)."""
+        total = sum(p.duration_in(params) for p in self.phases)
+        return total if self.repeat and math.isfinite(total) else None
+
     def timeline(self, params: Params, rng: random.Random, start: float
                  ) -> Any:
         """Yield ``(intended_time, phase, action, n)`` for one player, forever if ``repeat``."""

@@ -1,0 +1,3 @@
+from .render import main
+
+raise SystemExit(main())

@@ -1,0 +1,234 @@
+"""Pure aggregation: ``results.json`` -> the tables and series a report shows.  No drawing here.
+
+Everything is derived from the results file alone (DESIGN.md: the gate and the report read only it).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from dispatcher.envelope import QoS
+from dispatcher.histogram import Histogram, merged
+from dispatcher.stats import format_us
+
+__all__ = ["TIERS", "Model", "Series", "build_model"]
+
+TIERS = tuple(q.name for q in QoS)
+PERCENTILES = (50, 90, 99, 99.9)
+SPECTRUM = tuple(float(p) for p in np.concatenate([np.linspace(0, 90, 19), [95, 97.5, 99, 99.5, 99.75, 99.9,
+                                                                             99.95, 99.99, 99.995, 99.999]]))
+COUNTERS = ("sent", "received", "retries", "timeouts", "failures", "dropped", "coalesced", "seq_regressions",
+            "seq_gaps", "validation_errors", "handler_errors", "wrong_direction", "qos_deviations")
+REGRESSION = 0.10  # a p50/p99 more than 10% worse than the baseline's (and 100 us or more) is a regression
+
+
+@dataclass
+class Series:
+    """Per-second points of one tier."""
+
+    t: list[float] = field(default_factory=list)
+    p50: list[float] = field(default_factory=list)  # microseconds
+    p99: list[float] = field(default_factory=list)
+    count: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Model:
+    title: str
+    empty: bool
+    meta: list[tuple[str, str]]
+    verdicts: list[tuple[str, str, str, str]] | None  # (verdict, metric, expression, measured), failures first
+    entries: list[tuple[Any, ...]]  # kind, tier, name, count, failures, behind, p50, p90, p99, p99.9, max
+    phases_table: list[tuple[Any, ...]]  # phase, kind, tier, count, p50, p99, max
+    counters: dict[str, list[tuple[Any, ...]]]  # side -> rows (name, *COUNTERS, drops by reason)
+    peer: dict[str, list[tuple[str, int]]]  # side -> connection-level counters
+    tier_hist: dict[str, tuple[list[float], list[int]]]  # tier -> (bucket values us, counts)
+    spectrum: dict[str, tuple[list[float], list[float]]]  # tier -> (1/(1-p), value us)
+    over_time: dict[str, Series]  # tier -> per-second latency and throughput
+    phase_marks: list[tuple[str, float]]  # (phase name, t on the series' axis)
+    queue: dict[str, tuple[list[float], list[int], list[float]]]  # tier -> (t, queued msgs, sojourn p99 us)
+    saturation: dict[str, tuple[float, int, int]]  # tier -> (ratio, longest run, dropped)
+    baseline: list[tuple[Any, ...]] | None  # kind, tier, name, p50, base p50, d%, p99, base p99, d%, regressed
+    regressions: int = 0
+
+
+def _fmt_us(v: float | None) -> str:
+    return "-" if v is None else format_us(v)
+
+
+def build_model(results: dict[str, Any], baseline: dict[str, Any] | None = None) -> Model:
+    meta = results["meta"]
+    hists = [(e, Histogram.decode(e["latency_us"]["hdr"])) for e in results["entries"]]
+    sides = {side: s for side, s in results["dispatcher"].items() if s}
+    base = _baseline(hists, baseline) if baseline is not None else None
+    return Model(
+        title=f"netharness report: {meta.get('scenario') or 'run'}",
+        empty=not any(h.count for _, h in hists),
+        meta=_meta_rows(meta, results),
+        verdicts=_verdicts(results.get("thresholds")),
+        entries=_entry_rows(hists),
+        phases_table=[(p["phase"], p["kind"], p["qos"], p["count"], _fmt_us(p.get("p50_us")),
+                       _fmt_us(p.get("p99_us")), _fmt_us(p.get("max_us"))) for p in results.get("phases", [])],
+        counters={side: _counter_rows(s) for side, s in sides.items()},
+        peer={side: [(k, v) for k, v in s.get("peer", {}).items() if v] for side, s in sides.items()},
+        tier_hist=_tier_hist(hists),
+        spectrum=_spectrum(hists),
+        over_time=_over_time(results.get("series", [])),
+        phase_marks=_phase_marks(meta),
+        queue=_queue(sides.get("server")),
+        saturation=_saturation(sides),
+        baseline=base,
+        regressions=sum(1 for row in base or [] if row[-1]),
+    )
+
+
+def _meta_rows(meta: dict[str, Any], results: dict[str, Any]) -> list[tuple[str, str]]:
+    keys = ("scenario", "params", "users", "spawn_rate", "run_time_s", "duration_s", "start_time", "end_time",
+            "target", "embedded_server", "workers", "scheduler", "git_commit", "hostname", "locust", "python")
+    rows = [(k, str(meta.get(k))) for k in keys if meta.get(k) not in (None, "", {})]
+    conn = results.get("connections") or {}
+    rows += [(k, str(v)) for k, v in conn.items()]
+    return rows
+
+
+def _verdicts(th: dict[str, Any] | None) -> list[tuple[str, str, str, str]] | None:
+    if not th:
+        return None
+    rows = [("pass" if v["passed"] else "FAIL", v["metric"], v["expression"], v["shown"]) for v in th["verdicts"]]
+    return sorted(rows, key=lambda r: r[0] != "FAIL")
+
+
+def _entry_rows(hists: list[tuple[dict[str, Any], Histogram]]) -> list[tuple[Any, ...]]:
+    rows = []
+    for e, h in hists:
+        figs = [_fmt_us(v) for v in h.percentiles(PERCENTILES)] + [_fmt_us(h.max)] if h.count else ["-"] * 5
+        rows.append((e["kind"], e["qos"], e["name"], e["count"], e["failures"], e.get("behind", 0), *figs))
+    return rows
+
+
+def _counter_rows(stats: dict[str, Any]) -> list[tuple[Any, ...]]:
+    rows = []
+    for name, c in sorted(stats.get("names", {}).items()):
+        drops = ", ".join(f"{k}={v}" for k, v in sorted(c.get("drops", {}).items())) or "-"
+        rows.append((name, *(c.get(k, 0) for k in COUNTERS), drops))
+    return rows
+
+
+def _by_tier(hists: list[tuple[dict[str, Any], Histogram]]) -> dict[str, Histogram]:
+    out = {}
+    for tier in TIERS:
+        hs = [h for e, h in hists if e["qos"] == tier and h.count]
+        if hs:
+            out[tier] = merged(hs)
+    return out
+
+
+LOG_BINS = np.logspace(0, 10, 201)  # 1 us .. 10^4 s, 20 bins per decade: what a reader can see
+
+
+def _tier_hist(hists: list[tuple[dict[str, Any], Histogram]]) -> dict[str, tuple[list[float], list[int]]]:
+    """Per tier: samples in log-spaced bins (20 per decade; a value under 1 us counts in the first bin),
+    as (bin left edges in us, counts), empty bins left out."""
+    from dispatcher.histogram import _layout  # the bucket edges of the histograms' layout
+
+    out = {}
+    for tier, h in _by_tier(hists).items():
+        nz = np.flatnonzero(h.counts)
+        values = np.maximum(_layout(h.highest, h.significant_figures).lowest_at[nz], 1)
+        binned, edges = np.histogram(values, bins=LOG_BINS, weights=h.counts[nz])
+        keep = np.flatnonzero(binned)
+        out[tier] = (edges[keep].tolist(), binned[keep].astype(int).tolist())
+    return out
+
+
+def _spectrum(hists: list[tuple[dict[str, Any], Histogram]]) -> dict[str, tuple[list[float], list[float]]]:
+    out = {}
+    for tier, h in _by_tier(hists).items():
+        ps = [p for p in SPECTRUM if p < 100]
+        out[tier] = ([1.0 / (1.0 - p / 100.0) for p in ps], [float(max(1, v)) for v in h.percentiles(ps)])
+    return out
+
+
+def _over_time(series: list[dict[str, Any]]) -> dict[str, Series]:
+    per: dict[str, dict[int, list[Any]]] = {}
+    for row in series:
+        slot = per.setdefault(row["qos"], {}).setdefault(row["t"], [0, []])
+        slot[0] += row["count"]
+        slot[1].append(Histogram.decode(row["hdr"]))
+    out = {}
+    for tier in TIERS:
+        if tier not in per:
+            continue
+        s = Series()
+        for t, (count, hs) in sorted(per[tier].items()):
+            h = merged(hs)
+            p50, p99 = h.percentiles([50, 99])
+            s.t.append(float(t))
+            s.p50.append(float(p50))
+            s.p99.append(float(p99))
+            s.count.append(count)
+        out[tier] = s
+    return out
+
+
+def _phase_marks(meta: dict[str, Any]) -> list[tuple[str, float]]:
+    """Where each phase starts on the series' time axis, every cycle of a repeating timeline."""
+    phases = meta.get("phases") or []
+    if len(phases) < 2:
+        return []
+    t = float(meta.get("timeline_origin_s") or 0.0)
+    end = float(meta.get("duration_s") or 0.0)
+    cycle = meta.get("cycle_s")
+    marks = []
+    while t <= end:
+        marks += [(name, t + float(start)) for name, start in phases if t + float(start) <= end]
+        if not cycle:
+            break
+        t += float(cycle)
+    return marks
+
+
+def _queue(server: dict[str, Any] | None) -> dict[str, tuple[list[float], list[int], list[float]]]:
+    rows = (server or {}).get("series") or []
+    if not rows:
+        return {}
+    t0 = rows[0]["t"] - 1.0
+    out = {}
+    for tier in TIERS:
+        pts = [(r["t"] - t0, r[tier]["queued_msgs"], r[tier]["sojourn_p99_us"]) for r in rows if tier in r]
+        if any(q or s for _, q, s in pts):
+            out[tier] = ([p[0] for p in pts], [p[1] for p in pts], [float(p[2]) for p in pts])
+    return out
+
+
+def _saturation(sides: dict[str, Any]) -> dict[str, tuple[float, int, int]]:
+    out = {}
+    for tier in TIERS:
+        ts = [s["tiers"][tier] for s in sides.values() if s and tier in s.get("tiers", {})]
+        ticks = sum(t["ticks"] for t in ts)
+        sat = sum(t["saturated_ticks"] for t in ts)
+        out[tier] = (sat / ticks if ticks else 0.0, max((t["longest_saturated_run"] for t in ts), default=0),
+                     sum(t["dropped"] for t in ts))
+    return out
+
+
+def _baseline(hists: list[tuple[dict[str, Any], Histogram]], baseline: dict[str, Any]) -> list[tuple[Any, ...]]:
+    base = {(e["kind"], e["qos"], e["name"]): Histogram.decode(e["latency_us"]["hdr"]) for e in baseline["entries"]}
+    rows = []
+    for e, h in hists:
+        b = base.get((e["kind"], e["qos"], e["name"]))
+        if b is None or not h.count or not b.count:
+            continue
+        cells: list[Any] = [e["kind"], e["qos"], e["name"]]
+        regressed = False
+        for p in (50, 99):
+            now, then = h.percentile(p), b.percentile(p)
+            delta = (now - then) / then if then else math.inf
+            regressed |= delta > REGRESSION and now - then >= 100
+            cells += [_fmt_us(now), _fmt_us(then), f"{100 * delta:+.1f}%"]
+        rows.append((*cells, regressed))
+    return rows

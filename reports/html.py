@@ -1,0 +1,107 @@
+"""The report page: one self-contained HTML file (inline CSS, PNGs embedded as data: URIs, no scripts and
+no external references), readable offline and attachable to a CI run."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterable, Sequence
+from html import escape
+from typing import Any
+
+from .aggregate import COUNTERS, Model
+from .plots import COLORS, PLOTS
+
+__all__ = ["render_html"]
+
+CSS = """
+body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1100px;color:#222}
+h1{font-size:22px;margin-bottom:4px}h2{font-size:18px;margin-top:32px;border-bottom:1px solid #ddd;padding-bottom:4px}
+table{border-collapse:collapse;font-size:13px;margin:8px 0}th,td{padding:3px 8px;border-bottom:1px solid #eee;
+text-align:right}th{background:#f5f5f5}td:first-child,th:first-child{text-align:left}
+tr.fail td{background:#fde2e2;font-weight:600}tr.regressed td{background:#fff1d6}
+.badge{display:inline-block;padding:2px 10px;border-radius:10px;color:#fff;font-weight:600}
+.pass{background:#2e7d32}.failb{background:#c62828}.none{background:#757575}
+img{max-width:100%;border:1px solid #eee;margin:6px 0}.note{color:#666;font-size:13px}
+.tier{display:inline-block;width:10px;height:10px;border-radius:2px;margin-right:4px}
+"""
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence[Any]], *, table_id: str = "",
+           row_class: Any = None) -> str:
+    head = "".join(f"<th>{escape(str(h))}</th>" for h in header)
+    body = []
+    for r in rows:
+        cls = row_class(r) if row_class else ""
+        cells = "".join(f"<td>{escape(str(c))}</td>" for c in r)
+        body.append(f'<tr class="{cls}">{cells}</tr>' if cls else f"<tr>{cells}</tr>")
+    ident = f' id="{table_id}"' if table_id else ""
+    return f"<table{ident}><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def render_html(m: Model, pngs: dict[str, bytes]) -> str:
+    parts = [f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>{escape(m.title)}</title>"
+             f"<style>{CSS}</style></head><body>", f"<h1>{escape(m.title)}</h1>"]
+    legend = " ".join(f'<span class="tier" style="background:{c}"></span>{t}' for t, c in COLORS.items())
+    parts.append(f'<p class="note">{legend}</p>')
+    if m.empty:
+        parts.append('<p id="empty" class="note"><b>This run recorded no samples</b>: no request, intent or event '
+                     "completed. The tables below are empty; the plots say so.</p>")
+
+    # Verdicts first: the answer to "did it keep its promises?"
+    parts.append('<section id="verdicts"><h2>Threshold verdicts</h2>')
+    if m.verdicts is None:
+        parts.append('<p class="note"><span class="badge none">not gated</span> No thresholds were evaluated '
+                     "(run with --thresholds FILE, or netharness gate).</p>"
+                     + _table(("verdict", "metric", "expression", "measured"), [], table_id="verdict-table"))
+    else:
+        failed = sum(1 for v in m.verdicts if v[0] == "FAIL")
+        badge = '<span class="badge failb">FAILED</span>' if failed else '<span class="badge pass">PASSED</span>'
+        parts.append(f"<p>{badge} {len(m.verdicts) - failed} passed, {failed} failed</p>")
+        parts.append(_table(("verdict", "metric", "expression", "measured"), m.verdicts, table_id="verdict-table",
+                            row_class=lambda r: "fail" if r[0] == "FAIL" else ""))
+    parts.append("</section>")
+
+    parts.append('<section id="latency"><h2>Latency per envelope name</h2>')
+    parts.append(_table(("kind", "tier", "name", "count", "failures", "behind", "p50", "p90", "p99", "p99.9", "max"),
+                        m.entries, table_id="latency-table"))
+    if m.phases_table:
+        parts.append("<p>Per phase of the timeline:</p>")
+        parts.append(_table(("phase", "kind", "tier", "count", "p50", "p99", "max"), m.phases_table,
+                            table_id="phase-table"))
+    parts.append("</section>")
+
+    if m.baseline is not None:
+        parts.append(f'<section id="baseline"><h2>Against the baseline</h2><p>{m.regressions} regression(s): '
+                     "p50 or p99 more than 10% (and 100 us) worse, highlighted.</p>")
+        parts.append(_table(("kind", "tier", "name", "p50", "baseline", "change", "p99", "baseline", "change"),
+                            [r[:-1] for r in m.baseline], table_id="baseline-table",
+                            row_class=_regressed_class(m.baseline)))
+        parts.append("</section>")
+
+    parts.append('<section id="plots"><h2>Plots</h2>')
+    for stem, (title, _) in PLOTS.items():
+        if stem in pngs:
+            data = base64.b64encode(pngs[stem]).decode()
+            parts.append(f'<h3>{escape(title)}</h3><img alt="{escape(title)}" src="data:image/png;base64,{data}">')
+    parts.append("</section>")
+
+    parts.append('<section id="counters"><h2>Dispatcher counters</h2>')
+    for side, rows in m.counters.items():
+        parts.append(f"<h3>{escape(side)} side</h3>")
+        parts.append(_table(("name", *COUNTERS, "drops by reason"), rows, table_id=f"counters-{side}"))
+        peer = m.peer.get(side) or []
+        if peer:
+            parts.append(_table(("connection counter", "value"), peer))
+    if not m.counters:
+        parts.append('<p class="note">No dispatcher stats in this results file.</p>')
+    parts.append("</section>")
+
+    parts.append('<section id="meta"><h2>Run</h2>')
+    parts.append(_table(("", ""), m.meta, table_id="meta-table"))
+    parts.append("</section></body></html>")
+    return "\n".join(parts)
+
+
+def _regressed_class(rows: list[tuple[Any, ...]]) -> Any:
+    flags = {tuple(r[:-1]): r[-1] for r in rows}
+    return lambda r: "regressed" if flags.get(tuple(r)) else ""

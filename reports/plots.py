@@ -1,0 +1,195 @@
+"""Drawing: the report's PNGs from a ``Model`` (matplotlib, Agg backend; one colour per tier throughout)."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
+
+from .aggregate import TIERS, Model
+
+__all__ = ["COLORS", "PLOTS", "render_all"]
+
+COLORS = {"CRITICAL": "#d62728", "HIGH": "#ff7f0e", "NORMAL": "#1f77b4", "BACKGROUND": "#7f7f7f"}
+SIZE = (9.0, 4.2)
+
+
+def _ms(value: float, _pos: object = None) -> str:
+    if value >= 1e6:
+        return f"{value / 1e6:g}s"
+    if value >= 1e3:
+        return f"{value / 1e3:g}ms"
+    return f"{value:g}us"
+
+
+def _png(fig: Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _empty(ax: Axes, what: str) -> None:
+    ax.text(0.5, 0.5, f"no {what} in this run", ha="center", va="center", transform=ax.transAxes, color="#666")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _marks(ax: Axes, m: Model) -> None:
+    for name, t in m.phase_marks:
+        ax.axvline(t, color="#333", linestyle=":", linewidth=1)
+        ax.annotate(name, (t, 1.0), xycoords=("data", "axes fraction"), xytext=(3, -12), textcoords="offset points",
+                    fontsize=8, color="#333")
+
+
+def latency_histogram(m: Model) -> bytes:
+    fig, ax = plt.subplots(figsize=SIZE)
+    if not m.tier_hist:
+        _empty(ax, "latency samples")
+    for tier in TIERS:
+        if tier in m.tier_hist:
+            values, counts = m.tier_hist[tier]
+            ax.bar(values, counts, width=[v * (10 ** 0.05 - 1) for v in values], align="edge", alpha=0.55,
+                   color=COLORS[tier], edgecolor=COLORS[tier], label=tier)
+    if m.tier_hist:
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.xaxis.set_major_formatter(FuncFormatter(_ms))
+        ax.set_xlabel("latency")
+        ax.set_ylabel("samples (20 bins per decade)")
+        ax.legend()
+    ax.set_title("Latency histogram per tier")
+    ax.grid(True, which="major", alpha=0.3)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def percentile_spectrum(m: Model) -> bytes:
+    fig, ax = plt.subplots(figsize=SIZE)
+    if not m.spectrum:
+        _empty(ax, "latency samples")
+    for tier in TIERS:
+        if tier in m.spectrum:
+            x, y = m.spectrum[tier]
+            ax.plot(x, y, color=COLORS[tier], label=tier, linewidth=1.5)
+    if m.spectrum:
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ticks = [1, 2, 10, 100, 1000, 10000, 100000]
+        ax.set_xticks(ticks, ["0%", "50%", "90%", "99%", "99.9%", "99.99%", "99.999%"])
+        ax.set_xlim(1, 100000)
+        ax.yaxis.set_major_formatter(FuncFormatter(_ms))
+        ax.set_xlabel("percentile")
+        ax.set_ylabel("latency")
+        ax.legend()
+    ax.set_title("Percentile spectrum per tier (HdrHistogram style)")
+    ax.grid(True, which="major", alpha=0.3)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def latency_over_time(m: Model) -> bytes:
+    fig, ax = plt.subplots(figsize=SIZE)
+    if not m.over_time:
+        _empty(ax, "latency samples")
+    for tier in TIERS:
+        s = m.over_time.get(tier)
+        if s is None:
+            continue
+        ax.plot(s.t, s.p99, color=COLORS[tier], label=f"{tier} p99", linewidth=1.5)
+        ax.plot(s.t, s.p50, color=COLORS[tier], label=f"{tier} p50", linewidth=1, linestyle="--")
+    if m.over_time:
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(FuncFormatter(_ms))
+        ax.set_xlabel("seconds into the run")
+        ax.set_ylabel("latency")
+        ax.legend(fontsize=7, ncol=2)
+        _marks(ax, m)
+    ax.set_title("Latency over time (p50 dashed, p99 solid), phase boundaries dotted")
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def throughput_over_time(m: Model) -> bytes:
+    fig, ax = plt.subplots(figsize=SIZE)
+    if not m.over_time:
+        _empty(ax, "samples")
+    for tier in TIERS:
+        s = m.over_time.get(tier)
+        if s is not None:
+            ax.plot(s.t, s.count, color=COLORS[tier], label=tier, linewidth=1.5)
+    if m.over_time:
+        ax.set_xlabel("seconds into the run")
+        ax.set_ylabel("samples per second")
+        ax.legend()
+        _marks(ax, m)
+    ax.set_title("Throughput over time per tier")
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def queues_over_time(m: Model) -> bytes:
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(SIZE[0], SIZE[1]))
+    if not m.queue:
+        _empty(ax1, "server queue samples")
+        _empty(ax2, "server sojourn samples")
+    for tier in TIERS:
+        if tier in m.queue:
+            t, queued, soj = m.queue[tier]
+            ax1.plot(t, queued, color=COLORS[tier], label=tier, linewidth=1.5)
+            ax2.plot(t, [max(1.0, v) for v in soj], color=COLORS[tier], label=tier, linewidth=1.5)
+    if m.queue:
+        ax1.set_xlabel("seconds (server)")
+        ax1.set_ylabel("frames queued")
+        ax2.set_xlabel("seconds (server)")
+        ax2.set_yscale("log")
+        ax2.yaxis.set_major_formatter(FuncFormatter(_ms))
+        ax2.set_ylabel("sojourn p99")
+        ax1.legend(fontsize=8)
+    ax1.set_title("Server queue depth per tier")
+    ax2.set_title("Server sojourn (enqueue -> wire) p99")
+    for ax in (ax1, ax2):
+        ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def saturation(m: Model) -> bytes:
+    fig, ax = plt.subplots(figsize=(SIZE[0], 3.2))
+    tiers = list(TIERS)
+    ratios = [100 * m.saturation.get(t, (0.0, 0, 0))[0] for t in tiers]
+    bars = ax.bar(tiers, ratios, color=[COLORS[t] for t in tiers])
+    for bar, t in zip(bars, tiers, strict=True):
+        _, longest, dropped = m.saturation.get(t, (0.0, 0, 0))
+        ax.annotate(f"longest run {longest} ticks, {dropped} dropped", (bar.get_x() + bar.get_width() / 2,
+                    bar.get_height()), ha="center", va="bottom", fontsize=8, xytext=(0, 2), textcoords="offset points")
+    ax.set_ylim(0, 110)
+    ax.set_ylabel("% of ticks saturated")
+    ax.set_title("Saturation per tier (ticks that ended with the tier's frames waiting; both sides)")
+    ax.grid(True, axis="y", alpha=0.3)
+    fig.tight_layout()
+    return _png(fig)
+
+
+PLOTS: dict[str, tuple[str, Callable[[Model], bytes]]] = {
+    "latency_histogram": ("Latency histogram per tier", latency_histogram),
+    "percentile_spectrum": ("Percentile spectrum per tier", percentile_spectrum),
+    "latency_over_time": ("Latency over time", latency_over_time),
+    "throughput_over_time": ("Throughput over time", throughput_over_time),
+    "queues_over_time": ("Queue depth and sojourn per tier over time", queues_over_time),
+    "saturation": ("Saturation per tier", saturation),
+}
+
+
+def render_all(m: Model) -> dict[str, bytes]:
+    """Every plot as PNG bytes, by file stem."""
+    return {stem: fn(m) for stem, (_, fn) in PLOTS.items()}
