@@ -76,7 +76,8 @@ def _loopback_rate(n: int, *, stats: bool, batch: int = 1, events: bool = False)
     also records each event's one-way latency (the instrumentation's histogram path).
     """
     reg = load_registry()
-    hub = LoopbackHub(reg, clock=VirtualClock(0.0), stats=stats, scheduler={"budget": None})
+    hub = LoopbackHub(reg, clock=VirtualClock(0.0), stats=stats, scheduler={"budget": None},
+                      rate_limits={"default": 1e12})  # time stands still here: no bucket would refill
     client = hub.connect(stats=stats, scheduler={"budget": None})
     got = [0]
 
