@@ -101,6 +101,48 @@ class PendingRequest:
         self.timer: list[Any] | None = None
 
 
+class Answers:
+    """Requests a session already ran, by (channel, seq): the answer frame (None while it is computed), so a
+    retried request is answered again without running its handler twice.  Bounded in entries and bytes;
+    an evicted answer leaves a per-channel floor, so a late retry of it is refused, never run again."""
+
+    __slots__ = ("_bytes", "_floor", "_frames", "max_bytes", "max_entries")
+
+    def __init__(self, max_entries: int, max_bytes: int) -> None:
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self._frames: OrderedDict[tuple[int, int], bytes | None] = OrderedDict()
+        self._bytes = 0
+        self._floor: dict[int, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    def start(self, key: tuple[int, int]) -> None:
+        self._frames[key] = None
+        self._evict()
+
+    def store(self, key: tuple[int, int], frame: bytes) -> None:
+        if key in self._frames:
+            old = self._frames[key]
+            self._bytes += len(frame) - (len(old) if old is not None else 0)
+            self._frames[key] = frame
+            self._evict()
+
+    def get(self, key: tuple[int, int]) -> bytes | None:
+        return self._frames.get(key)
+
+    def evicted(self, key: tuple[int, int]) -> bool:
+        return key not in self._frames and key[1] <= self._floor.get(key[0], 0)
+
+    def _evict(self) -> None:
+        frames = self._frames
+        while frames and (len(frames) > self.max_entries or self._bytes > self.max_bytes):
+            (chan, seq), frame = frames.popitem(last=False)
+            self._bytes -= len(frame) if frame is not None else 0
+            self._floor[chan] = max(self._floor.get(chan, 0), seq)
+
+
 class Session:
     """The state of one connection: handshake, sequence numbers, receive windows, queues, requests."""
 
@@ -124,7 +166,8 @@ class Session:
         "windows",
     )
 
-    def __init__(self, key: Hashable, n_channels: int, decoder: FrameDecoder, out: Scheduler) -> None:
+    def __init__(self, key: Hashable, n_channels: int, decoder: FrameDecoder, out: Scheduler,
+                 answers: Answers) -> None:
         self.key = key
         self.state = HANDSHAKE
         self.player_id: int | None = None
@@ -135,8 +178,7 @@ class Session:
         self.seq = [0] * n_channels
         self.windows = [ReceiveWindow() for _ in range(n_channels)]
         self.pending: dict[tuple[int, int], PendingRequest] = {}
-        # Requests already run, by (channel, seq): the response frame, or None while it is being computed.
-        self.answered: OrderedDict[tuple[int, int], bytes | None] = OrderedDict()
+        self.answered = answers  # requests already run: retries get the same answer
         self.close_code: str | None = None
         self.close_message: str | None = None
         # Reliable envelopes sent and not yet acknowledged, by (channel, seq): re-sent after a reconnect.
@@ -180,6 +222,7 @@ class Dispatcher:
         retry_backoff: float = 0.1,
         retry_backoff_max: float = 2.0,
         dedup_window: int = 1024,
+        dedup_bytes: int = 1 << 20,
         scheduler: SchedulerConfig | str | Mapping[str, Any] | None = None,
         replay: bool | dict[str, Any] | None = None,
         rate_limits: Mapping[str, float] | None = None,
@@ -214,6 +257,7 @@ class Dispatcher:
         self.retry_backoff = retry_backoff
         self.retry_backoff_max = retry_backoff_max
         self.dedup_window = dedup_window
+        self.dedup_bytes = dedup_bytes
         self.rng = random.Random(seed)
         try:
             self.scheduler = SchedulerConfig.from_options(scheduler)
@@ -278,7 +322,7 @@ class Dispatcher:
         if peer in self._sessions and not self._sessions[peer].closed:
             raise LocalProtocolError(f"a session for {peer!r} is already open")
         s = Session(peer, len(self._channel_qos), FrameDecoder(self.registry.names, self.max_frame_size),
-                    Scheduler(self.scheduler, self.stats))
+                    Scheduler(self.scheduler, self.stats), Answers(self.dedup_window, self.dedup_bytes))
         self._sessions[peer] = s
         if self.role == "client":
             self._hello(s, now, None)
@@ -494,7 +538,7 @@ class Dispatcher:
     @staticmethod
     def _cancel(entry: list[Any] | None) -> None:
         if entry is not None:
-            entry[2] = None
+            entry[2] = entry[3] = None  # the argument too: a pending request and its timer point at each other
 
     def _push(self, s: Session, frame: bytes, qos: int, name: str | None = None, key: Hashable = None,
               droppable: bool = True) -> None:
@@ -779,9 +823,13 @@ class Dispatcher:
             elif bits & Bits.RETRANSMIT:
                 st.duplicates += 1
                 if bits & Bits.REQUEST:
-                    cached = s.answered.get((info.chan, meta.seq))
+                    key = (info.chan, meta.seq)
+                    cached = s.answered.get(key)
                     if cached is not None:
                         self._push(s, cached, meta.qos)
+                    elif s.answered.evicted(key):  # it ran; its answer is gone: refuse, never run it twice
+                        self._nack(s, info, meta.seq, "expired",
+                                   f"{name}: request {meta.seq} already ran and its answer is no longer kept")
                 return
             else:
                 st.seq_regressions += 1
@@ -829,9 +877,12 @@ class Dispatcher:
     def _serve_request(self, s: Session, info: NameInfo, env: Envelope, handlers: tuple[Handler, ...]) -> None:
         name, st = info.name, self.stats[info.name]
         key = (info.chan, env.meta.seq)
-        s.answered[key] = None
-        if len(s.answered) > self.dedup_window:
-            s.answered.popitem(last=False)
+        if s.out.full(env.meta.qos):  # admission control: its answer could only wait behind a full queue
+            self.stats.drop(name, "overloaded")
+            self._nack(s, info, env.meta.seq, "overloaded",
+                       f"{name}: the {env.meta.qos.name} queue to this player is full; try again later")
+            return
+        s.answered.start(key)
         if not handlers:
             st.no_subscriber += 1
             self._nack(s, info, env.meta.seq, "no_subscriber", f"no handler for {name} on the {self.role}", key)
@@ -877,15 +928,14 @@ class Dispatcher:
         env = Envelope(name, payload, Meta(s.seq[info.chan], req.meta.qos, now, now, s.player_id,
                                            req.meta.trace_id, _NO_FLAGS, True, req.meta.seq))
         frame = encode_envelope(env, info.wire_id, 0, body)
-        if key in s.answered:
-            s.answered[key] = frame
+        s.answered.store(key, frame)
         self._send(s, info, env, frame)
 
     def _nack(self, s: Session, info: NameInfo, seq: int, code: str, message: str,
               key: tuple[int, int] | None = None) -> None:
         frame = encode_control(Nack(info.wire_id, seq, code, message))
-        if key is not None and key in s.answered:
-            s.answered[key] = frame
+        if key is not None:
+            s.answered.store(key, frame)
         self._push(s, frame, QoS.CRITICAL)
 
     def _on_response(self, s: Session, info: NameInfo, env: Envelope, now: float) -> None:

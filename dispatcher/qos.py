@@ -18,7 +18,8 @@ outbound queues decides who waits.  One ``Scheduler`` per connection:
 * **Overload.**  A frame with a coalesce key replaces the queued, uncommitted frame with the same key
   (most-recent-state); NORMAL and BACKGROUND queues are bounded in frames (``queue_limits``) and bytes
   (``queue_bytes``) and drop their oldest uncommitted frames to make room.  Responses to requests are
-  never dropped (someone is waiting for them).
+  never dropped (someone is waiting for them); instead, a request whose response would join a tier at its
+  bound is refused at once (``overloaded``), so a request flood cannot grow the queues without limit.
   Every drop and coalesce is counted by tier, name and reason.
 * **fifo** (``scheduler="fifo"``): the pre-migration behaviour kept for comparison — one FIFO queue, no
   priorities, no coalescing, no chunking, no bounds; the same budget.
@@ -227,6 +228,16 @@ class Scheduler:
         self.pending += 1
         self._count[tier] += 1
         self._qbytes[tier] += len(frame)
+
+    def full(self, tier: int) -> bool:
+        """Whether ``tier`` is at its bound (frames or bytes): the core refuses new requests whose responses
+        would join it, rather than queue answers without limit (responses are never dropped)."""
+        cfg = self._cfg
+        if cfg.mode == "fifo":
+            return False
+        limit, byte_limit = cfg.queue_limits.get(tier), cfg.queue_bytes.get(tier)
+        return (limit is not None and self._count[tier] >= limit) or (
+            byte_limit is not None and self._qbytes[tier] >= byte_limit)
 
     def push_front(self, frame: bytes, now: float) -> None:
         """Queue a control frame ahead of everything (the handshake must open a connection's stream)."""

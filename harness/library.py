@@ -41,7 +41,7 @@ def server_config(**overrides: Any) -> Any:
     def make(params: Params) -> dict[str, Any]:
         cfg: dict[str, Any] = {"cooldown": 0.0, "zones": 8, "snapshot_bytes": params.get("snapshot_bytes", 2048)}
         for k, v in overrides.items():
-            cfg[k] = params[v] if isinstance(v, str) and v in params else v
+            cfg[k] = v(params) if callable(v) else params[v] if isinstance(v, str) and v in params else v
         return cfg
 
     return make
@@ -102,6 +102,7 @@ MIXED = Scenario(
         )),
     ),
     params={"calm_s": 5.0, "flood_s": 10.0, "skill_rate": 4.0, "skill_request_rate": 4.0,
-            "snapshot_request_rate": 10.0, "snapshot_bytes": 8192, "spend_rate": 10.0, "entity_rate": 30.0},
-    server=server_config(entity_rate="entity_rate"),
+            "snapshot_request_rate": 10.0, "snapshot_bytes": 8192, "spend_rate": 10.0, "entity_rate": 30.0,
+            "scheduler_mode": "priority"},
+    server=server_config(entity_rate="entity_rate", scheduler=lambda p: {"mode": p["scheduler_mode"]}),
 )

@@ -19,15 +19,18 @@ from dispatcher.histogram import Histogram
 __all__ = ["Entry", "Recorder"]
 
 SERIES_FIGURES = 2
+FOLD_EVERY = 4096
 
 
 class Entry:
-    """The figures of one (kind, qos, name).  ``record`` is the hot path: two list appends."""
+    """The figures of one (kind, qos, name).  ``record`` is the hot path: two list appends, and every
+    ``FOLD_EVERY`` samples a fold into the histograms (pending samples never pile up)."""
 
-    __slots__ = ("_lat", "_secs", "behind", "bytes", "count", "failures", "hist", "key")
+    __slots__ = ("_lat", "_rec", "_secs", "behind", "bytes", "count", "failures", "hist", "key")
 
-    def __init__(self, key: tuple[str, str, str]) -> None:
+    def __init__(self, key: tuple[str, str, str], recorder: Recorder) -> None:
         self.key = key
+        self._rec = recorder
         self.count = 0
         self.failures = 0
         self.bytes = 0
@@ -41,6 +44,8 @@ class Entry:
         self.bytes += nbytes
         self._lat.append(seconds)
         self._secs.append(int(time.time() if now is None else now))
+        if len(self._lat) >= FOLD_EVERY:
+            self._rec.fold_entry(self)
 
     def fail(self) -> None:
         self.count += 1
@@ -56,15 +61,16 @@ class Entry:
 class Recorder:
     def __init__(self) -> None:
         self.entries: dict[tuple[str, str, str], Entry] = {}
-        # second -> "kind|qos" -> [count, failures, Histogram]
+        # second -> "kind|qos" -> [count, failures, Histogram, or its encoding once the second is past]
         self.series: dict[int, dict[str, list[Any]]] = {}
         self._fail_secs: list[tuple[int, str]] = []
+        self._compacted = 0
 
     def entry(self, kind: str, qos: str, name: str) -> Entry:
         key = (kind, qos, name)
         e = self.entries.get(key)
         if e is None:
-            e = self.entries[key] = Entry(key)
+            e = self.entries[key] = Entry(key, self)
         return e
 
     def fail(self, e: Entry, now: float | None = None) -> None:
@@ -75,27 +81,44 @@ class Recorder:
         slot = self.series.setdefault(sec, {}).get(series_key)
         if slot is None:
             slot = self.series[sec][series_key] = [0, 0, Histogram(significant_figures=SERIES_FIGURES)]
+        elif isinstance(slot[2], str):  # a compacted second that got a late sample
+            slot[2] = Histogram.decode(slot[2])
         return slot
 
+    def _compact(self, before: int) -> None:
+        """Seconds before ``before`` keep their histogram encoded (~200 bytes instead of ~24 kB of counts), so
+        the series grows by a few kB a second however long the run."""
+        for sec, slots in self.series.items():
+            if sec < before:
+                for slot in slots.values():
+                    if not isinstance(slot[2], str):
+                        slot[2] = slot[2].encode()
+
     def fold(self) -> None:
-        """Move pending samples into the histograms and the per-second series."""
+        """Move every pending sample into the histograms and the per-second series."""
         for e in self.entries.values():
-            if not e._lat:
-                continue
-            lat, secs = e._lat, np.asarray(e._secs, dtype=np.int64)
-            e._lat, e._secs = [], []
-            e.hist.record_many_seconds(lat)
-            skey = f"{e.key[0]}|{e.key[1]}"
-            arr = np.asarray(lat, dtype=np.float64)
-            for sec in np.unique(secs).tolist():
-                mask = secs == sec
-                slot = self._slot(sec, skey)
-                slot[0] += int(mask.sum())
-                slot[2].record_many_seconds(arr[mask].tolist())
+            if e._lat:
+                self.fold_entry(e)
         for sec, skey in self._fail_secs:
             slot = self._slot(sec, skey)
             slot[1] += 1
         self._fail_secs = []
+
+    def fold_entry(self, e: Entry) -> None:
+        lat, secs = e._lat, np.asarray(e._secs, dtype=np.int64)
+        e._lat, e._secs = [], []
+        e.hist.record_many_seconds(lat)
+        skey = f"{e.key[0]}|{e.key[1]}"
+        arr = np.asarray(lat, dtype=np.float64)
+        for sec in np.unique(secs).tolist():
+            mask = secs == sec
+            slot = self._slot(sec, skey)
+            slot[0] += int(mask.sum())
+            slot[2].record_many_seconds(arr[mask].tolist())
+        now = int(time.time())
+        if now != self._compacted:
+            self._compacted = now
+            self._compact(now - 2)
 
     # -- shipping and merging (workers -> master) ----------------------------------------------
 
@@ -108,7 +131,7 @@ class Recorder:
                  "behind": e.behind, "hdr": e.hist.encode()}
                 for (k, q, n), e in sorted(self.entries.items()) if e.count or e.behind
             ],
-            "series": {str(sec): {sk: [c, f, h.encode()] for sk, (c, f, h) in slots.items()}
+            "series": {str(sec): {sk: [c, f, h if isinstance(h, str) else h.encode()] for sk, (c, f, h) in slots.items()}
                        for sec, slots in sorted(self.series.items())},
         }
 

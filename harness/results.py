@@ -66,6 +66,7 @@ def build_results(environment: Environment, st: State, client_stats: dict[str, A
     for sec, slots in sorted(rec.series.items()):
         for skey, (count, failures, h) in sorted(slots.items()):
             kind, qos = skey.split("|", 1)
+            h = Histogram.decode(h) if isinstance(h, str) else h
             p50, p99 = h.percentiles([50, 99])
             series.append({"t": sec - int(start), "kind": kind, "qos": qos, "count": count, "failures": failures,
                            "p50_us": p50, "p99_us": p99, "max_us": h.max, "hdr": h.encode()})

@@ -366,3 +366,20 @@ def test_loopback_function_returns_a_pair(registry: dispatcher.ChannelRegistry) 
         dispatcher.init(peer="server", channel_registry=registry, connect=("127.0.0.1", 1))
     with pytest.raises(LocalProtocolError, match=r"peer must be 'server' or 'client', got 'host'"):
         dispatcher.init(peer="host", channel_registry=registry)
+
+
+def test_dedup_cache_is_bounded_and_never_reruns_an_evicted_request(registry: dispatcher.ChannelRegistry,
+                                                                    clock: VirtualClock) -> None:
+    hub = LoopbackHub(registry, clock=clock, dedup_bytes=2_000)
+    client = hub.connect()
+    calls: list[int] = []
+    hub.server.on("Intent.Attributes.SpendPoints", lambda env: calls.append(1) or {"pad": "x" * 500})
+    hub.cut(client, "down")  # the first answer is lost...
+    first = client.request("Intent.Attributes.SpendPoints", {"attribute": "str", "points": 1}, timeout=5, retries=1)
+    hub.mend(client)
+    for _ in range(10):  # ...and pushed out of the 2 kB dedup cache by later answers
+        client.request("Intent.Attributes.SpendPoints", {"attribute": "dex", "points": 1}).result(timeout=1)
+    with pytest.raises(RemoteError, match=r"expired: .* already ran and its answer is no longer kept"):
+        first.result(timeout=30)  # the retry is refused, not run again
+    assert len(calls) == 11
+    assert len(hub.server_core.session(hub.client_key(client)).answered) <= 4

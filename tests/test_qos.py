@@ -148,10 +148,32 @@ def test_responses_are_never_dropped_from_a_flooded_tier(registry: ChannelRegist
         promises.append(client.request("Intent.Stats.RequestSnapshot", {"version": i}, timeout=30))
         hub.advance(TICK)
     hub.advance(10.0)
-    assert [p.result(timeout=0).payload["v"] for p in promises] == list(range(40))
-    drops = hub.server.stats()
-    assert drops["Event.Stats.Updated"].drops.get("queue_full", 0) > 0
-    assert drops["Intent.Stats.RequestSnapshot"].dropped == 0
+    # Every request is answered, or refused at once when the tier is full (admission control): none is
+    # dropped after being accepted, none is left to time out.
+    answered = {p.result(timeout=0).payload["v"] for p in promises if p.rejected_error is None}
+    refused = [p.rejected_error for p in promises if p.rejected_error is not None]
+    assert all(isinstance(e, dispatcher.RemoteError) and e.code == "overloaded" for e in refused)
+    assert len(answered) + len(refused) == 40 and len(answered) >= 10
+    stats = hub.server.stats()
+    assert stats["Event.Stats.Updated"].drops.get("queue_full", 0) > 0
+    assert stats["Intent.Stats.RequestSnapshot"].drops.get("queue_full", 0) == 0
+    assert client.stats()["Intent.Stats.RequestSnapshot"].timeouts == 0
+
+
+def test_a_request_flood_is_refused_not_queued_without_limit(registry: ChannelRegistry) -> None:
+    hub = LoopbackHub(registry, clock=VirtualClock(0.0), scheduler={"queue_bytes": {"BACKGROUND": 20_000}})
+    client = hub.connect(player_id=1)
+    ran: list[int] = []
+    hub.server.on("Intent.Stats.RequestSnapshot", lambda env: ran.append(1) or {"blob": "s" * 4000})
+    promises = [client.request("Intent.Stats.RequestSnapshot", {"version": i}, timeout=60) for i in range(100)]
+    hub.advance(30.0)
+    answered = [p for p in promises if p.done() and p.rejected_error is None]
+    refused = [p.rejected_error for p in promises if isinstance(p.rejected_error, dispatcher.RemoteError)]
+    assert len(answered) + len(refused) == 100
+    assert len(answered) == len(ran) and 4 <= len(ran) <= 10  # about the bound's worth of 4 kB answers
+    assert all(e.code == "overloaded" and "BACKGROUND queue to this player is full" in e.message for e in refused)
+    assert hub.server.stats()["Intent.Stats.RequestSnapshot"].drops["overloaded"] == len(refused)
+    assert hub.server.stats().tiers[QoS.BACKGROUND].max_queued_bytes <= 20_000 + 5_000
 
 
 def test_big_frames_are_chunked_and_reassembled(registry: ChannelRegistry) -> None:

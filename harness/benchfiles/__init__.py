@@ -1,0 +1,1 @@
+"""Locustfiles of the load-generation benchmark (``netharness bench``, row "loadgen")."""
