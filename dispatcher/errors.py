@@ -71,7 +71,9 @@ class RemoteError(DispatcherError):
     """The peer answered a request with an error instead of a response.
 
     ``code`` is one of ``handler_error``, ``no_subscriber``, ``invalid_payload``, ``rate_limited``,
-    ``overloaded`` (the response's queue to this player is full), ``wrong_direction``; ``message`` is the peer's text (for ``handler_error``, the handler's exception).
+    ``overloaded`` (the answer's queue to this player is full), ``expired`` (a retry whose answer is no
+    longer kept: the request already ran), ``wrong_direction``; ``message`` is the peer's text (for
+    ``handler_error``, the handler's exception).
     """
 
     def __init__(self, name: str, code: str, message: str) -> None:

@@ -131,7 +131,8 @@ class Recorder:
                  "behind": e.behind, "hdr": e.hist.encode()}
                 for (k, q, n), e in sorted(self.entries.items()) if e.count or e.behind
             ],
-            "series": {str(sec): {sk: [c, f, h if isinstance(h, str) else h.encode()] for sk, (c, f, h) in slots.items()}
+            "series": {str(sec): {sk: [c, f, h if isinstance(h, str) else h.encode()]
+                                  for sk, (c, f, h) in slots.items()}
                        for sec, slots in sorted(self.series.items())},
         }
 
