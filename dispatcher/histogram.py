@@ -103,8 +103,8 @@ class Histogram:
         """Record a duration in seconds, at microsecond resolution (rounded to the nearest)."""
         p = self._pending
         p.append(seconds)
-        if len(p) >= _FOLD_EVERY:
-            self._fold()
+        if len(p) >= _FOLD_EVERY or self._counts is None:
+            self._fold()  # also at the first sample: a histogram's memory is taken when it starts, not later
 
     def record_many_seconds(self, seconds: list[float]) -> None:
         """Record several durations in seconds (as ``record_seconds`` each)."""
