@@ -49,92 +49,86 @@ def _marks(ax: Axes, m: Model) -> None:
                     fontsize=8, color="#333")
 
 
-def latency_histogram(m: Model) -> bytes:
+def _plot(title: str, has_data: bool, what: str, draw: Callable[[Axes], None]) -> bytes:
+    """One plot: ``draw`` fills the axes when there is data; otherwise the axes say there is none."""
     fig, ax = plt.subplots(figsize=SIZE)
-    if not m.tier_hist:
-        _empty(ax, "latency samples")
-    for tier in TIERS:
-        if tier in m.tier_hist:
-            values, counts = m.tier_hist[tier]
-            ax.bar(values, counts, width=[v * (10 ** 0.05 - 1) for v in values], align="edge", alpha=0.55,
-                   color=COLORS[tier], edgecolor=COLORS[tier], label=tier)
-    if m.tier_hist:
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.xaxis.set_major_formatter(FuncFormatter(_ms))
+    if has_data:
+        draw(ax)
+    else:
+        _empty(ax, what)
+    ax.set_title(title)
+    ax.grid(True, which="major", alpha=0.3)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def _log_log(ax: Axes, *, x_is_latency: bool) -> None:
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    (ax.xaxis if x_is_latency else ax.yaxis).set_major_formatter(FuncFormatter(_ms))
+
+
+def latency_histogram(m: Model) -> bytes:
+    def draw(ax: Axes) -> None:
+        for tier in TIERS:
+            if tier in m.tier_hist:
+                values, counts = m.tier_hist[tier]
+                ax.bar(values, counts, width=[v * (10 ** 0.05 - 1) for v in values], align="edge", alpha=0.55,
+                       color=COLORS[tier], edgecolor=COLORS[tier], label=tier)
+        _log_log(ax, x_is_latency=True)
         ax.set_xlabel("latency")
         ax.set_ylabel("samples (20 bins per decade)")
         ax.legend()
-    ax.set_title("Latency histogram per tier")
-    ax.grid(True, which="major", alpha=0.3)
-    fig.tight_layout()
-    return _png(fig)
+
+    return _plot("Latency histogram per tier", bool(m.tier_hist), "latency samples", draw)
 
 
 def percentile_spectrum(m: Model) -> bytes:
-    fig, ax = plt.subplots(figsize=SIZE)
-    if not m.spectrum:
-        _empty(ax, "latency samples")
-    for tier in TIERS:
-        if tier in m.spectrum:
-            x, y = m.spectrum[tier]
-            ax.plot(x, y, color=COLORS[tier], label=tier, linewidth=1.5)
-    if m.spectrum:
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ticks = [1, 2, 10, 100, 1000, 10000, 100000]
-        ax.set_xticks(ticks, ["0%", "50%", "90%", "99%", "99.9%", "99.99%", "99.999%"])
+    def draw(ax: Axes) -> None:
+        for tier in TIERS:
+            if tier in m.spectrum:
+                x, y = m.spectrum[tier]
+                ax.plot(x, y, color=COLORS[tier], label=tier, linewidth=1.5)
+        _log_log(ax, x_is_latency=False)
+        ax.set_xticks([1, 2, 10, 100, 1000, 10000, 100000], ["0%", "50%", "90%", "99%", "99.9%", "99.99%", "99.999%"])
         ax.set_xlim(1, 100000)
-        ax.yaxis.set_major_formatter(FuncFormatter(_ms))
         ax.set_xlabel("percentile")
         ax.set_ylabel("latency")
         ax.legend()
-    ax.set_title("Percentile spectrum per tier (HdrHistogram style)")
-    ax.grid(True, which="major", alpha=0.3)
-    fig.tight_layout()
-    return _png(fig)
+
+    return _plot("Percentile spectrum per tier (HdrHistogram style)", bool(m.spectrum), "latency samples", draw)
 
 
 def latency_over_time(m: Model) -> bytes:
-    fig, ax = plt.subplots(figsize=SIZE)
-    if not m.over_time:
-        _empty(ax, "latency samples")
-    for tier in TIERS:
-        s = m.over_time.get(tier)
-        if s is None:
-            continue
-        ax.plot(s.t, s.p99, color=COLORS[tier], label=f"{tier} p99", linewidth=1.5)
-        ax.plot(s.t, s.p50, color=COLORS[tier], label=f"{tier} p50", linewidth=1, linestyle="--")
-    if m.over_time:
+    def draw(ax: Axes) -> None:
+        for tier in TIERS:
+            s = m.over_time.get(tier)
+            if s is not None:
+                ax.plot(s.t, s.p99, color=COLORS[tier], label=f"{tier} p99", linewidth=1.5)
+                ax.plot(s.t, s.p50, color=COLORS[tier], label=f"{tier} p50", linewidth=1, linestyle="--")
         ax.set_yscale("log")
         ax.yaxis.set_major_formatter(FuncFormatter(_ms))
         ax.set_xlabel("seconds into the run")
         ax.set_ylabel("latency")
         ax.legend(fontsize=7, ncol=2)
         _marks(ax, m)
-    ax.set_title("Latency over time (p50 dashed, p99 solid), phase boundaries dotted")
-    ax.grid(True, alpha=0.3)
-    fig.tight_layout()
-    return _png(fig)
+
+    return _plot("Latency over time (p50 dashed, p99 solid), phase boundaries dotted", bool(m.over_time),
+                 "latency samples", draw)
 
 
 def throughput_over_time(m: Model) -> bytes:
-    fig, ax = plt.subplots(figsize=SIZE)
-    if not m.over_time:
-        _empty(ax, "samples")
-    for tier in TIERS:
-        s = m.over_time.get(tier)
-        if s is not None:
-            ax.plot(s.t, s.count, color=COLORS[tier], label=tier, linewidth=1.5)
-    if m.over_time:
+    def draw(ax: Axes) -> None:
+        for tier in TIERS:
+            s = m.over_time.get(tier)
+            if s is not None:
+                ax.plot(s.t, s.count, color=COLORS[tier], label=tier, linewidth=1.5)
         ax.set_xlabel("seconds into the run")
         ax.set_ylabel("samples per second")
         ax.legend()
         _marks(ax, m)
-    ax.set_title("Throughput over time per tier")
-    ax.grid(True, alpha=0.3)
-    fig.tight_layout()
-    return _png(fig)
+
+    return _plot("Throughput over time per tier", bool(m.over_time), "samples", draw)
 
 
 def queues_over_time(m: Model) -> bytes:
