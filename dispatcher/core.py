@@ -195,6 +195,10 @@ class Session:
     def closed(self) -> bool:
         return self.state == CLOSED
 
+    @property
+    def handshaking(self) -> bool:
+        return self.state == HANDSHAKE
+
     def __repr__(self) -> str:
         return f"<Session {self.key!r} player={self.player_id} {self.state}>"
 
@@ -453,7 +457,7 @@ class Dispatcher:
         try:
             frames = s.decoder.feed(data)
         except RemoteProtocolError as e:
-            self.stats.count("oversized_frames" if "limit" in str(e) else "malformed_frames")
+            self.stats.count("oversized_frames" if s.decoder.oversized else "malformed_frames")
             self._protocol_failure(s, e)
             raise
         st = self.stats
@@ -577,7 +581,7 @@ class Dispatcher:
         qos = self._tier(info, qos_override)
         bits = Bits.REQUIRE_SUBSCRIBER if (self.require_subscriber if require_subscriber is None
                                            else require_subscriber) else 0
-        flags = Flags(replayable, reliable) if reliable is not None or replayable is not None else _NO_FLAGS
+        flags = Flags.of(replayable, reliable)
         s.seq[info.chan] += 1
         env = Envelope(name, payload, Meta(s.seq[info.chan], qos, now, None, None, trace_id, flags))
         if self._reliable[info.chan] if reliable is None else reliable:
@@ -641,7 +645,7 @@ class Dispatcher:
                 else:
                     targets.append(s)
         qos = self._tier(info, qos_override)
-        flags = Flags(replayable, reliable) if reliable is not None or replayable is not None else _NO_FLAGS
+        flags = Flags.of(replayable, reliable)
         body = pack_payload(payload)
         is_reliable = self._reliable[info.chan] if reliable is None else reliable
         bits = Bits.ACK_REQUESTED if is_reliable else 0
@@ -816,7 +820,8 @@ class Dispatcher:
                                f"more than {rate:g} envelopes/s on channel {info.channel.name}")
                 return
             bucket[0] = tokens - 1.0
-        verdict = s.windows[info.chan].check(meta.seq)
+        window = s.windows[info.chan]
+        verdict = window.check(meta.seq)
         if verdict != IN_ORDER:
             if verdict == LATE:
                 st.seq_late += 1
@@ -829,14 +834,14 @@ class Dispatcher:
                         self._push(s, cached, meta.qos)
                     elif s.answered.evicted(key):  # it ran; its answer is gone: refuse, never run it twice
                         self._nack(s, info, meta.seq, "expired",
-                                   f"{name}: request {meta.seq} already ran and its answer is no longer kept")
+                                   f"request {meta.seq} already ran and its answer is no longer kept")
                 return
             else:
                 st.seq_regressions += 1
                 self.stats.drop(name, "seq_regression" if verdict != DUPLICATE else "duplicate")
                 return
-        elif s.windows[info.chan].gap:
-            st.seq_gaps += s.windows[info.chan].gap
+        elif window.gap:
+            st.seq_gaps += window.gap
         st.received += 1
         st.bytes_in += fr.size
 
@@ -849,7 +854,7 @@ class Dispatcher:
             self.stats.drop(name, "invalid_payload")
             log.warning("%r sent an invalid %s: %s", s.key, name, reason)
             if bits & Bits.REQUEST:
-                self._nack(s, info, meta.seq, "invalid_payload", f"{name}: {reason}")
+                self._nack(s, info, meta.seq, "invalid_payload", reason)
             return
         if self.role == "client":  # one-way latency on the server's clock
             self._lat[fr.wire_id][meta.qos](now + self.clock_offset - meta.ts_sent)
@@ -880,7 +885,7 @@ class Dispatcher:
         if s.out.full(env.meta.qos):  # admission control: its answer could only wait behind a full queue
             self.stats.drop(name, "overloaded")
             self._nack(s, info, env.meta.seq, "overloaded",
-                       f"{name}: the {env.meta.qos.name} queue to this player is full; try again later")
+                       f"the {env.meta.qos.name} queue to this player is full; try again later")
             return
         s.answered.start(key)
         if not handlers:
@@ -926,7 +931,7 @@ class Dispatcher:
         now = self.now
         s.seq[info.chan] += 1
         env = Envelope(name, payload, Meta(s.seq[info.chan], req.meta.qos, now, now, s.player_id,
-                                           req.meta.trace_id, _NO_FLAGS, True, req.meta.seq))
+                                           req.meta.trace_id, Flags.of(), True, req.meta.seq))
         frame = encode_envelope(env, info.wire_id, 0, body)
         s.answered.store(key, frame)
         self._send(s, info, env, frame)
@@ -1121,6 +1126,4 @@ class Dispatcher:
         self._clock_samples = [*self._clock_samples[-7:], (rtt, peer_ts - (sent + now) / 2)]
         self.rtt, self.clock_offset = min(self._clock_samples)
 
-
-_NO_FLAGS = Flags()
 

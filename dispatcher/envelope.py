@@ -47,6 +47,11 @@ class Flags:
     replayable: bool | None = None
     reliable: bool | None = None
 
+    @staticmethod
+    def of(replayable: bool | None = None, reliable: bool | None = None) -> Flags:
+        """Flags with these values; the shared empty instance when neither is set (the common case)."""
+        return _NO_FLAGS if replayable is None and reliable is None else Flags(replayable, reliable)
+
 
 _NO_FLAGS = Flags()
 

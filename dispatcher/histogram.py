@@ -56,7 +56,6 @@ class _Layout:
         while smallest_untrackable <= highest:
             smallest_untrackable <<= 1
             buckets += 1
-        self.bucket_count = buckets
         self.counts_len = (buckets + 1) * self.half_count
         idx = np.arange(self.counts_len, dtype=np.int64)
         bucket = (idx >> self.half_mag) - 1

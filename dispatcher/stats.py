@@ -180,9 +180,6 @@ class Stats:
         s.dropped += n
         s.drops[reason] = s.drops.get(reason, 0) + n
 
-    def record_latency(self, name: str, qos: int, seconds: float) -> None:
-        self.histogram(name, qos).record_seconds(seconds)
-
     def histogram(self, name: str, qos: int) -> Histogram:
         """The latency histogram of ``name`` at tier ``qos`` (created empty on first use)."""
         h = self.latency.get((name, qos))
@@ -313,9 +310,6 @@ class NullStats(Stats):
         pass
 
     def drop(self, name: str, reason: str, n: int = 1) -> None:
-        pass
-
-    def record_latency(self, name: str, qos: int, seconds: float) -> None:
         pass
 
     def sent(self, nbytes: list[int], sojourns: list[list[float]]) -> None:

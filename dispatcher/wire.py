@@ -224,7 +224,7 @@ class FrameDecoder:
     frame types, unknown wire ids and ill-typed fields raise ``RemoteProtocolError``.
     """
 
-    __slots__ = ("_error", "_max", "_names", "_partials", "_unpacker", "player_id", "spoofed")
+    __slots__ = ("_error", "_max", "_names", "_partials", "_unpacker", "oversized", "player_id", "spoofed")
 
     def __init__(self, names: Sequence[str], max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> None:
         self._names = names
@@ -232,6 +232,7 @@ class FrameDecoder:
         #: it, whatever the peer wrote; ``spoofed`` counts envelopes that claimed another id.
         self.player_id: int | None = None
         self.spoofed = 0
+        self.oversized = False  # the failure was a frame over the size limit (else: malformed)
         self._partials: dict[int, bytearray] = {}
         self._max = max_frame_size
         self._error: str | None = None
@@ -246,12 +247,13 @@ class FrameDecoder:
             try:
                 self._unpacker.feed(view[i : i + _FEED_CHUNK])
             except msgpack.BufferFull:
-                self._fail(f"frame larger than the {self._max}-byte limit")
+                self._fail(f"frame larger than the {self._max}-byte limit", oversized=True)
             self._drain(out)
         return out
 
-    def _fail(self, msg: str) -> None:
+    def _fail(self, msg: str, *, oversized: bool = False) -> None:
         self._error = msg
+        self.oversized = self.oversized or oversized
         raise _bad(msg)
 
     def _drain(self, out: list[Frame]) -> None:
@@ -264,11 +266,11 @@ class FrameDecoder:
                 return
             except Exception as e:
                 if "exceeds max_" in str(e):  # msgpack's per-object limits, set from max_frame_size
-                    self._fail(f"frame larger than the {self._max}-byte limit ({e})")
+                    self._fail(f"frame larger than the {self._max}-byte limit ({e})", oversized=True)
                 self._fail(f"undecodable msgpack: {type(e).__name__}: {e}")
             size = up.tell() - start
             if size > self._max:
-                self._fail(f"frame of {size} bytes exceeds the {self._max}-byte limit")
+                self._fail(f"frame of {size} bytes exceeds the {self._max}-byte limit", oversized=True)
             try:
                 if type(obj) is list and obj and obj[0] == FrameType.CHUNK and type(obj[0]) is int:
                     whole = self._chunk(obj)
@@ -296,6 +298,7 @@ class FrameDecoder:
             raise _bad(f"chunk of message {msg_id} at offset {offset}, expected {len(buf)}")
         buf += data
         if len(buf) > self._max:
+            self.oversized = True
             raise _bad(f"chunked frame larger than the {self._max}-byte limit")
         if not last:
             return None
@@ -369,18 +372,13 @@ class FrameDecoder:
             if player_id is not None and player_id != stamp:
                 self.spoofed += 1
             player_id = stamp
-        if bits & (Bits.RELIABLE_SET | Bits.REPLAYABLE_SET):
-            flags = Flags(
-                replayable=bool(bits & Bits.REPLAYABLE) if bits & Bits.REPLAYABLE_SET else None,
-                reliable=bool(bits & Bits.RELIABLE) if bits & Bits.RELIABLE_SET else None,
-            )
-        else:
-            flags = _NO_FLAGS
+        flags = Flags.of(
+            replayable=bool(bits & Bits.REPLAYABLE) if bits & Bits.REPLAYABLE_SET else None,
+            reliable=bool(bits & Bits.RELIABLE) if bits & Bits.RELIABLE_SET else None,
+        )
         meta = Meta(seq, QoS(qos), ts_sent, ts_ack, player_id, trace_id, flags, bool(bits & Bits.RESPONSE), reply_to)
         return EnvelopeFrame(Envelope(self._names[wid], f[6], meta), wid, bits, size)
 
-
-_NO_FLAGS = Flags()
 
 
 def _time(v: Any, what: str) -> float:

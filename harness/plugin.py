@@ -79,8 +79,7 @@ class State:
         self._target: Target | None = None
         self.client_stats: dict[str, Any] | None = None
         self.worker_client_stats: dict[str, dict[str, Any]] = {}
-        self.worker_reconnects: dict[str, int] = {}
-        self.workers_seen: set[str] = set()
+        self.worker_reconnects: dict[str, int] = {}  # by worker: every worker that reported is a key
         self.capture_buffer: ReplayBuffer | None = None
         self.reconnects = 0
         self.connect_failures = 0
@@ -91,7 +90,6 @@ class State:
         self.samples: list[tuple[str, str, str, float]] | None = None  # --sample-log: raw, for verification
         self._replay: dict[int, list[Any]] | None = None
         self._replay_queue: list[int] = []
-        self.replayed_players = 0
         self.thresholds: list[Threshold] | None = None
 
     # -- users call these ------------------------------------------------------------------------
@@ -101,6 +99,10 @@ class State:
             address, url = parse_host(environment.host)
             self._target = Target(address, secret_of(environment), url)
         return self._target
+
+    @property
+    def target_url(self) -> str | None:
+        return self._target.url if self._target is not None else None
 
     def start_time(self, environment: Environment) -> float:
         """One timeline origin for every player of this process (monotonic clock)."""
@@ -277,7 +279,6 @@ def _worker_report(client_id: str, data: dict[str, Any]) -> None:
     if part is None or env is None:
         return
     st = state(env)
-    st.workers_seen.add(client_id)
     st.recorder.merge(part["recorder"])
     if part.get("client_stats") is not None:
         st.worker_client_stats[client_id] = part["client_stats"]  # cumulative: the latest replaces

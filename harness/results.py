@@ -72,7 +72,7 @@ def build_results(environment: Environment, st: State, client_stats: dict[str, A
                            "p50_us": p50, "p99_us": p99, "max_us": h.max, "hdr": h.encode()})
     scenario = st.scenario
     server_cfg = scenario.server(st.params) if scenario is not None and scenario.server else {}
-    workers = len(st.workers_seen)
+    workers = len(st.worker_reconnects)
     return {
         "format": FORMAT,
         "version": VERSION,
@@ -88,7 +88,7 @@ def build_results(environment: Environment, st: State, client_stats: dict[str, A
             "end_time": _iso(end),
             "duration_s": round(end - start, 3),
             "git_commit": _git_commit(),
-            "target": st._target.url if st._target is not None else environment.host,
+            "target": st.target_url or environment.host,
             "embedded_server": st.server is not None,
             "hostname": platform.node(),
             "workers": workers,
@@ -183,10 +183,6 @@ def load_results(path: str | Path) -> dict[str, Any]:
             if k not in row:
                 raise ResultsError(f"{p}: entry {i} has no {k!r}")
     return doc
-
-
-def entry_histogram(row: dict[str, Any]) -> Histogram:
-    return Histogram.decode(row["latency_us"]["hdr"])
 
 
 def format_table(results: dict[str, Any]) -> str:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import gevent
 import gevent.event
+import numpy as np
 
 import dispatcher
 from dispatcher.histogram import Histogram
@@ -93,7 +94,7 @@ class TierSeries:
     def __init__(self, server: dispatcher.Transport) -> None:
         self.server = server
         self.rows: list[dict[str, object]] = []
-        self._prev: dict[str, tuple[int, int, int, int, object]] = {}
+        self._prev: dict[str, tuple[int, int, int, int, np.ndarray]] = {}
         self._last = time.time()
 
     def sample(self) -> None:
@@ -106,9 +107,8 @@ class TierSeries:
             t = self.server.stats().tiers[tier]
             counts = t.sojourn.counts.copy()
             prev = self._prev.get(tier.name)
-            if prev is None:
-                prev = (0, 0, 0, 0, counts * 0)
-            delta = Histogram.from_counts(counts - prev[4])  # type: ignore[operator]
+            delta = Histogram.from_counts(counts if prev is None else counts - prev[4])
+            prev = prev or (0, 0, 0, 0, counts)
             p50, p99 = delta.percentiles([50, 99])
             row[tier.name] = {"queued_msgs": t.queued_msgs, "queued_bytes": t.queued_bytes,
                               "sent": t.sent - prev[0], "dropped": t.dropped - prev[1],

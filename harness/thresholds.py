@@ -184,7 +184,7 @@ def _parse_expr(key: str, metric: str, tags: tuple[tuple[str, str], ...], expr: 
         if unit not in ("", "%"):
             raise ThresholdError(f"{at}: unknown unit {unit!r} for a {agg}; allowed: % or none (a fraction)")
         return Threshold(key, metric, tags, expr, agg, arg, op, value / 100 if unit == "%" else value, "fraction")
-    if unit not in ("", "/s") and not (metric == "throughput" and unit in ("", "/s")):
+    if unit:
         raise ThresholdError(f"{at}: {agg} takes a plain number, not {unit!r}")
     return Threshold(key, metric, tags, expr, agg, arg, op, value, "number")
 

@@ -46,7 +46,7 @@ class DispatcherUser(User):
         self.player_id = self.assign_player_id()
         self.client: dispatcher.Transport | None = None
         self.stopping = False
-        self._acks: dict[tuple[str, int], tuple[float, Entry, str]] = {}
+        self._acks: dict[tuple[str, int], tuple[float, Entry]] = {}  # reliable intents awaiting the ACK
         self._entries: dict[tuple[str, str, str], Entry] = {}
 
     def assign_player_id(self) -> int:
@@ -118,7 +118,7 @@ class DispatcherUser(User):
     def _on_ack(self, env: Envelope, now: float) -> None:
         pending = self._acks.pop((env.name, env.meta.seq), None)
         if pending is not None:
-            intended, e, _ = pending
+            intended, e = pending
             self._ok(e, now - intended)
 
     # -- sending ---------------------------------------------------------------------------------
@@ -139,7 +139,7 @@ class DispatcherUser(User):
         e = self._entry("intent", env.meta.qos.name, name)
         self.state.capture(self.player_id, env, "intent")
         if self.state.registry.channel_of(name).reliable:
-            self._acks[(name, env.meta.seq)] = (intended, e, name)
+            self._acks[(name, env.meta.seq)] = (intended, e)
         else:
             self._ok(e, time.monotonic() - intended)
 
@@ -225,6 +225,5 @@ class ReplayUser(DispatcherUser):
                 self.send_request(env.name, env.payload, intended=intended, qos=env.meta.qos.name)
             else:
                 self.send_intent(env.name, env.payload, intended=intended, qos=env.meta.qos.name)
-        self.state.replayed_players += 1
         while True:
             gevent.sleep(3600)

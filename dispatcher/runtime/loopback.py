@@ -95,7 +95,7 @@ class LoopbackHub:
         self.pump()
         s = core.session()
         deadline = self.clock.now() + core.handshake_timeout
-        while s.state == "handshake" and (nt := self.next_timer()) is not None and nt <= deadline:
+        while s.handshaking and (nt := self.next_timer()) is not None and nt <= deadline:
             self._move_to(nt)  # a link with latency: let the handshake cross it
             self._fire_timers(self.clock.now())
         if not s.open:

@@ -81,10 +81,10 @@ class _Base:
         if self._conns.get(conn.key) is conn:
             del self._conns[conn.key]
         try:
-            state = self.core.session(conn.key).state
+            closed = self.core.session(conn.key).closed
         except LocalProtocolError:
             return
-        if state == "closed":
+        if closed:
             self.core.forget(conn.key)
         else:
             self.core.connection_lost(self.now(), conn.key)
@@ -139,7 +139,7 @@ class _Conn:
 
     def _session_closed(self) -> bool:
         try:
-            return self.rt.core.session(self.key).state == "closed"
+            return self.rt.core.session(self.key).closed
         except LocalProtocolError:
             return True
 
@@ -225,7 +225,6 @@ class TcpClientRuntime(_Base):
         self.backoff = backoff
         self.reconnects = 0
         self._rng = random.Random()
-        self._epoch = 0
         self._reconnecting: gevent.Greenlet | None = None
         try:
             sock = self._dial()
@@ -238,11 +237,11 @@ class TcpClientRuntime(_Base):
         self._start(sock)
         s = core.session()
         deadline = self.now() + connect_timeout
-        while s.state == "handshake" and self.now() < deadline:
+        while s.handshaking and self.now() < deadline:
             gevent.sleep(0.001)
         if not s.open:
             self.close()
-            if s.state == "handshake":
+            if s.handshaking:
                 raise ConnectionClosed("handshake_timeout", f"no WELCOME from {address[0]}:{address[1]} "
                                        f"within {connect_timeout:g}s")
             raise RemoteProtocolError(f"the server refused the connection: {s.close_code}: {s.close_message}",
@@ -253,9 +252,7 @@ class TcpClientRuntime(_Base):
 
     def _start(self, sock: gevent.socket.socket) -> None:
         sock.settimeout(None)
-        self._epoch += 1
         conn = _Conn(self, sock, SERVER_PEER)
-        conn.epoch = self._epoch  # type: ignore[attr-defined]
         self.flush()
         gevent.spawn(conn.read_loop)
 
