@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from typing import Any
-
-import pytest
 
 from dispatcher import ChannelRegistry, Envelope, LoopbackHub, QoS, VirtualClock
 from dispatcher.runtime.sim import Link, SimHub
@@ -78,8 +75,8 @@ def test_expired_session_is_not_resumed(registry: ChannelRegistry) -> None:
 
 def test_sim_exactly_once_under_latency_jitter_and_disconnects(registry: ChannelRegistry) -> None:
     """200 ms latency, 50 ms jitter, lossy for unreliable frames, a disconnect every 2-4 s: every reliable
-    CRITICAL intent of every player is handled exactly once, and it all takes well under a second."""
-    t0 = time.perf_counter()
+    CRITICAL intent of every player is handled exactly once (30 s of play; in virtual time it runs in a small
+    fraction of a second: `pytest --durations` shows it)."""
     link = Link(latency=0.2, jitter=0.05, bandwidth=200_000, drop=0.05)
     hub = SimHub(registry, up=link, down=link, seed=11, disconnect_every=(2.0, 4.0))
     handled = _skill_log(hub)
@@ -89,12 +86,10 @@ def test_sim_exactly_once_under_latency_jitter_and_disconnects(registry: Channel
             c.intent("Intent.Skills.Use", {"skillId": "Nova", "target": step})
         hub.advance(0.05)
     hub.advance(5.0)
-    elapsed = time.perf_counter() - t0
     counts = Counter(handled)
     assert set(counts.values()) == {1}
     assert sorted(counts) == [(p, i) for p in range(1, 6) for i in range(600)]
     assert hub.disconnects >= 30
-    assert elapsed < 1.0 or pytest.skip(f"slow machine: {elapsed:.2f}s")  # a figure, not a gate
 
 
 def test_sim_keeps_the_qos_ordering(registry: ChannelRegistry) -> None:

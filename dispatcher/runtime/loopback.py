@@ -12,7 +12,7 @@ travel (``_transmit``) and adds events in virtual time.
 from __future__ import annotations
 
 import time
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 from ..auth import make_secret, make_token
@@ -94,10 +94,7 @@ class LoopbackHub:
         core.open_session(self.clock.now())
         self.pump()
         s = core.session()
-        deadline = self.clock.now() + core.handshake_timeout
-        while s.handshaking and (nt := self.next_timer()) is not None and nt <= deadline:
-            self._move_to(nt)  # a link with latency: let the handshake cross it
-            self._fire_timers(self.clock.now())
+        self._run_while(lambda: s.handshaking, core.handshake_timeout)  # a link with latency: let it cross
         if not s.open:
             self.disconnect(cid)
             raise RemoteProtocolError(f"handshake refused: {s.close_code}: {s.close_message}",
@@ -255,11 +252,16 @@ class LoopbackHub:
                 time.sleep(delay)
 
     def wait(self, promise: Promise[Any], timeout: float | None) -> None:
+        self._run_while(lambda: not promise.done(), timeout)
+
+    def _run_while(self, waiting: Callable[[], bool], timeout: float | None) -> None:
+        """Jump from timer to timer while ``waiting()``, for at most ``timeout`` seconds (None: until no timer
+        is left, when nothing could change any more)."""
         deadline = None if timeout is None else self.clock.now() + timeout
-        while not promise.done():
+        while waiting():
             nt = self.next_timer()
             if nt is None:
-                return  # nothing will ever settle it
+                return
             if deadline is not None and nt > deadline:
                 self._move_to(deadline)
                 return
