@@ -584,10 +584,11 @@ class Dispatcher:
         flags = Flags.of(replayable, reliable)
         s.seq[info.chan] += 1
         env = Envelope(name, payload, Meta(s.seq[info.chan], qos, now, None, None, trace_id, flags))
-        if self._reliable[info.chan] if reliable is None else reliable:
+        is_reliable = self._reliable[info.chan] if reliable is None else reliable
+        if is_reliable:
             s.unacked[(info.chan, env.meta.seq)] = (env, info)
             bits |= Bits.ACK_REQUESTED
-        self._send(s, info, env, encode_envelope(env, info.wire_id, bits), coalesce_key)
+        self._send(s, info, env, encode_envelope(env, info.wire_id, bits), coalesce_key, droppable=not is_reliable)
         return env
 
     def request(self, name: str, payload: Any, now: float, *, timeout: float | None = None,
@@ -655,7 +656,8 @@ class Dispatcher:
             env = Envelope(name, payload, Meta(s.seq[info.chan], qos, now, None, player_id, trace_id, flags))
             if is_reliable:
                 s.unacked[(info.chan, env.meta.seq)] = (env, info)
-            self._send(s, info, env, encode_envelope(env, info.wire_id, bits, body), coalesce_key)
+            self._send(s, info, env, encode_envelope(env, info.wire_id, bits, body), coalesce_key,
+                       droppable=not is_reliable)
             sent.append(env)
         return sent
 
@@ -752,10 +754,11 @@ class Dispatcher:
                 return declared
         return qos
 
-    def _send(self, s: Session, info: NameInfo, env: Envelope, frame: bytes, coalesce_key: Hashable = None) -> None:
+    def _send(self, s: Session, info: NameInfo, env: Envelope, frame: bytes, coalesce_key: Hashable = None,
+              droppable: bool = True) -> None:
+        """Queue an envelope; ``droppable=False`` (reliable envelopes, responses) keeps it out of drop-oldest."""
         key = (info.name, coalesce_key) if coalesce_key is not None or info.coalesce else None
-        self._push(s, frame, env.meta.qos, info.name, key,
-                   droppable=not env.meta.is_response and (info.chan, env.meta.seq) not in s.unacked)
+        self._push(s, frame, env.meta.qos, info.name, key, droppable)
         if self.replay_buffer is not None:
             self.replay_buffer.push(env, "out", self.now)
         st = self._ns[info.wire_id]
@@ -934,7 +937,7 @@ class Dispatcher:
                                            req.meta.trace_id, Flags.of(), True, req.meta.seq))
         frame = encode_envelope(env, info.wire_id, 0, body)
         s.answered.store(key, frame)
-        self._send(s, info, env, frame)
+        self._send(s, info, env, frame, droppable=False)  # someone is waiting for it
 
     def _nack(self, s: Session, info: NameInfo, seq: int, code: str, message: str,
               key: tuple[int, int] | None = None) -> None:
