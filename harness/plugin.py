@@ -22,6 +22,7 @@ import dispatcher
 from dispatcher.replay import ReplayBuffer, ReplayFileError, read_entries
 from dispatcher.stats import merge_snapshots
 
+from . import webui
 from .embedded import EmbeddedServer, EmbeddedServerError
 from .game import load_registry
 from .gate import apply, verdict_table
@@ -245,6 +246,7 @@ def _init(environment: Environment, **_: Any) -> None:
             read_entries(opts.replay_file, st.registry.hash)
         except ReplayFileError as e:
             fail_fast(str(e))
+    webui.install(environment, st)  # the web UI's QoS tab (master/local), live figures shipped (workers)
     if isinstance(environment.runner, WorkerRunner) or environment.runner is None:
         return
     if not environment.host:
