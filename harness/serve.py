@@ -37,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--secret", default=None,
                     help=f"the players' token secret (default: ${SECRET_ENV}, else a fresh one, printed)")
     ap.add_argument("--config", default=None, help="game config (TOML): rates, sizes, costs, scheduler")
-    ap.add_argument("--stats-out", default=None, help="write the server's dispatcher stats (JSON) here on exit")
+    ap.add_argument("--stats-out", default=None,
+                    help="write the server's dispatcher stats (JSON) here each second and on exit")
     ap.add_argument("--capture", default=None,
                     help="record every intent the players sent, in arrival order, to this replay file on exit")
     ap.add_argument("--quiet", action="store_true", help="no per-second load lines")
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         gevent.signal_handler(sig, stop.set)
     log_every = 0.0 if args.quiet else config.log_every
-    series = TierSeries(server)
+    series = TierSeries(server, live_out=args.stats_out)
     _run(server, game, stop, log_every, series)
 
     stats = server.stats().snapshot()
@@ -91,8 +92,9 @@ class TierSeries:
     """Once a second, per tier: queue depth, and what the second added (sent, dropped, saturated ticks,
     sojourn p50/p99 of the frames that left during it): the reports' "over time" plots."""
 
-    def __init__(self, server: dispatcher.Transport) -> None:
+    def __init__(self, server: dispatcher.Transport, live_out: str | None = None) -> None:
         self.server = server
+        self.live_out = live_out  # also rewrite the stats here each second: the web UI's QoS tab reads it
         self.rows: list[dict[str, object]] = []
         self._prev: dict[str, tuple[int, int, int, int, np.ndarray]] = {}
         self._last = time.time()
@@ -116,6 +118,10 @@ class TierSeries:
                               "sojourn_p50_us": p50, "sojourn_p99_us": p99}
             self._prev[tier.name] = (t.sent, t.dropped, t.saturated_ticks, t.ticks, counts)
         self.rows.append(row)
+        if self.live_out:
+            tmp = Path(f"{self.live_out}.tmp")
+            tmp.write_text(json.dumps(self.server.stats().snapshot()))
+            os.replace(tmp, self.live_out)
 
 
 def _run(server: dispatcher.Transport, game: Game, stop: gevent.event.Event, log_every: float,
