@@ -119,8 +119,10 @@ class QosView:
 
     def _players(self, now: float) -> dict[str, dict[str, Any]] | None:
         runner = self.environment.runner
-        if not isinstance(runner, MasterRunner):
-            return players_tiers(runner)
+        return self.shipped(now) if isinstance(runner, MasterRunner) else players_tiers(runner)
+
+    def shipped(self, now: float) -> dict[str, dict[str, Any]] | None:
+        """The workers' players, as their last reports shipped them (a silent worker is left out)."""
         live = [t for at, t in self.workers.values() if now - at < STALE_WORKER_S]
         if not live:
             return None

@@ -168,7 +168,7 @@ def install(environment: Environment, st: State) -> QosView | None:
 
 
 def _routes(environment: Environment, view: QosView) -> None:
-    from flask import Response, jsonify, request, send_from_directory
+    from flask import Response, request, send_from_directory
 
     web = environment.web_ui
     assert web is not None
@@ -183,7 +183,7 @@ def _routes(environment: Environment, view: QosView) -> None:
     @app.route("/netharness/qos")
     @auth
     def qos_json() -> Response:
-        return jsonify(view.snapshot())
+        return Response(json.dumps(view.snapshot()), mimetype="application/json")  # tiers in QoS order
 
     @app.route("/netharness/")
     @auth
