@@ -123,7 +123,8 @@ def page(doc: dict[str, Any]) -> str:
               else "no report yet (written when a run ends)")
     return f"""<!doctype html><html><head><meta charset="utf-8"><meta http-equiv="refresh" content="2">
 <title>netharness QoS</title><style>{_CSS}</style></head><body>
-<h1>netharness QoS — {e(doc["scenario"] or "no scenario")}, {e(str(doc["state"]))}, {doc["users"] or 0} users</h1>
+<h1>netharness QoS — {e(doc["scenario"] or "no scenario")}, {e(str(doc["state"] or "no runner"))},
+{doc["users"] or 0} users</h1>
 <p id="phase">{e(_phase_text(doc))}. Server stats: {e(doc["server_stats"])}; players' stats: {e(doc["players_stats"])}.
 <a href="/netharness/qos">JSON</a> · {report} · <a href="/">Locust</a></p>
 <table id="tiers">{head}{"".join(body)}</table>
