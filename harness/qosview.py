@@ -17,6 +17,9 @@ from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import gevent
+import numpy as np
+import numpy.typing as npt
 from locust.env import Environment
 from locust.runners import MasterRunner
 
@@ -32,6 +35,8 @@ TIERS = tuple(t.name for t in QoS)
 WINDOW_S = 5.0  # "recent" figures: the last seconds
 SETTLE_S = 10  # a second this old has all its samples (workers report every 3 s): its phase tally is final
 STALE_WORKER_S = 15.0
+YIELD_EVERY = 50  # players per step when summing this process's players' dispatchers
+CACHE_S = 1.0  # the tab, the page and the JSON polled together compute the figures once
 
 
 # -- the dispatchers' scheduling figures ------------------------------------------------------------
@@ -43,9 +48,13 @@ def _empty_tiers() -> dict[str, dict[str, Any]]:
 
 
 def players_tiers(runner: Any) -> dict[str, dict[str, Any]] | None:
-    """The live players' dispatchers of this process, summed per tier (None: no player connected)."""
+    """The live players' dispatchers of this process, summed per tier (None: no player connected).  Every
+    ``YIELD_EVERY`` players it lets the others run: a big swarm's players are not held up by the view."""
     out, seen = _empty_tiers(), False
-    for g in list(getattr(runner, "user_greenlets", None) or ()):
+    sojourn: dict[str, npt.NDArray[np.int64]] = {}
+    for i, g in enumerate(list(getattr(runner, "user_greenlets", None) or ())):
+        if i and i % YIELD_EVERY == 0:
+            gevent.sleep(0)
         client = getattr(g.args[0], "client", None) if g.args else None
         stats = client.stats() if client is not None else None
         if stats is None:
@@ -55,7 +64,14 @@ def players_tiers(runner: Any) -> dict[str, dict[str, Any]] | None:
             o = out[name]
             for k in ("queued_msgs", "dropped", "sent", "ticks", "saturated_ticks"):
                 o[k] += getattr(t, k)
-            o["sojourn"].merge(t.sojourn)
+            if t.sent:  # counts added directly: a merge per player and tier would cost more
+                c = t.sojourn.counts
+                if name in sojourn:
+                    sojourn[name] += c
+                else:
+                    sojourn[name] = c.copy()
+    for name, c in sojourn.items():
+        out[name]["sojourn"] = Histogram.from_counts(c)
     return out if seen else None
 
 
@@ -64,7 +80,8 @@ def encode_tiers(tiers: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def _add(into: dict[str, dict[str, Any]], tiers: dict[str, dict[str, Any]]) -> None:
-    """Add shipped (encoded) or snapshot (``Stats.snapshot()["tiers"]``) tier figures into ``into``."""
+    """Add tier figures into ``into``: shipped by a worker (``encode_tiers``), a dispatcher's
+    ``Stats.snapshot()["tiers"]``, or the server's live file (``sojourn_last_s``: the last second's p50, p99)."""
     for name in TIERS:
         t, o = tiers.get(name) or {}, into[name]
         for k in ("queued_msgs", "dropped", "sent", "ticks", "saturated_ticks"):
@@ -72,6 +89,8 @@ def _add(into: dict[str, dict[str, Any]], tiers: dict[str, dict[str, Any]]) -> N
         soj = t.get("sojourn", (t.get("sojourn_us") or {}).get("hdr"))
         if soj:
             o["sojourn"].merge(Histogram.decode(soj))
+        if "sojourn_last_s" in t:
+            o["sojourn_last_s"] = t["sojourn_last_s"]
 
 
 class _Window:
@@ -94,11 +113,13 @@ class _Window:
 
 
 def _sched_row(t: dict[str, Any], sat: float | None) -> dict[str, Any]:
-    p50, p99 = t["sojourn"].percentiles([50, 99])
-    has = t["sojourn"].count > 0
+    if "sojourn_last_s" in t:  # the server's live figures: the frames that left in the last second
+        p50, p99 = t["sojourn_last_s"] or (None, None)
+    else:
+        has = t["sojourn"].count > 0
+        p50, p99 = t["sojourn"].percentiles([50, 99]) if has else (None, None)
     return {"saturation": None if sat is None else round(sat, 4), "queue_depth": t["queued_msgs"],
-            "sojourn_p50_us": p50 if has else None, "sojourn_p99_us": p99 if has else None, "drops": t["dropped"],
-            "sent": t["sent"]}
+            "sojourn_p50_us": p50, "sojourn_p99_us": p99, "drops": t["dropped"], "sent": t["sent"]}
 
 
 # -- the view -----------------------------------------------------------------------------------------
@@ -114,6 +135,7 @@ class QosView:
         self._window = _Window()
         self._phase_done: dict[tuple[str, str], Histogram] = {}
         self._phase_upto = -math.inf
+        self._cached: tuple[float, dict[str, Any]] | None = None
 
     # -- sources ------------------------------------------------------------------------------------
 
@@ -132,14 +154,17 @@ class QosView:
         return out
 
     def _server(self) -> tuple[dict[str, dict[str, Any]] | None, str]:
+        """The server's tier figures: its final stats once the run ended, else its live file (the embedded
+        server rewrites ``<stats file>.live`` each second), else none ("n/a": e.g. an external server)."""
         snap, how = self.st.server_stats, "final"
         path = getattr(self.st.server, "stats_path", None)
-        if snap is None and isinstance(path, Path) and path.exists():
-            try:
-                snap = json.loads(path.read_text())
-                how = "live" if time.time() - path.stat().st_mtime < WINDOW_S else "final"
-            except (OSError, ValueError):
-                snap = None
+        if snap is None and isinstance(path, Path):
+            for p, kind in ((path, "final"), (path.with_name(f"{path.name}.live"), "live")):
+                try:
+                    snap, how = json.loads(p.read_text()), kind
+                    break
+                except (OSError, ValueError):
+                    continue
         if not isinstance(snap, dict) or not isinstance(snap.get("tiers"), dict):
             return None, "n/a"
         out = _empty_tiers()
@@ -219,7 +244,14 @@ class QosView:
         return None
 
     def snapshot(self) -> dict[str, Any]:
-        now_wall, now = time.time(), time.monotonic()
+        """The figures (computed at most once every ``CACHE_S`` seconds)."""
+        now = time.monotonic()
+        if self._cached is None or now - self._cached[0] >= CACHE_S:
+            self._cached = (now, self._compute(now))
+        return self._cached[1]
+
+    def _compute(self, now: float) -> dict[str, Any]:
+        now_wall = time.time()
         st, runner = self.st, self.environment.runner
         rec = st.recorder
         rec.fold()

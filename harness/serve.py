@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
                     help=f"the players' token secret (default: ${SECRET_ENV}, else a fresh one, printed)")
     ap.add_argument("--config", default=None, help="game config (TOML): rates, sizes, costs, scheduler")
     ap.add_argument("--stats-out", default=None,
-                    help="write the server's dispatcher stats (JSON) here each second and on exit")
+                    help="write the dispatcher stats (JSON) here on exit, and tier figures to FILE.live each second")
     ap.add_argument("--capture", default=None,
                     help="record every intent the players sent, in arrival order, to this replay file on exit")
     ap.add_argument("--quiet", action="store_true", help="no per-second load lines")
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         gevent.signal_handler(sig, stop.set)
     log_every = 0.0 if args.quiet else config.log_every
-    series = TierSeries(server, live_out=args.stats_out)
+    series = TierSeries(server, live_out=f"{args.stats_out}.live" if args.stats_out else None)
     _run(server, game, stop, log_every, series)
 
     stats = server.stats().snapshot()
@@ -81,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     server.close()
     if args.stats_out:
         Path(args.stats_out).write_text(json.dumps(stats))
+        Path(f"{args.stats_out}.live").unlink(missing_ok=True)
     if args.capture:
         _dump_intents(server, args.capture)
     print(f"stopped: {stats['peer']['connections']} connections served, {game.handled} intents handled",
@@ -94,7 +95,7 @@ class TierSeries:
 
     def __init__(self, server: dispatcher.Transport, live_out: str | None = None) -> None:
         self.server = server
-        self.live_out = live_out  # also rewrite the stats here each second: the web UI's QoS tab reads it
+        self.live_out = live_out  # tier figures written here each second while running (stats on exit)
         self.rows: list[dict[str, object]] = []
         self._prev: dict[str, tuple[int, int, int, int, np.ndarray]] = {}
         self._last = time.time()
@@ -105,6 +106,7 @@ class TierSeries:
             return
         self._last = now
         row: dict[str, object] = {"t": round(now, 3)}
+        live: dict[str, object] = {}
         for tier in dispatcher.QoS:
             t = self.server.stats().tiers[tier]
             counts = t.sojourn.counts.copy()
@@ -117,10 +119,13 @@ class TierSeries:
                               "saturated_ticks": t.saturated_ticks - prev[2], "ticks": t.ticks - prev[3],
                               "sojourn_p50_us": p50, "sojourn_p99_us": p99}
             self._prev[tier.name] = (t.sent, t.dropped, t.saturated_ticks, t.ticks, counts)
+            live[tier.name] = {"queued_msgs": t.queued_msgs, "sent": t.sent, "dropped": t.dropped, "ticks": t.ticks,
+                               "saturated_ticks": t.saturated_ticks,
+                               "sojourn_last_s": [p50, p99] if delta.count else None}
         self.rows.append(row)
-        if self.live_out:
+        if self.live_out:  # cheap (counters, last second's sojourn), atomic: the web UI's QoS tab reads it
             tmp = Path(f"{self.live_out}.tmp")
-            tmp.write_text(json.dumps(self.server.stats().snapshot()))
+            tmp.write_text(json.dumps({"version": 1, "live": True, "t": row["t"], "tiers": live}))
             os.replace(tmp, self.live_out)
 
 

@@ -22,7 +22,7 @@ import pytest
 from locust.env import Environment
 
 from dispatcher.stats import Stats
-from harness import plugin
+from harness import plugin, qosview
 from harness.library import MIXED
 from harness.qosview import TIERS, QosView, _Window, encode_tiers, players_tiers
 from harness.webui import page, tab_rows
@@ -226,10 +226,10 @@ def _server_stats(tmp_path: Path) -> Path:
     return path
 
 
-def test_server_figures_from_its_stats_file(tmp_path: Path) -> None:
+def test_server_figures_from_its_final_stats_file(tmp_path: Path) -> None:
     view = _view(time.time(), server=SimpleNamespace(stats_path=_server_stats(tmp_path)))
     doc = view.snapshot()
-    assert doc["server_stats"] == "live"
+    assert doc["server_stats"] == "final"
     bg, crit = doc["tiers"]["BACKGROUND"], doc["tiers"]["CRITICAL"]
     assert (bg["source"], bg["saturation"], bg["queue_depth"], bg["drops"]) == ("server", 0.8, 7, 1)
     assert crit["saturation"] == 0.0 and crit["sojourn_p50_us"] == pytest.approx(400, rel=0.01)
@@ -273,6 +273,7 @@ def test_routes_and_the_tab_in_locusts_flask_app(tmp_path: Path, monkeypatch: py
     from harness.webui import TAB_KEY, install
 
     monkeypatch.setattr(sys, "argv", ["locust"])  # the web UI reads its extra options from the command line
+    monkeypatch.setattr(qosview, "CACHE_S", 0.0)  # each call computes afresh
     env = Environment(user_classes=[], events=None)
     env.create_local_runner()
     web = env.create_web_ui("127.0.0.1", 0, delayed_start=True)
@@ -292,3 +293,26 @@ def test_routes_and_the_tab_in_locusts_flask_app(tmp_path: Path, monkeypatch: py
     assert app.get("/netharness/report/latency.png").data == b"png"
     assert app.get("/netharness/report/../results.json").status_code == 404  # nothing outside the report's folder
     assert b'href="/netharness/report/"' in app.get("/netharness/").data
+
+
+def test_server_figures_live_from_a_running_server(tmp_path: Path) -> None:
+    """``netharness serve --stats-out F`` rewrites F.live each second while it runs; F on exit, F.live gone."""
+    stats = tmp_path / "server-stats.json"
+    live = tmp_path / "server-stats.json.live"
+    srv = subprocess.Popen(["timeout", "60", sys.executable, "-m", "harness", "serve", "--port", "0", "--quiet",
+                            "--stats-out", str(stats)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                           env={**os.environ, "NETHARNESS_SECRET": "s" * 64})
+    try:
+        deadline = time.monotonic() + 30
+        while not live.exists() and srv.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        view = _view(time.time(), server=SimpleNamespace(stats_path=stats))
+        doc = view.snapshot()
+        assert doc["server_stats"] == "live", srv.stderr.read().decode()[-1000:] if srv.poll() is not None else ""
+        assert all(t["source"] == "server" and t["queue_depth"] == 0 for t in doc["tiers"].values())
+    finally:
+        srv.terminate()
+        srv.wait(30)
+    assert srv.returncode == 0 and stats.exists() and not live.exists()
+    view = _view(time.time(), server=SimpleNamespace(stats_path=stats))
+    assert view.snapshot()["server_stats"] == "final"
