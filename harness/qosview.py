@@ -217,7 +217,7 @@ class QosView:
         for (phase, kind), h in tally.items():
             p50, p99 = h.percentiles([50, 99])
             rows.append({"phase": phase, "kind": kind, "count": h.count, "p50_us": p50, "p99_us": p99})
-        order = {n: i for i, p in enumerate(self.st.scenario.phases if self.st.scenario else ()) for n in [p.name]}
+        order = {p.name: i for i, p in enumerate(self.st.scenario.phases if self.st.scenario else ())}
         rows.sort(key=lambda r: (order.get(r["phase"], 99), r["kind"]))
         summary = []
         for kind in ("request", "intent", "event"):
