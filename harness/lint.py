@@ -331,7 +331,8 @@ def _check_lock(registry: Path, reg: ChannelRegistry | None) -> list[Finding]:
         return [Finding("lock", file, "hash", f"unreadable lock file ({e})", fix)]
     if lock.get("hash") == reg.hash:
         return []
-    old = lock.get("names") if isinstance(lock.get("names"), list) else []
+    listed = lock.get("names")
+    old: list[Any] = listed if isinstance(listed, list) else []
     added = [n for n in reg.names if n not in old]
     removed = [n for n in old if n not in reg.names]
     change = "; ".join(x for x in (f"added {', '.join(added)}" if added else "",
