@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import sys
+from collections.abc import Callable
 
-from .args import Parser, fail, port, version
+from .args import Parser, fail, plain, port, version
 
 COMMANDS = {
     "serve": "run the game server on TCP",
@@ -22,12 +25,51 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
-def _check_serve_port(rest: list[str]) -> int | None:
-    """``serve --port`` out of range is one line and exit 2 (the port type is ``harness.args.port``)."""
+def _check_serve_port(rest: list[str]) -> None:
+    """serve --port out of range is one line and exit 2 (the port type is harness.args.port)."""
     ap = Parser(prog="netharness serve", add_help=False)
     ap.add_argument("--port", type=port)
     ap.parse_known_args(rest)  # exits 2 with one line on a bad port
+
+
+def _command(cmd: str) -> Callable[[list[str]], int] | None:
+    if cmd == "serve":
+        from .serve import main as serve
+
+        return serve
+    if cmd == "gate":
+        from .gate import main as gate
+
+        return gate
+    if cmd == "report":
+        from reports.render import main as report
+
+        return report
+    if cmd == "lint":
+        from .lint import main as lint
+
+        return lint
+    if cmd == "replay":
+        from .replaycmd import main as replay
+
+        return replay
+    if cmd == "bench":
+        from .bench import main as bench
+
+        return bench
     return None
+
+
+def _plain_help(run: Callable[[list[str]], int], rest: list[str]) -> int:
+    """A command's --help, as plain text whatever its parser's description says."""
+    buf = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buf):
+            rc = run(rest)
+    except SystemExit as e:
+        rc = e.code if isinstance(e.code, int) else 0
+    print(plain(buf.getvalue()), end="")
+    return rc
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,32 +81,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"netharness {version()}")
         return 0
     cmd, rest = argv[0], argv[1:]
+    run = _command(cmd)
+    if run is None:
+        return fail("netharness", f"unknown command {cmd!r}; commands: {', '.join(COMMANDS)}")
+    if "-h" in rest or "--help" in rest:
+        return _plain_help(run, rest)
     if cmd == "serve":
         _check_serve_port(rest)
-        from .serve import main as serve
-
-        return serve(rest)
-    if cmd == "gate":
-        from .gate import main as gate
-
-        return gate(rest)
-    if cmd == "report":
-        from reports.render import main as report
-
-        return report(rest)
-    if cmd == "lint":
-        from .lint import main as lint
-
-        return lint(rest)
-    if cmd == "replay":
-        from .replaycmd import main as replay
-
-        return replay(rest)
-    if cmd == "bench":
-        from .bench import main as bench
-
-        return bench(rest)
-    return fail("netharness", f"unknown command {cmd!r}; commands: {', '.join(COMMANDS)}")
+    return run(rest)
 
 
 if __name__ == "__main__":
