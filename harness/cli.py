@@ -74,9 +74,11 @@ def _plain_help(run: Callable[[list[str]], int], rest: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print(_usage(), file=sys.stdout if argv else sys.stderr)
-        return 0 if argv else 2
+    if not argv:
+        return fail("netharness", f"no command given; commands: {', '.join(COMMANDS)} (see netharness --help)")
+    if argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0
     if argv[0] in ("-V", "--version"):
         print(f"netharness {version()}")
         return 0

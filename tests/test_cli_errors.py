@@ -87,6 +87,7 @@ CASES: list[tuple[str, list[str], str, str]] = [
     ("replay missing capture", ["replay", "inspect", "{dir}/none.replay"], GOOD_THRESHOLDS, "no such replay file"),
     ("bench unknown option", ["bench", "--frobnicate"], GOOD_THRESHOLDS, "unrecognized arguments: --frobnicate"),
     ("unknown command", ["frobnicate"], GOOD_THRESHOLDS, "netharness: error: unknown command 'frobnicate'"),
+    ("no command", [], GOOD_THRESHOLDS, "netharness: error: no command given; commands: serve, gate, report, lint"),
 ]
 
 
