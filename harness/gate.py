@@ -71,7 +71,6 @@ def check_phases(thresholds: list[Threshold], phases: list[str], where: str = "t
             raise ThresholdError(f"{where}: key {t.key!r}: phase {phase!r} is not a phase of this run; {known}")
 
 
-
 def _registry_names() -> tuple[str, ...]:
     from .game import load_registry
 
