@@ -412,9 +412,9 @@ def summary_table(rows: list[Row]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
+    from .args import Parser
 
-    ap = argparse.ArgumentParser(prog="netharness bench", description=__doc__)
+    ap = Parser(prog="netharness bench", description=__doc__)
     ap.add_argument("--quick", action="store_true", help="shorter runs (a few minutes in all)")
     ap.add_argument("--only", default="", help=f"comma-separated rows: {', '.join(ROWS)}")
     ap.add_argument("-o", "--output", default="bench.json", help="where to write the figures (JSON)")

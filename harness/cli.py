@@ -1,40 +1,96 @@
-"""The ``netharness`` command: ``bench`` (and ``serve``, ``gate``, ``report`` as they land)."""
+"""The ``netharness`` command: ``serve``, ``gate``, ``report``, ``lint``, ``replay``, ``bench``."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import sys
+from collections.abc import Callable
 
-COMMANDS = ("serve", "gate", "report", "bench")
+from .args import Parser, fail, plain, port, version
+
+COMMANDS = {
+    "serve": "run the game server on TCP",
+    "gate": "check a results.json against thresholds",
+    "report": "latency report (HTML + PNG) of a results.json",
+    "lint": "governance checks of the channel registry, schemas and sources",
+    "replay": "inspect, export or import a replay capture",
+    "bench": "benchmarks, side by side in one run",
+}
+
+
+def _usage() -> str:
+    lines = [f"usage: netharness {{{','.join(COMMANDS)}}} [options]", "       netharness --version", ""]
+    lines += [f"  {cmd:<7} {what} (netharness {cmd} --help)" for cmd, what in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def _check_serve_port(rest: list[str]) -> None:
+    """serve --port out of range is one line and exit 2 (the port type is harness.args.port)."""
+    ap = Parser(prog="netharness serve", add_help=False)
+    ap.add_argument("--port", type=port)
+    ap.parse_known_args(rest)  # exits 2 with one line on a bad port
+
+
+def _command(cmd: str) -> Callable[[list[str]], int] | None:
+    if cmd == "serve":
+        from .serve import main as serve
+
+        return serve
+    if cmd == "gate":
+        from .gate import main as gate
+
+        return gate
+    if cmd == "report":
+        from reports.render import main as report
+
+        return report
+    if cmd == "lint":
+        from .lint import main as lint
+
+        return lint
+    if cmd == "replay":
+        from .replaycmd import main as replay
+
+        return replay
+    if cmd == "bench":
+        from .bench import main as bench
+
+        return bench
+    return None
+
+
+def _plain_help(run: Callable[[list[str]], int], rest: list[str]) -> int:
+    """A command's --help, as plain text whatever its parser's description says."""
+    buf = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buf):
+            rc = run(rest)
+    except SystemExit as e:
+        rc = e.code if isinstance(e.code, int) else 0
+    print(plain(buf.getvalue()), end="")
+    return rc
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print(f"usage: netharness {{{','.join(COMMANDS)}}} [options]\n\n"
-              "  serve   run the game server on TCP (netharness serve --help)\n"
-              "  gate    check a results.json against thresholds (netharness gate --help)\n"
-              "  report  latency report (HTML + PNG) of a results.json (netharness report --help)\n"
-              "  bench   benchmarks, side by side in one run (netharness bench --help)")
-        return 0 if argv else 2
+    if not argv:
+        return fail("netharness", f"no command given; commands: {', '.join(COMMANDS)} (see netharness --help)")
+    if argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0
+    if argv[0] in ("-V", "--version"):
+        print(f"netharness {version()}")
+        return 0
     cmd, rest = argv[0], argv[1:]
+    run = _command(cmd)
+    if run is None:
+        return fail("netharness", f"unknown command {cmd!r}; commands: {', '.join(COMMANDS)}")
+    if "-h" in rest or "--help" in rest:
+        return _plain_help(run, rest)
     if cmd == "serve":
-        from .serve import main as serve
-
-        return serve(rest)
-    if cmd == "gate":
-        from .gate import main as gate
-
-        return gate(rest)
-    if cmd == "report":
-        from reports.render import main as report
-
-        return report(rest)
-    if cmd == "bench":
-        from .bench import main as bench
-
-        return bench(rest)
-    print(f"netharness: unknown command {cmd!r}; commands: {', '.join(COMMANDS)}", file=sys.stderr)
-    return 2
+        _check_serve_port(rest)
+    return run(rest)
 
 
 if __name__ == "__main__":

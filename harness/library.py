@@ -69,9 +69,10 @@ DELTAS = Scenario(
     "deltas",
     (Phase("spam", math.inf, (
         Action("Intent.Attributes.SpendPoints", "spend_rate", "intent", spend),
+        Action("Intent.Attributes.RequestSnapshot", "attributes_request_rate", "request", None),
         measure_skills(),
     )),),
-    params={"spend_rate": 20.0, "skill_request_rate": 1.0, "entity_rate": 60.0},
+    params={"spend_rate": 20.0, "attributes_request_rate": 1.0, "skill_request_rate": 1.0, "entity_rate": 60.0},
     server=server_config(entity_rate="entity_rate"),
 )
 

@@ -30,6 +30,13 @@ sojourn            p(N), avg, med, max, count                  enqueue -> wire, 
 
 Units: durations take ``us``, ``ms`` or ``s`` (a bare number is milliseconds, as in k6); rates and ratios
 take ``%`` (a bare number is a fraction).  Operators: ``<  <=  >  >=  ==  !=``.
+
+An expression may also be a table, to stop a run early when it fails (k6's ``abortOnFail``; see
+``harness/abort.py``)::
+
+    "latency{qos:CRITICAL}" = [{threshold = "p(99) < 50ms", abort_on_fail = true, delay_abort_eval = "5s"}]
+
+A file holds only the ``[thresholds]`` table.
 """
 
 from __future__ import annotations
@@ -39,7 +46,7 @@ import operator
 import re
 import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +94,8 @@ class Threshold:
     op: str
     value: float  # in base units: microseconds for durations, a fraction for rates and ratios, else a number
     unit: str  # 'us' | 'fraction' | 'number'
+    abort_on_fail: bool = False  # stop the run when it fails (harness/abort.py)
+    delay_abort_eval: float = 0.0  # seconds into the run before abort_on_fail is evaluated
 
 
 @dataclass(frozen=True)
@@ -114,19 +123,53 @@ def load_thresholds(path: str | Path, names: tuple[str, ...] = ()) -> list[Thres
 
 
 def parse_thresholds(doc: dict[str, Any], where: str = "thresholds", names: tuple[str, ...] = ()) -> list[Threshold]:
+    unknown = [k for k in doc if k != "thresholds"]
+    if unknown:
+        raise ThresholdError(f"{where}: unknown table or key {', '.join(map(repr, unknown))}; a thresholds file "
+                             "holds only the [thresholds] table")
     table = doc.get("thresholds")
     if not isinstance(table, dict) or not table:
         raise ThresholdError(f"{where}: expected a [thresholds] table of metric = [expressions]")
     out = []
     for key, exprs in table.items():
-        if isinstance(exprs, str):
+        if isinstance(exprs, str | dict):
             exprs = [exprs]
-        if not isinstance(exprs, list) or not all(isinstance(e, str) for e in exprs) or not exprs:
+        if not isinstance(exprs, list) or not all(isinstance(e, str | dict) for e in exprs) or not exprs:
             raise ThresholdError(f"{where}: key {key!r}: expected a list of expressions like [\"p(99) < 50ms\"]")
         metric, tags = _parse_key(key, where, names)
         for expr in exprs:
-            out.append(_parse_expr(key, metric, tags, expr, where))
+            if isinstance(expr, dict):
+                text, abort, delay = _parse_options(key, expr, where)
+                out.append(replace(_parse_expr(key, metric, tags, text, where), abort_on_fail=abort,
+                                   delay_abort_eval=delay))
+            else:
+                out.append(_parse_expr(key, metric, tags, expr, where))
     return out
+
+
+_OPTIONS = ("threshold", "abort_on_fail", "delay_abort_eval")
+
+
+def _parse_options(key: str, entry: dict[str, Any], where: str) -> tuple[str, bool, float]:
+    """``{threshold = "p(99) < 50ms", abort_on_fail = true, delay_abort_eval = "5s"}``."""
+    at = f"{where}: key {key!r}"
+    unknown = sorted(set(entry) - set(_OPTIONS))
+    if unknown:
+        raise ThresholdError(f"{at}: unknown option(s) {', '.join(unknown)}; allowed: {', '.join(_OPTIONS)}")
+    text = entry.get("threshold")
+    if not isinstance(text, str):
+        raise ThresholdError(f"{at}: a table entry needs threshold = \"EXPRESSION\", like \"p(99) < 50ms\"")
+    abort = entry.get("abort_on_fail", False)
+    if not isinstance(abort, bool):
+        raise ThresholdError(f"{at}: abort_on_fail must be true or false, got {abort!r}")
+    raw = entry.get("delay_abort_eval", "0s")
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(ms|s|m)?\s*", raw) if isinstance(raw, str) else None
+    if m is None or isinstance(raw, bool):
+        raise ThresholdError(f"{at}: delay_abort_eval {raw!r}: expected a duration like \"5s\", \"500ms\" or \"1m\"")
+    delay = float(m.group(1)) * {"ms": 0.001, "s": 1.0, "m": 60.0}[m.group(2) or "s"]
+    if delay and not abort:
+        raise ThresholdError(f"{at}: delay_abort_eval is set but abort_on_fail is not; add abort_on_fail = true")
+    return text, abort, delay
 
 
 def _parse_key(key: str, where: str, names: tuple[str, ...]) -> tuple[str, tuple[tuple[str, str], ...]]:

@@ -1,15 +1,16 @@
-"""``netharness report results.json -o DIR [--baseline other.json]`` (also ``python -m reports``).
+"""netharness report results.json -o DIR [--baseline other.json] (also python -m reports).
 
-Writes ``DIR/report.html`` (self-contained) and each plot as ``DIR/<plot>.png`` beside it.
+Writes DIR/report.html (self-contained) and each plot as DIR/<plot>.png beside it.  Bad input is one line
+and exit code 2: a malformed results file, an output folder that is a file or cannot be made.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
+from harness.args import CliError, Parser, fail
+from harness.resultcheck import check_results
 from harness.results import ResultsError, load_results
 
 from .aggregate import build_model
@@ -32,22 +33,43 @@ def write_report(results: dict[str, Any], out_dir: str | Path, baseline: dict[st
     return page
 
 
+def _output_dir(out: str) -> Path:
+    d = Path(out)
+    if d.exists() and not d.is_dir():
+        raise CliError(f"-o {out}: is a file; the report is a folder (report.html and its PNGs)")
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CliError(f"-o {out}: cannot create the report folder: {e.strerror or e}") from None
+    return d
+
+
+def _load(path: str) -> dict[str, Any]:
+    results = load_results(path)
+    check_results(results, path)
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="netharness report", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = Parser(prog="netharness report", description=__doc__)
     ap.add_argument("results", help="a results.json")
     ap.add_argument("-o", "--output", default=None, help="the report's folder (default: beside results.json)")
     ap.add_argument("--baseline", default=None, help="another results.json to compare with")
     ap.add_argument("--screenshot", default=None, help="also take a PNG screenshot of the page (headless Chromium)")
     args = ap.parse_args(argv)
+    prog = "netharness report"
     try:
-        results = load_results(args.results)
-        baseline = load_results(args.baseline) if args.baseline else None
-    except ResultsError as e:
-        print(f"netharness report: error: {e}", file=sys.stderr)
-        return 2
-    out = args.output or str(Path(args.results).parent)
-    page = write_report(results, out, baseline)
+        results = _load(args.results)
+        baseline = _load(args.baseline) if args.baseline else None
+        out = _output_dir(args.output or str(Path(args.results).parent))
+    except (CliError, ResultsError) as e:
+        return fail(prog, str(e))
+    try:
+        page = write_report(results, out, baseline)
+    except OSError as e:
+        return fail(prog, f"-o {out}: cannot write the report: {e.strerror or e}")
+    except (KeyError, TypeError, ValueError) as e:  # a results file the checks above let through
+        return fail(prog, f"{args.results}: malformed results ({type(e).__name__}: {e})")
     print(f"report: {page}")
     if args.screenshot:
         from .browser import BrowserError, screenshot
@@ -55,6 +77,5 @@ def main(argv: list[str] | None = None) -> int:
         try:
             print(f"screenshot: {screenshot(page, args.screenshot)}")
         except BrowserError as e:
-            print(f"netharness report: error: {e}", file=sys.stderr)
-            return 2
+            return fail(prog, str(e))
     return 0

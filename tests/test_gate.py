@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from dispatcher.histogram import Histogram
+from harness.abort import should_abort
 from harness.gate import main as gate_main
 from harness.thresholds import ThresholdError, evaluate, parse_thresholds
 
@@ -187,3 +188,94 @@ def test_locust_rejects_a_malformed_thresholds_file_at_start(tmp_path: Path) -> 
     p = _locust("-f", "scenarios/skills.py", "-u", "1", "-t", "3s", "--thresholds", str(th))
     assert p.returncode == 2
     assert f"netharness: error: {th}: key 'latency': expression 'p(99) < 50 parsecs': unknown unit" in p.stderr
+
+
+# -- abort_on_fail ------------------------------------------------------------------------------------
+
+
+def test_abort_on_fail_entries_parse_with_their_options() -> None:
+    [plain, armed, delayed] = parse_thresholds({"thresholds": {"latency{qos:CRITICAL}": [
+        "p(99) < 50ms",
+        {"threshold": "max < 1s", "abort_on_fail": True},
+        {"threshold": "p(99) < 50ms", "abort_on_fail": True, "delay_abort_eval": "1.5m"},
+    ]}})
+    assert (plain.abort_on_fail, plain.delay_abort_eval) == (False, 0.0)
+    assert (armed.abort_on_fail, armed.delay_abort_eval, armed.value) == (True, 0.0, 1e6)
+    assert (delayed.abort_on_fail, delayed.delay_abort_eval) == (True, 90.0)
+    [solo] = parse_thresholds({"thresholds": {"failures": {"threshold": "rate < 1%", "abort_on_fail": True}}})
+    assert solo.abort_on_fail and solo.value == 0.01
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [({"abort_on_fail": True}, r"a table entry needs threshold = \"EXPRESSION\""),
+     ({"threshold": "max < 1s", "abort_on_fail": 1}, "abort_on_fail must be true or false, got 1"),
+     ({"threshold": "max < 1s", "abort_on_fail": True, "delay_abort_eval": 5},
+      "delay_abort_eval 5: expected a duration like"),
+     ({"threshold": "max < 1s", "delay_abort_eval": "5s"}, "delay_abort_eval is set but abort_on_fail is not"),
+     ({"threshold": "max < 1parsec", "abort_on_fail": True}, "unknown unit 'parsec'"),
+     ({"threshold": "max < 1s", "abortOnFail": True}, r"unknown option\(s\) abortOnFail; allowed: threshold")],
+)
+def test_abort_on_fail_entries_are_validated(entry: dict[str, Any], message: str) -> None:
+    with pytest.raises(ThresholdError, match=message):
+        parse_thresholds({"thresholds": {"latency": [entry]}}, "t.toml")
+
+
+def test_a_thresholds_file_holds_only_the_thresholds_table() -> None:
+    with pytest.raises(ThresholdError, match=r"unknown table or key 'extra'; a thresholds file holds only"):
+        parse_thresholds({"thresholds": {"failures": ["rate < 1%"]}, "extra": {"x": 1}}, "t.toml")
+
+
+def _armed(key: str, expr: str, delay: str = "0s") -> list[Any]:
+    return parse_thresholds({"thresholds": {key: [{"threshold": expr, "abort_on_fail": True,
+                                                   **({"delay_abort_eval": delay} if delay != "0s" else {})}]}})
+
+
+# (threshold key, expression, delay, elapsed seconds, aborts?, can no longer pass?) on make_results():
+# CRITICAL request p(99) 99.9 ms, max 100.9 ms, 1 failure in 1001, 1 timeout, BACKGROUND longest run 90.
+ABORTS = [
+    ("latency{qos:CRITICAL}", "max < 50ms", "10s", 1.0, True, True),  # exceeded: no later sample lowers a max
+    ("timeouts", "count == 0", "0s", 0.5, True, True),
+    ("saturation{qos:BACKGROUND}", "longest_run <= 60", "30s", 2.0, True, True),
+    ("latency{qos:CRITICAL}", "min > 5ms", "10s", 1.0, True, True),  # min 1 ms: can only go lower
+    ("latency{qos:CRITICAL}", "p(99) < 50ms", "10s", 5.0, False, False),  # may recover: wait for the delay
+    ("latency{qos:CRITICAL}", "p(99) < 50ms", "10s", 10.0, True, False),
+    ("failures", "rate < 0.01%", "0s", 0.0, True, False),
+    ("latency{qos:CRITICAL}", "p(99) < 200ms", "0s", 60.0, False, False),  # passing
+    ("latency{qos:CRITICAL}", "max < 1s", "0s", 60.0, False, False),
+    ("latency{qos:HIGH}", "max < 1ms", "0s", 60.0, False, False),  # no data yet: never aborts
+    ("failures", "count > 5", "0s", 60.0, True, False),  # a lower bound on a growing count may still pass
+]
+
+
+@pytest.mark.parametrize(("key", "expr", "delay", "elapsed", "aborts", "final"), ABORTS)
+def test_should_abort(key: str, expr: str, delay: str, elapsed: float, aborts: bool, final: bool) -> None:
+    a = should_abort(_armed(key, expr, delay), make_results(), elapsed)
+    assert (a is not None) == aborts
+    if a is not None:
+        assert a.final == final
+        assert a.message.startswith(f"netharness: aborting the run at {elapsed:.1f} s: threshold {key} {expr} ")
+        assert ("can no longer pass" in a.message) == final
+
+
+def test_only_abort_on_fail_thresholds_stop_a_run() -> None:
+    th = parse_thresholds({"thresholds": {"latency{qos:CRITICAL}": ["max < 1ms"]}})  # failing, not armed
+    assert should_abort(th, make_results(), 100.0) is None
+
+
+# -- gate + report --------------------------------------------------------------------------------------
+
+
+def test_gate_re_renders_the_report_beside_the_results(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from reports.render import write_report
+
+    res = tmp_path / "results.json"
+    res.write_text(json.dumps(make_results()))
+    page = write_report(make_results(), tmp_path)
+    assert "not gated" in page.read_text()
+    th = tmp_path / "t.toml"
+    th.write_text('[thresholds]\n"latency{qos:CRITICAL}" = ["p(99) < 50ms"]\n')
+    assert gate_main([str(res), "--thresholds", str(th)]) == 1
+    assert f"report re-rendered with the verdicts: {page}" in capsys.readouterr().out
+    html = page.read_text()
+    assert "not gated" not in html and "FAILED" in html and "p(99) &lt; 50ms" in html
