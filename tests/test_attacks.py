@@ -1,0 +1,265 @@
+"""The attack suite: one regression test per attack of issue 12, each against a real ``netharness serve``
+subprocess on 127.0.0.1, each bounded to a few seconds.  After every attack the server must still be
+alive, must not have printed a traceback, and must still answer an honest player.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import gevent
+import pytest
+
+from dispatcher.envelope import QoS
+from dispatcher.wire import PROTOCOL_VERSION, Bits, Close, EnvelopeFrame, Welcome
+from harness.attacker import REG, Raw, chunk, envelope, nack, packed, ping
+
+from .attacklib import (
+    SECRET,
+    answers,
+    assert_serves,
+    collect,
+    login,
+    nack_codes,
+    peak_rss_during,
+    serve,
+    stat_total,
+)
+
+REQ = Bits.REQUEST
+SNAPSHOT = "Intent.Stats.RequestSnapshot"  # BACKGROUND, answered with a big blob
+ATTRS = "Intent.Attributes.RequestSnapshot"  # CRITICAL, small answer
+MB = 1024  # kB
+
+
+def _burst(name: str, payload: Any, seqs: range, *, qos: int = QoS.CRITICAL, bits: int = REQ) -> bytes:
+    return b"".join(envelope(name, payload, seq, qos=qos, bits=bits) for seq in seqs)
+
+
+# -- 1: the client does not choose the tier of the answer -------------------------------------------------
+
+def test_1_a_claimed_tier_is_clamped_and_the_snapshot_flood_refused() -> None:
+    with serve() as srv:
+        raw = login(srv, 1)
+        raw.send(envelope(SNAPSHOT, {"version": 1}, 1, qos=QoS.CRITICAL, bits=REQ))
+        first = next(f for f in collect(raw, quiet=2.0) if isinstance(f, EnvelopeFrame))
+        assert first.envelope.meta.is_response and first.envelope.meta.qos == QoS.BACKGROUND
+        before, peak, _ = peak_rss_during(srv, lambda: raw.send(_burst(SNAPSHOT, {"version": 1}, range(2, 402))))
+        codes = nack_codes(collect(raw, quiet=1.0, limit=4.0))
+        assert codes["overloaded"] >= 300, codes  # 400 claimed CRITICAL: most refused on BACKGROUND
+        assert peak - before <= 5 * MB
+        raw.close()
+        assert_serves(srv)
+        srv.stop()
+        assert stat_total(srv.stats(), "clamp") >= 400, "the clamped tier claims are not counted"
+
+
+# -- 2: the retransmit bit pays like any other frame ------------------------------------------------------
+
+def test_2_the_retransmit_bit_does_not_bypass_the_rate_limit() -> None:
+    with serve() as srv:
+        answered = {}
+        for pid, bits in ((2, REQ), (3, REQ | Bits.RETRANSMIT)):
+            raw = login(srv, pid)
+            raw.send(_burst(ATTRS, None, range(1, 3001), bits=bits))
+            answered[bits] = len(answers(collect(raw, quiet=1.0, limit=8.0)))
+            raw.close()
+        plain, retx = answered[REQ], answered[REQ | Bits.RETRANSMIT]
+        assert plain < 1500, answered  # the rate limit refused most of the burst
+        assert retx <= plain * 1.2 + 50, answered
+        assert_serves(srv)
+
+
+# -- 3: control replies and cached answers are bounded -----------------------------------------------------
+
+def test_3a_a_ping_flood_before_login_is_closed_without_growing_the_server() -> None:
+    with serve() as srv:
+        raw = Raw(srv.address)
+        flood = ping() * 10_000
+
+        def attack() -> int:
+            sent = 0
+            for _ in range(30):  # 300,000 PINGs
+                if not raw.send(flood):
+                    break
+                sent += 10_000
+            return sent
+
+        before, peak, _ = peak_rss_during(srv, attack)
+        assert raw.closed(timeout=3.0), "the server kept a pre-auth PING flood open"
+        assert peak - before <= 5 * MB, (before, peak)
+        assert_serves(srv)
+
+
+def test_3b_retransmitted_copies_of_an_answered_request_are_not_all_answered() -> None:
+    with serve(snapshot_bytes=16384) as srv:
+        raw = login(srv, 4)
+        raw.send(envelope(SNAPSHOT, {"version": 1}, 1, bits=REQ))
+        assert answers(collect(raw, quiet=2.0, limit=4.0))
+        copies = envelope(SNAPSHOT, {"version": 1}, 1, bits=REQ | Bits.RETRANSMIT) * 2000
+        before, peak, _ = peak_rss_during(srv, lambda: raw.send(copies), settle=1.0)
+        assert peak - before <= 5 * MB, (before, peak)  # 2,000 queued 16 kB answers would be 32 MB
+        raw.close()
+        assert_serves(srv)
+        srv.stop()
+        resent = srv.stats()["names"][SNAPSHOT]
+        assert resent.get("dropped", 0) + resent.get("duplicates", 0) >= 1900, resent
+
+
+# -- 4: no CHUNK before authentication --------------------------------------------------------------------
+
+def test_4_no_chunk_is_accepted_before_login() -> None:
+    with serve() as srv:
+        part = b"".join(chunk(m, 0, False, b"x" * 65536) for m in range(16))  # 16 partial messages of 64 kB
+
+        def attack() -> list[Close | None]:
+            raws = [Raw(srv.address) for _ in range(20)]
+            for r in raws:
+                for _ in range(4):
+                    r.send(part)
+            return [r.closed_with(3.0) for r in raws]
+
+        before, peak, closes = peak_rss_during(srv, attack, settle=0.5)
+        assert all(isinstance(c, Close) for c in closes), closes
+        assert peak - before <= 5 * MB, (before, peak)
+        assert_serves(srv)
+
+
+# -- 5: deep nesting and a non-ASCII token get a CLOSE, not a traceback --------------------------------------
+
+DEEP = b"\x91" * 1000 + b"\xc0"  # [[[[...nil...]]]] 1,000 deep
+
+
+@pytest.mark.parametrize("case", ["deep wire id", "deep payload", "deep before login", "non-ascii token"])
+def test_5_deep_nesting_and_a_non_ascii_token_get_a_close(case: str) -> None:
+    with serve() as srv:
+        if case == "non-ascii token":
+            raw = Raw(srv.address)
+            fr = raw.login(5, SECRET, proof="é" * 64)
+            assert isinstance(fr, Close), fr
+        else:
+            raw = Raw(srv.address) if case == "deep before login" else login(srv, 5)
+            if case == "deep wire id":  # [0, [[[...]]], 1, 0, REQ, 0.0, nil]
+                raw.send(b"\x97\x00" + DEEP + packed([1, 0, REQ, 0.0, None])[1:])
+            else:  # [0, 0, 1, 0, REQ, 0.0, [[[...]]]]: the payload, its last item, left off and nested
+                raw.send(packed([0, 0, 1, 0, REQ, 0.0, None])[:-1] + DEEP)
+            assert isinstance(raw.closed_with(3.0), Close)
+        raw.close()
+        assert_serves(srv)
+
+
+# -- 6: bounded log lines and CLOSE reasons; no forged log line ---------------------------------------------
+
+FORGED = "FORGED-LOG-LINE admin logged in"
+
+
+@pytest.mark.parametrize("case", ["huge wire id", "huge hello", "newline in nack", "newline in hash"])
+def test_6_log_lines_and_close_reasons_are_bounded_and_cannot_be_forged(case: str) -> None:
+    with serve() as srv:
+        big = "A" * 900_000
+        if case == "huge wire id":
+            raw = login(srv, 6)
+            raw.send(packed([0, big, 1, 0, 0, 0.0, None]))
+        elif case == "huge hello":
+            raw = Raw(srv.address)
+            raw.send(packed([2, PROTOCOL_VERSION, big, 6, big, 0.0]))
+        elif case == "newline in nack":
+            raw = login(srv, 6)
+            raw.send(nack(REG.wire_id(ATTRS), 99, "bogus", f"x\n{FORGED}\n" + "B" * 100_000))
+        else:
+            raw = Raw(srv.address)
+            raw.send(packed([2, PROTOCOL_VERSION, f"\n{FORGED}\n", 6, "t", 0.0]))
+        close = raw.closed_with(3.0)
+        if close is not None:
+            assert len(close.code) + len(close.message) <= 1024, len(close.message)
+            assert "\n" not in close.message
+        raw.close()
+        assert_serves(srv)
+        log = srv.stderr()
+        assert max((len(line.encode()) for line in log.splitlines()), default=0) <= 1024
+        assert not any(line.startswith(FORGED) for line in log.splitlines()), log[-2000:]
+
+
+# -- 7: the CLOSE survives a half-close --------------------------------------------------------------------
+
+@pytest.mark.parametrize("when", ["before login", "after login"])
+def test_7_the_close_reason_survives_a_half_close(when: str) -> None:
+    with serve() as srv:
+        for _ in range(5):
+            raw = Raw(srv.address) if when == "before login" else login(srv, 7)
+            raw.send(packed([99, "no such frame type"]))
+            raw.sock.shutdown(socket.SHUT_WR)
+            close = raw.closed_with(3.0)
+            assert isinstance(close, Close), "the CLOSE was lost when the client half-closed"
+            raw.close()
+        assert_serves(srv)
+
+
+# -- 8: no replay, no resume without its secret, a second login replaces the first -----------------------------
+
+def test_8a_a_replayed_captured_handshake_is_refused() -> None:
+    with serve() as srv:
+        victim = login(srv, 8)
+        thief = Raw(srv.address)
+        fr = thief.replay_handshake(victim.handshake)
+        assert not isinstance(fr, Welcome), "a captured handshake logged in again"
+        assert victim.read_frame(0.3) is None and not victim.eof, "the replay kicked the victim"
+        thief.close()
+        victim.close()
+        assert_serves(srv)
+
+
+def test_8b_resume_without_the_resume_secret_is_refused() -> None:
+    with serve() as srv:
+        victim = login(srv, 9)
+        assert victim.welcome is not None
+        session = victim.welcome.session
+        victim.close()  # the connection drops; the session waits for a resume
+        gevent.sleep(0.2)
+        thief = Raw(srv.address)
+        fr = thief.login(9, SECRET, resume=session, resume_secret=None)
+        assert not (isinstance(fr, Welcome) and fr.resumed), "resumed without the resume secret"
+        thief.close()
+        assert_serves(srv)
+
+
+def test_8c_a_second_login_replaces_the_first_which_is_told_why() -> None:
+    with serve() as srv:
+        first = login(srv, 10)
+        second = login(srv, 10)
+        close = first.closed_with(3.0)
+        assert isinstance(close, Close) and close.code == "replaced", close
+        assert second.welcome is not None
+        second.close()
+        assert_serves(srv)
+
+
+# -- 9: half-open connections are closed within the configured timeouts -----------------------------------------
+
+def test_9_three_thousand_half_open_connections_are_closed_and_memory_returns() -> None:
+    timeouts = {"handshake_timeout": 1.0, "stall_timeout": 1.0, "idle_timeout": 2.0}
+    with serve(limits=timeouts) as srv:
+        assert_serves(srv)
+        base = srv.rss_kb()
+        raws: list[Raw] = []
+        for i in range(3000):
+            src = f"127.0.{1 + i // 250}.{1 + i % 250}"
+            if i % 2:  # a partial handshake
+                r = Raw(srv.address, source=src)
+                r.send(r.partial_handshake(i))
+            else:  # logged in, then half a frame
+                r = login(srv, 20_000 + i, source=src)
+                r.send(envelope(ATTRS, None, 1, bits=REQ)[:-3])
+            raws.append(r)
+        assert all(r.closed(timeout=4.0) for r in raws), "half-open connections still held"
+        for r in raws:
+            r.close()
+        end = base
+        for _ in range(30):
+            gevent.sleep(0.1)
+            end = srv.rss_kb()
+            if end <= base * 1.2:
+                break
+        assert end <= base * 1.2, (base, end)
+        assert_serves(srv)
