@@ -120,7 +120,8 @@ class ServerProc:
         m = _LISTEN.search(line.decode(errors="replace"))
         if m is None:
             self.stop()
-            raise RuntimeError(f"netharness serve did not start: {line!r} {self.stderr()[-2000:]}")
+            why = self.stderr_path.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"netharness serve did not start: {line!r} {why}")
         self.address: tuple[str, int] = (m.group(1), int(m.group(2)))
 
     def __enter__(self) -> ServerProc:
@@ -136,11 +137,9 @@ class ServerProc:
         return rss_kb(self.pid)
 
     def stderr(self) -> str:
-        self._stderr.flush()
         return self.stderr_path.read_text(errors="replace")
 
     def stderr_bytes(self) -> int:
-        self._stderr.flush()
         return self.stderr_path.stat().st_size
 
     def stats(self) -> dict[str, Any]:

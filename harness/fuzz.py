@@ -58,7 +58,7 @@ class Mutator:
     def odd(self) -> Any:
         r = self.rng
         if r.random() < 0.2:
-            return r.choice([r.getrandbits(64), -r.getrandbits(70), r.random() * 1e9])
+            return r.choice([r.getrandbits(64), -r.getrandbits(63), r.random() * 1e9])
         return r.choice(_ODD)
 
     def payload(self) -> Any:
@@ -129,7 +129,7 @@ class Mutator:
 def _attack_loop(address: tuple[str, int], secret: str, seconds: float, greenlets: int, worker: int,
                  seed: int) -> dict[str, int]:
     totals = {"frames": 0, "hostile": 0, "broken": 0, "connections": 0, "preauth": 0, "closes": 0,
-              "refused_logins": 0, "connect_errors": 0, "bytes": 0}
+              "refused_logins": 0, "connect_errors": 0, "bytes": 0, "fuzzer_errors": 0}
     deadline = time.monotonic() + seconds
     pids = iter(range(1_000_000 + worker * 10_000_000, 2_000_000_000))
 
@@ -137,40 +137,46 @@ def _attack_loop(address: tuple[str, int], secret: str, seconds: float, greenlet
         rng = random.Random(seed * 1000 + worker * 100 + gid)
         mut = Mutator(rng)
         while time.monotonic() < deadline:
-            src = f"127.{10 + worker}.{rng.randrange(1, 255)}.{rng.randrange(1, 255)}"
             try:
-                raw = Raw(address, source=src, timeout=2.0)
-            except OSError:
-                totals["connect_errors"] += 1
-                gevent.sleep(0.01)
-                continue
+                connection(rng, mut)
+            except Exception as e:  # the fuzzer's own bug: count it, say it once, go on
+                totals["fuzzer_errors"] += 1
+                if totals["fuzzer_errors"] == 1:
+                    print(f"netharness fuzz: attacker error: {type(e).__name__}: {e}", file=sys.stderr)
+
+    def connection(rng: random.Random, mut: Mutator) -> None:
+        src = f"127.{10 + worker}.{rng.randrange(1, 255)}.{rng.randrange(1, 255)}"
+        try:
+            raw = Raw(address, source=src, timeout=2.0)
+        except OSError:
+            totals["connect_errors"] += 1
+            gevent.sleep(0.01)
+            return
+        try:
             totals["connections"] += 1
             preauth = rng.random() < 0.3
-            frames: list[bytes] = []
             if preauth:
                 totals["preauth"] += 1
-                for _ in range(rng.randrange(1, 40)):
-                    frames.append(rng.choice([ping(), chunk(rng.randrange(4), 0, False, b"x" * 512),
-                                              mut.hostile(1)]))
-                totals["hostile"] += len(frames)
+                frames = [rng.choice([ping(), chunk(rng.randrange(4), 0, False, b"x" * 512), mut.hostile(1)])
+                          for _ in range(rng.randrange(1, 40))]
             else:
                 fr = raw.login(next(pids), secret)
-                if fr is None or type(fr).__name__ != "Welcome":
+                if type(fr).__name__ != "Welcome":
                     totals["refused_logins"] += 1
-                    raw.close()
-                    continue
-                n = rng.randrange(100, 600)
-                frames = [mut.hostile(seq) for seq in range(1, n + 1)]
-                totals["hostile"] += n
+                    return
+                frames = [mut.hostile(seq) for seq in range(1, rng.randrange(100, 600))]
+            n = len(frames)
             k = rng.randrange(1, 3)
             frames += [mut.broken(rng.randrange(1, 10**6), preauth) for _ in range(k)]
             data = b"".join(frames)
             if raw.send(data):
-                totals["frames"] += len(frames)
+                totals["frames"] += n + k
+                totals["hostile"] += n
                 totals["broken"] += k
                 totals["bytes"] += len(data)
             if raw.closed_with(2.0) is not None:
                 totals["closes"] += 1
+        finally:
             raw.close()
 
     gevent.joinall([gevent.spawn(one, g) for g in range(greenlets)], timeout=seconds + 10)
