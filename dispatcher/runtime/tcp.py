@@ -28,6 +28,7 @@ import gevent.socket
 from ..core import SERVER_PEER, Dispatcher
 from ..errors import ConnectionClosed, LocalProtocolError, RemoteProtocolError
 from ..promise import Promise
+from ..wire import Close, encode_control
 
 __all__ = ["TcpClientRuntime", "TcpServerRuntime"]
 
@@ -106,6 +107,7 @@ class _Conn:
         self.key = key
         self.wake = gevent.event.Event()
         self.dead = False
+        self.eof = False
         with contextlib.suppress(OSError):
             sock.setsockopt(_stdsocket.IPPROTO_TCP, _stdsocket.TCP_NODELAY, 1)
         rt._conns[key] = self
@@ -135,6 +137,12 @@ class _Conn:
                 if self._session_closed():
                     self.wake.set()
         finally:
+            if self._session_closed() and not self.dead:
+                # The peer may have half-closed right after the frame that made us close: our CLOSE (the
+                # reason) is still queued.  The writer sends it before the socket goes.
+                self.eof = True
+                self.wake.set()
+                self.writer.join(timeout=_LINGER_SECONDS)
             self.kill()
 
     def _session_closed(self) -> bool:
@@ -155,7 +163,10 @@ class _Conn:
                     self.sock.sendall(data)
                 if self._session_closed():
                     self.sock.shutdown(_stdsocket.SHUT_WR)
-                    gevent.spawn_later(_LINGER_SECONDS, self.kill)
+                    if self.eof:  # the peer is done sending: nothing to wait for
+                        self.kill()
+                    else:
+                        gevent.spawn_later(_LINGER_SECONDS, self.kill)
                     return
         except OSError:
             pass
@@ -178,6 +189,7 @@ class TcpServerRuntime(_Base):
     def __init__(self, core: Dispatcher, listen: tuple[str, int], *, backlog: int = 1024) -> None:
         super().__init__(core)
         self._ids = itertools.count(1)
+        self._unauth: dict[str, set[Hashable]] = {}  # by remote address: connections still in the handshake
         try:
             self._server = gevent.server.StreamServer(listen, self._handle, backlog=backlog)
             self._server.start()
@@ -189,12 +201,47 @@ class TcpServerRuntime(_Base):
         self.address: tuple[str, int] = self._server.address[:2]
 
     def _handle(self, sock: gevent.socket.socket, addr: Any) -> None:
+        refusal = self._admit(addr[0])
+        if refusal is not None:
+            self.core.stats.count("connections_refused")
+            with contextlib.suppress(OSError):
+                sock.sendall(encode_control(Close("server_busy", refusal)))
+                sock.shutdown(_stdsocket.SHUT_WR)
+            sock.close()
+            return
         key = f"conn-{next(self._ids)}@{addr[0]}:{addr[1]}"
+        self._unauth.setdefault(addr[0], set()).add(key)
         self.core.open_session(self.now(), key)
         conn = _Conn(self, sock, key)
         self.flush()
         conn.read_loop()
         conn.writer.join(timeout=5)
+
+    def _admit(self, host: str) -> str | None:
+        """Why a new connection from ``host`` is refused (the global cap, or too many connections from it
+        that have not authenticated), or None."""
+        lim = self.core.limits
+        if len(self._conns) >= lim.max_connections:
+            return f"the server holds its limit of {lim.max_connections} connections"
+        keys = self._unauth.get(host)
+        if keys:
+            for key in [k for k in keys if not self._handshaking(k)]:
+                keys.discard(key)
+            if len(keys) >= lim.max_unauthenticated_per_address:
+                return (f"{lim.max_unauthenticated_per_address} connections from this address are still "
+                        "in their handshake")
+        return None
+
+    def _handshaking(self, key: Hashable) -> bool:
+        try:
+            return self.core.session(key).handshaking
+        except LocalProtocolError:
+            return False
+
+    def _connection_done(self, conn: _Conn) -> None:
+        for keys in self._unauth.values():
+            keys.discard(conn.key)
+        super()._connection_done(conn)
 
     def close(self, drain: float = 2.0) -> None:
         """Stop accepting, tell every player (CLOSE), give the writers ``drain`` seconds, close."""
