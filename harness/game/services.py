@@ -75,6 +75,14 @@ class GameConfig:
             raise ConfigError(f"{where}: zones and entities must be >= 1 and tick_hz > 0")
         return cfg
 
+    def info(self) -> dict[str, Any]:
+        """What players are told about the game (the server's WELCOME ``server_info``): the scalar settings
+        and the rate limits, a few hundred bytes."""
+        out: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)
+                               if f.name not in ("scheduler", "rate_limits", "log_every", "handler_cost_us")}
+        out["rate_limits"] = dict(self.rate_limits)
+        return out
+
     @classmethod
     def load(cls, path: str | Path) -> GameConfig:
         p = Path(path)
