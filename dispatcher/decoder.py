@@ -58,7 +58,7 @@ def _ext_hook(code: int, data: bytes) -> Any:
 class FrameDecoder:
     """Incremental decoder for one connection's byte stream."""
 
-    __slots__ = ("_error", "_fed", "_input", "_max", "_names", "_partial_bytes", "_partials", "_unpacker",
+    __slots__ = ("_error", "_fed", "_input", "_start", "_max", "_names", "_partial_bytes", "_partials", "_unpacker",
                  "admits", "chunk_budget", "limit", "oversized", "player_id", "spoofed")
 
     def __init__(self, names: Sequence[str], max_frame_size: int = DEFAULT_MAX_FRAME_SIZE, *,
@@ -79,7 +79,8 @@ class FrameDecoder:
         self._partial_bytes = 0
         self._error: str | None = None
         self._input: deque[memoryview] = deque()
-        self._fed = 0
+        self._fed = 0  # bytes given to the unpacker
+        self._start = 0  # where the frame being decoded starts (the unpacker's tell() runs ahead in a partial one)
         m = max_frame_size
         self._unpacker = msgpack.Unpacker(
             max_buffer_size=m + _FEED_CHUNK, raw=False, strict_map_key=False, use_list=True, ext_hook=_ext_hook,
@@ -90,7 +91,7 @@ class FrameDecoder:
     @property
     def buffered(self) -> int:
         """Bytes received that do not yet make a whole frame (a partial frame), plus unread input."""
-        return self._fed - int(self._unpacker.tell()) + sum(len(v) for v in self._input)
+        return self._fed - self._start + sum(len(v) for v in self._input)
 
     def receive(self, data: bytes | bytearray | memoryview) -> None:
         if self._error is not None:
@@ -131,7 +132,7 @@ class FrameDecoder:
         except msgpack.BufferFull:
             raise self._too_big("frame") from None
         self._fed += len(piece)
-        if self._fed - self._unpacker.tell() > self.limit:
+        if self._fed - self._start > self.limit:
             raise self._too_big("frame")
 
     def _too_big(self, what: str) -> RemoteProtocolError:
@@ -141,8 +142,7 @@ class FrameDecoder:
     def _next_complete(self) -> Frame | None:
         up = self._unpacker
         while True:
-            start = up.tell()
-            if start == self._fed:
+            if self._start == self._fed:
                 return None
             try:
                 obj = next(up)
@@ -152,7 +152,8 @@ class FrameDecoder:
                 if "exceeds max_" in str(e):  # msgpack's per-object limits, set from max_frame_size
                     raise self._too_big("frame") from None
                 raise bad(f"undecodable msgpack: {type(e).__name__}: {escape(str(e), 120)}") from None
-            size = up.tell() - start
+            end = int(up.tell())
+            size, self._start = end - self._start, end
             if size > self.limit:
                 raise self._too_big(f"frame of {size} bytes is")
             if type(obj) is not list or not obj or type(obj[0]) is not int:
