@@ -230,7 +230,7 @@ class Dispatcher(Receiver, Sender):
     def _new_connection(self, key: Hashable, now: float) -> Connection:
         lim = self.limits
         decoder = FrameDecoder(self.registry.names, self.max_frame_size, limit=lim.preauth_frame_size,
-                               chunk_budget=lim.chunk_budget)
+                               chunk_budget=lim.chunk_budget, max_depth=lim.payload_depth)
         return Connection(key, self.role, len(self._channel_qos), decoder, Scheduler(self.scheduler, self.stats),
                           Answers(self.dedup_window, self.dedup_bytes), lim, now)
 
@@ -261,8 +261,9 @@ class Dispatcher(Receiver, Sender):
         c = self._sessions.get(SERVER_PEER)
         if c is None or c.closed:
             raise LocalProtocolError("nothing to reopen: the session is closed")
-        c.decoder = FrameDecoder(self.registry.names, self.max_frame_size, limit=self.limits.preauth_frame_size,
-                                 chunk_budget=self.limits.chunk_budget)
+        lim = self.limits
+        c.decoder = FrameDecoder(self.registry.names, self.max_frame_size, limit=lim.preauth_frame_size,
+                                 chunk_budget=lim.chunk_budget, max_depth=lim.payload_depth)
         c.out.restart()
         c.enter(State.AWAITING_AUTH, self.limits)
         c.hello_sent = False

@@ -51,6 +51,20 @@ def _num(v: Any) -> str:
     return describe(v)
 
 
+def _depth_over(v: Any, limit: int) -> bool:
+    """Whether arrays and maps nest more than ``limit`` deep in ``v`` (iterative: no recursion)."""
+    stack: list[tuple[Any, int]] = [(v, 1)]
+    while stack:
+        x, d = stack.pop()
+        if d > limit:
+            return True
+        items = x.values() if type(x) is dict else x
+        for y in items:
+            if type(y) is list or type(y) is dict:
+                stack.append((y, d + 1))
+    return False
+
+
 def _ext_hook(code: int, data: bytes) -> Any:
     raise ValueError(f"msgpack extension type {code} is not allowed")
 
@@ -58,12 +72,12 @@ def _ext_hook(code: int, data: bytes) -> Any:
 class FrameDecoder:
     """Incremental decoder for one connection's byte stream."""
 
-    __slots__ = ("_error", "_fed", "_input", "_start", "_max", "_names", "_partial_bytes", "_partials", "_unpacker",
-                 "admits", "chunk_budget", "limit", "oversized", "player_id", "spoofed")
+    __slots__ = ("_error", "_fed", "_input", "_max", "_names", "_partial_bytes", "_partials", "_start",
+                 "_unpacker", "admits", "chunk_budget", "limit", "max_depth", "oversized", "player_id", "spoofed")
 
     def __init__(self, names: Sequence[str], max_frame_size: int = DEFAULT_MAX_FRAME_SIZE, *,
                  limit: int | None = None, admits: frozenset[int] = ALL_TYPES,
-                 chunk_budget: int | None = None) -> None:
+                 chunk_budget: int | None = None, max_depth: int = 32) -> None:
         self._names = names
         #: When set (a server's connection after the handshake), every envelope's player_id is stamped with
         #: it, whatever the peer wrote; ``spoofed`` counts envelopes that claimed another id.  This is the
@@ -75,6 +89,7 @@ class FrameDecoder:
         self.limit = max_frame_size if limit is None else min(limit, max_frame_size)
         self.admits = admits
         self.chunk_budget = 2 * max_frame_size if chunk_budget is None else chunk_budget
+        self.max_depth = max_depth  # arrays/maps nested in a payload, at most
         self._partials: dict[int, bytearray] = {}
         self._partial_bytes = 0
         self._error: str | None = None
@@ -267,6 +282,9 @@ class FrameDecoder:
                         raise bad(f"reply_to must be a sequence number, got {_num(reply_to)}")
                     if n > 10 and f[10] is not None:
                         ts_ack = check_time(f[10], "ts_ack")
+        payload = f[6]
+        if type(payload) in (list, dict) and size > self.max_depth and _depth_over(payload, self.max_depth):
+            raise bad(f"payload nested deeper than {self.max_depth} levels")
         stamp = self.player_id
         if stamp is not None:
             if player_id is not None and player_id != stamp:
@@ -277,4 +295,4 @@ class FrameDecoder:
             reliable=bool(bits & Bits.RELIABLE) if bits & Bits.RELIABLE_SET else None,
         )
         meta = Meta(seq, QoS(qos), ts_sent, ts_ack, player_id, trace_id, flags, bool(bits & Bits.RESPONSE), reply_to)
-        return EnvelopeFrame(Envelope(self._names[wid], f[6], meta), wid, bits, size)
+        return EnvelopeFrame(Envelope(self._names[wid], payload, meta), wid, bits, size)

@@ -19,6 +19,8 @@ class Limits:
     preauth_frame_size: int = 4096
     #: Seconds a new connection has to complete the handshake.
     handshake_timeout: float = 10.0
+    #: Arrays and maps nested in a payload, at most (deeper: the frame is malformed).
+    payload_depth: int = 32
     #: Bytes of partially received CHUNKed messages one connection may hold (reassembly is after auth only).
     chunk_budget: int = 2 << 20
     #: Frames and bytes the CRITICAL queue to one peer may hold; past either the peer is disconnected.

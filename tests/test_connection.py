@@ -261,12 +261,13 @@ def test_deep_nesting_is_a_remote_protocol_error_or_a_frame(depth: int) -> None:
 def test_deep_nesting_in_a_payload_reaches_a_close_not_a_crash() -> None:
     p = Pair()
     nested = b"\x91" * 1020 + b"\xc0"
-    frame = bytes((0x97, 0, 1, 1, 0, 2, 0)) + nested  # a request whose payload nests 1,020 deep
-    p.server.receive_data(frame, p.now, "c1")  # refused by the schema, or accepted: never a crash
-    with pytest.raises(RemoteProtocolError, match="unknown wire id list"):  # an ill-typed one: CLOSE
-        p.server.receive_data(bytes((0x97, 0)) + nested + bytes((0, 0, 0, 0, 0xC0)), p.now, "c1")
-    assert p.server.session("c1").closed
+    with pytest.raises(RemoteProtocolError, match="nested deeper than 32"):  # a request's payload, 1,020 deep
+        p.server.receive_data(bytes((0x97, 0, 1, 1, 0, 2, 0)) + nested, p.now, "c1")
     assert b"malformed_frame" in p.server.data_to_send(p.now, "c1")
+    q = Pair()
+    with pytest.raises(RemoteProtocolError, match="unknown wire id list"):  # nested where an int belongs
+        q.server.receive_data(bytes((0x97, 0)) + nested + bytes((0, 0, 0, 0, 0xC0)), q.now, "c1")
+    assert q.server.session("c1").closed
 
 
 def test_reasons_are_escaped_and_bounded() -> None:

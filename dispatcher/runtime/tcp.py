@@ -11,11 +11,14 @@ resumes its session; a server keeps a lost player's session for the core's ``res
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import errno
 import itertools
 import logging
 import random
 import socket as _stdsocket
+import sys
 import time
 from collections.abc import Hashable
 from typing import Any
@@ -36,6 +39,17 @@ log = logging.getLogger("dispatcher.tcp")
 _READ = 65536
 _LINGER_SECONDS = 1.0  # after our CLOSE, how long the peer has to close its side
 _LINGER_BYTES = 4 << 20  # and how much of its input we read and discard meanwhile
+_TRIM_AFTER = 1  # closed connections after which freed memory is returned to the OS (at most every 0.5 s)
+
+
+def _libc_trim() -> Any:
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+_malloc_trim = _libc_trim() if sys.platform.startswith("linux") else None
 
 
 class _Base:
@@ -190,6 +204,9 @@ class TcpServerRuntime(_Base):
         super().__init__(core)
         self._ids = itertools.count(1)
         self._unauth: dict[str, set[Hashable]] = {}  # by remote address: connections still in the handshake
+        self._host_of: dict[Hashable, str] = {}
+        self._gone = 0  # connections closed since memory was last trimmed
+        self._trimmer: gevent.Greenlet | None = None
         try:
             self._server = gevent.server.StreamServer(listen, self._handle, backlog=backlog)
             self._server.start()
@@ -211,6 +228,7 @@ class TcpServerRuntime(_Base):
             return
         key = f"conn-{next(self._ids)}@{addr[0]}:{addr[1]}"
         self._unauth.setdefault(addr[0], set()).add(key)
+        self._host_of[key] = addr[0]
         self.core.open_session(self.now(), key)
         conn = _Conn(self, sock, key)
         self.flush()
@@ -239,9 +257,23 @@ class TcpServerRuntime(_Base):
             return False
 
     def _connection_done(self, conn: _Conn) -> None:
-        for keys in self._unauth.values():
+        host = self._host_of.pop(conn.key, None)
+        keys = self._unauth.get(host) if host is not None else None
+        if keys is not None:
             keys.discard(conn.key)
+            if not keys:
+                del self._unauth[host]  # type: ignore[arg-type]
         super()._connection_done(conn)
+        self._gone += 1
+        if self._gone >= _TRIM_AFTER and self._trimmer is None:
+            self._trimmer = gevent.spawn_later(0.5, self._trim)
+
+    def _trim(self) -> None:
+        """Give the memory of many closed connections back to the OS (glibc keeps freed heap otherwise)."""
+        self._trimmer = None
+        self._gone = 0
+        if _malloc_trim is not None:
+            _malloc_trim(0)
 
     def close(self, drain: float = 2.0) -> None:
         """Stop accepting, tell every player (CLOSE), give the writers ``drain`` seconds, close."""
