@@ -16,6 +16,7 @@ bad arguments: one line on standard error, exit 2.  ``netharness fuzz --soak`` i
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing
 import random
@@ -84,8 +85,13 @@ class Mutator:
             return packed(self.envelope_items(seq))
         if r < 0.88:
             return ping(self.rng.random())
-        if r < 0.94:
-            return packed([FrameType.ACK, self.rng.randrange(8), [self.rng.randrange(2**32) for _ in range(3)]])
+        if r < 0.92:  # acknowledgements of sequence numbers never sent
+            return packed([FrameType.ACK, self.rng.randrange(len(REG.channels)),
+                           [self.rng.randrange(2**32) for _ in range(3)]])
+        if r < 0.96:  # an envelope cut in two CHUNKs (message id: seq, unique on the connection)
+            whole = packed(self.envelope_items(seq))
+            cut = self.rng.randrange(1, len(whole))
+            return chunk(seq, 0, False, whole[:cut]) + chunk(seq, cut, True, whole[cut:])
         return packed([FrameType.NACK, self.rng.randrange(len(NAMES)), seq, "bogus", "msg\nforged"])
 
     def broken(self, seq: int, preauth: bool = False) -> bytes:
@@ -95,7 +101,13 @@ class Mutator:
             items: list[Any] = [FrameType.HELLO, PROTOCOL_VERSION, REG.hash, r.randrange(10**6), "0" * 64, 0.0]
         else:
             items = self.envelope_items(seq)
-        kind = r.randrange(8)
+        kind = r.randrange(9)
+        if kind == 8:  # a frame this state does not admit (a second handshake, a server's frame, a CLOSE)
+            return r.choice([packed(items) if preauth else packed([FrameType.HELLO, PROTOCOL_VERSION, REG.hash, 1,
+                                                                   "0" * 64, 0.0]),
+                             packed([FrameType.WELCOME, PROTOCOL_VERSION, "s", 1, 0.0, 0.0]),
+                             packed([FrameType.CHALLENGE, PROTOCOL_VERSION, "n", 0.0]),
+                             packed([FrameType.CLOSE, "bye\n" * 100, "x" * r.randrange(10**5)])])
         if kind == 0:  # a wrong type in one field
             items[r.randrange(1, len(items))] = r.choice([[None], {"a": 1}, b"\x00", "s", 1.5, -7, 2**64 - 1])
             return packed(items)
@@ -164,7 +176,7 @@ def _attack_loop(address: tuple[str, int], secret: str, seconds: float, greenlet
                 if type(fr).__name__ != "Welcome":
                     totals["refused_logins"] += 1
                     return
-                frames = [mut.hostile(seq) for seq in range(1, rng.randrange(100, 600))]
+                frames = [mut.hostile(seq) for seq in range(1, rng.randrange(100, 4000))]
             n = len(frames)
             k = rng.randrange(1, 3)
             frames += [mut.broken(rng.randrange(1, 10**6), preauth) for _ in range(k)]
@@ -174,8 +186,11 @@ def _attack_loop(address: tuple[str, int], secret: str, seconds: float, greenlet
                 totals["hostile"] += n
                 totals["broken"] += k
                 totals["bytes"] += len(data)
-            if raw.closed_with(0.5) is not None:  # not longer: the CLOSE may queue behind answers
+            close = raw.closed_with(0.5)  # not longer: the CLOSE may queue behind answers
+            if close is not None:
                 totals["closes"] += 1
+                key = "close:" + close.code[:40]
+                totals[key] = totals.get(key, 0) + 1
         finally:
             raw.close()
 
@@ -254,7 +269,7 @@ def run_workers(address: tuple[str, int], secret: str, seconds: float, concurren
     """``concurrency`` attacker greenlets in worker processes (two at most: the server needs a core too)."""
     ctx = multiprocessing.get_context("spawn")
     q = ctx.Queue()
-    n_proc = max(1, min(2, concurrency // 8))
+    n_proc = max(1, min(2, concurrency // 64))
     per = [concurrency // n_proc + (1 if i < concurrency % n_proc else 0) for i in range(n_proc)]
     procs = [ctx.Process(target=target, args=(address, secret, seconds, per[i], i, seed, *extra, q), daemon=True)
              for i in range(n_proc)]
@@ -328,12 +343,21 @@ def fuzz(seconds: float, concurrency: int, seed: int, host: str = "127.0.0.1", p
         honest.stop()
         rss.stop()
         crashed = srv is not None and not srv.alive()
-        totals = {k: sum(p[k] for p in parts) for k in (parts[0] if parts else {})}
+        totals: dict[str, int] = {}
+        for part in parts:
+            for k, v in part.items():
+                totals[k] = totals.get(k, 0) + v
+        decoded = None
+        if srv is not None:
+            rc = srv.stop()
+            crashed = crashed or rc != 0  # it must also stop cleanly on SIGTERM
+            with contextlib.suppress(OSError, ValueError):
+                decoded = srv.stats()["peer"].get("frames_in")
         p50, p99 = percentiles(lat)
         log_bytes = srv.stderr_bytes() if srv is not None else None
         kb = [s[1] for s in rss.samples]
         return {
-            "seconds": round(elapsed, 1), "workers": len(parts), **totals,
+            "seconds": round(elapsed, 1), "workers": len(parts), **totals, "frames_decoded": decoded,
             "frames_per_second": round(totals.get("frames", 0) / elapsed) if elapsed else 0,
             "crashes": int(crashed), "unhandled_exceptions": srv.tracebacks() if srv is not None else None,
             "log_bytes": log_bytes,
@@ -355,6 +379,10 @@ def format_report(r: dict[str, Any]) -> str:
         f"fuzzed {r['seconds']}s with {r['workers']} attacker process(es)",
         f"frames sent:           {r.get('frames', 0):,} ({r.get('frames_per_second', 0):,}/s; "
         f"{r.get('broken', 0):,} broken, {r.get('hostile', 0):,} well-formed but hostile)",
+        "frames the server decoded: " + (f"{r['frames_decoded']:,}" if r.get("frames_decoded") is not None
+                                          else "n/a") + " (the rest followed a frame that closed the connection)",
+        "CLOSE reasons:         " + ", ".join(f"{k[6:]} {v:,}" for k, v in sorted(r.items(), key=lambda kv: str(kv[0]))
+                                               if isinstance(k, str) and k.startswith("close:")),
         f"connections:           {r.get('connections', 0):,} ({r.get('preauth', 0):,} never logged in; "
         f"{r.get('closes', 0):,} ended with a CLOSE; {r.get('refused_logins', 0):,} logins refused; "
         f"{r.get('connect_errors', 0):,} connects failed)",

@@ -235,8 +235,8 @@ def _get(q: Any, timeout: float) -> Any:
     return None
 
 
-def soak(minutes: float, players: int) -> dict[str, Any]:
-    names = list(ATTACKS)
+def soak(minutes: float, players: int, only: list[str] | None = None) -> dict[str, Any]:
+    names = [n for n in ATTACKS if not only or n.split()[0] in only]
     phase = minutes * 60 / (len(names) + 2)
     srv = ServerProc("soak-secret", {"snapshot_bytes": 8192, "log_every": 0.0})
     ctx = multiprocessing.get_context("spawn")
@@ -316,9 +316,14 @@ def main(argv: list[str] | None = None) -> int:
     ap = _Parser(prog="netharness soak", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=2.0, help="length of the whole run (default 2)")
     ap.add_argument("--players", type=int, default=4, help="honest players (default 4)")
+    ap.add_argument("--only", default=None, help="attackers to run, by number (e.g. 2,9; default: all)")
     ap.add_argument("--json", default=None, help="also write the figures to this JSON file")
     try:
         args = ap.parse_args(argv)
+        numbers = [n.split()[0] for n in ATTACKS]
+        only = [x.strip() for x in args.only.split(",")] if args.only else None
+        if only and not set(only) <= set(numbers):
+            raise ArgError(f"--only takes attacker numbers among {','.join(numbers)}, got {args.only!r}")
         if not 0 < args.minutes <= 600:
             raise ArgError(f"--minutes must be in (0, 600], got {args.minutes:g}")
         if not 1 <= args.players <= 200:
@@ -326,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     except ArgError as e:
         print(f"netharness soak: error: {e}", file=sys.stderr)
         return 2
-    r = soak(args.minutes, args.players)
+    r = soak(args.minutes, args.players, only)
     print(format_report(r))
     if args.json:
         with open(args.json, "w") as f:
