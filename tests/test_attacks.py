@@ -9,6 +9,7 @@ import json
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import pytest
 
 from dispatcher.envelope import QoS
 from dispatcher.wire import PROTOCOL_VERSION, Bits, Close, EnvelopeFrame, Welcome
-from harness.attacker import REG, Raw, chunk, envelope, nack, packed, ping
+from harness.attacker import REG, Raw, ServerProc, chunk, envelope, nack, packed, ping
 
 from .attacklib import (
     SECRET,
@@ -35,6 +36,13 @@ REQ = Bits.REQUEST
 SNAPSHOT = "Intent.Stats.RequestSnapshot"  # BACKGROUND, answered with a big blob
 ATTRS = "Intent.Attributes.RequestSnapshot"  # CRITICAL, small answer
 MB = 1024  # kB
+
+
+@pytest.fixture(scope="module")
+def shared() -> Iterator[ServerProc]:
+    """One server for the attacks that need neither its stats, nor its RSS, nor special limits."""
+    with serve() as srv:
+        yield srv
 
 
 def _burst(name: str, payload: Any, seqs: range, *, qos: int = QoS.CRITICAL, bits: int = REQ) -> bytes:
@@ -142,21 +150,21 @@ DEEP = b"\x91" * 1000 + b"\xc0"  # [[[[...nil...]]]] 1,000 deep
 
 
 @pytest.mark.parametrize("case", ["deep wire id", "deep payload", "deep before login", "non-ascii token"])
-def test_5_deep_nesting_and_a_non_ascii_token_get_a_close(case: str) -> None:
-    with serve() as srv:
-        if case == "non-ascii token":
-            raw = Raw(srv.address)
-            fr = raw.login(5, SECRET, proof="é" * 64)
-            assert isinstance(fr, Close), fr
-        else:
-            raw = Raw(srv.address) if case == "deep before login" else login(srv, 5)
-            if case == "deep wire id":  # [0, [[[...]]], 1, 0, REQ, 0.0, nil]
-                raw.send(b"\x97\x00" + DEEP + packed([1, 0, REQ, 0.0, None])[1:])
-            else:  # [0, 0, 1, 0, REQ, 0.0, [[[...]]]]: the payload, its last item, left off and nested
-                raw.send(packed([0, 0, 1, 0, REQ, 0.0, None])[:-1] + DEEP)
-            assert isinstance(raw.closed_with(3.0), Close)
-        raw.close()
-        assert_serves(srv)
+def test_5_deep_nesting_and_a_non_ascii_token_get_a_close(case: str, shared: ServerProc) -> None:
+    srv = shared
+    if case == "non-ascii token":
+        raw = Raw(srv.address)
+        fr = raw.login(5, SECRET, proof="é" * 64)
+        assert isinstance(fr, Close), fr
+    else:
+        raw = Raw(srv.address) if case == "deep before login" else login(srv, 5)
+        if case == "deep wire id":  # [0, [[[...]]], 1, 0, REQ, 0.0, nil]
+            raw.send(b"\x97\x00" + DEEP + packed([1, 0, REQ, 0.0, None])[1:])
+        else:  # [0, 0, 1, 0, REQ, 0.0, [[[...]]]]: the payload, its last item, left off and nested
+            raw.send(packed([0, 0, 1, 0, REQ, 0.0, None])[:-1] + DEEP)
+        assert isinstance(raw.closed_with(3.0), Close)
+    raw.close()
+    assert_serves(srv)
 
 
 # -- 6: bounded log lines and CLOSE reasons; no forged log line ---------------------------------------------
@@ -165,84 +173,94 @@ FORGED = "FORGED-LOG-LINE admin logged in"
 
 
 @pytest.mark.parametrize("case", ["huge wire id", "huge hello", "newline in nack", "newline in hash"])
-def test_6_log_lines_and_close_reasons_are_bounded_and_cannot_be_forged(case: str) -> None:
-    with serve() as srv:
-        big = "A" * 900_000
-        if case == "huge wire id":
-            raw = login(srv, 6)
-            raw.send(packed([0, big, 1, 0, 0, 0.0, None]))
-        elif case == "huge hello":
-            raw = Raw(srv.address)
-            raw.send(packed([2, PROTOCOL_VERSION, big, 6, big, 0.0]))
-        elif case == "newline in nack":
-            raw = login(srv, 6)
-            raw.send(nack(REG.wire_id(ATTRS), 99, "bogus", f"x\n{FORGED}\n" + "B" * 100_000))
-        else:
-            raw = Raw(srv.address)
-            raw.send(packed([2, PROTOCOL_VERSION, f"\n{FORGED}\n", 6, "t", 0.0]))
-        close = raw.closed_with(3.0)
-        if close is not None:
-            assert len(close.code) + len(close.message) <= 1024, len(close.message)
-            assert "\n" not in close.message
-        raw.close()
-        assert_serves(srv)
-        log = srv.stderr()
-        assert max((len(line.encode()) for line in log.splitlines()), default=0) <= 1024
-        assert not any(line.startswith(FORGED) for line in log.splitlines()), log[-2000:]
+def test_6_log_lines_and_close_reasons_are_bounded_and_cannot_be_forged(case: str, shared: ServerProc) -> None:
+    srv = shared
+    big = "A" * 900_000
+    if case == "huge wire id":
+        raw = login(srv, 6)
+        raw.send(packed([0, big, 1, 0, 0, 0.0, None]))
+    elif case == "huge hello":
+        raw = Raw(srv.address)
+        raw.send(packed([2, PROTOCOL_VERSION, big, 6, big, 0.0]))
+    elif case == "newline in nack":
+        raw = login(srv, 6)
+        raw.send(nack(REG.wire_id(ATTRS), 99, "bogus", f"x\n{FORGED}\n" + "B" * 100_000))
+    else:
+        raw = Raw(srv.address)
+        raw.send(packed([2, PROTOCOL_VERSION, f"\n{FORGED}\n", 6, "t", 0.0]))
+    close = raw.closed_with(3.0)
+    if close is not None:
+        assert len(close.code) + len(close.message) <= 1024, len(close.message)
+        assert "\n" not in close.message
+    raw.close()
+    assert_serves(srv)
+    log = srv.stderr()
+    assert max((len(line.encode()) for line in log.splitlines()), default=0) <= 1024
+    assert not any(line.startswith(FORGED) for line in log.splitlines()), log[-2000:]
 
 
 # -- 7: the CLOSE survives a half-close --------------------------------------------------------------------
 
 @pytest.mark.parametrize("when", ["before login", "after login"])
-def test_7_the_close_reason_survives_a_half_close(when: str) -> None:
-    with serve() as srv:
-        for _ in range(5):
-            raw = Raw(srv.address) if when == "before login" else login(srv, 7)
-            raw.send(packed([99, "no such frame type"]))
-            raw.sock.shutdown(socket.SHUT_WR)
-            close = raw.closed_with(3.0)
-            assert isinstance(close, Close), "the CLOSE was lost when the client half-closed"
-            raw.close()
-        assert_serves(srv)
+def test_7_the_close_reason_survives_a_half_close(when: str, shared: ServerProc) -> None:
+    srv = shared
+    for _ in range(5):
+        raw = Raw(srv.address) if when == "before login" else login(srv, 7)
+        raw.send(packed([99, "no such frame type"]))
+        raw.sock.shutdown(socket.SHUT_WR)
+        close = raw.closed_with(3.0)
+        assert isinstance(close, Close), "the CLOSE was lost when the client half-closed"
+        raw.close()
+    assert_serves(srv)
 
 
 # -- 8: no replay, no resume without its secret, a second login replaces the first -----------------------------
 
-def test_8a_a_replayed_captured_handshake_is_refused() -> None:
-    with serve() as srv:
-        victim = login(srv, 8)
-        thief = Raw(srv.address)
-        fr = thief.replay_handshake(victim.handshake)
-        assert not isinstance(fr, Welcome), "a captured handshake logged in again"
-        assert victim.read_frame(0.3) is None and not victim.eof, "the replay kicked the victim"
-        thief.close()
-        victim.close()
-        assert_serves(srv)
+def test_8a_a_replayed_captured_handshake_is_refused(shared: ServerProc) -> None:
+    srv = shared
+    victim = login(srv, 8)
+    thief = Raw(srv.address)
+    fr = thief.replay_handshake(victim.handshake)
+    assert not isinstance(fr, Welcome), "a captured handshake logged in again"
+    assert victim.read_frame(0.3) is None and not victim.eof, "the replay kicked the victim"
+    thief.close()
+    victim.close()
+    assert_serves(srv)
 
 
-def test_8b_resume_without_the_resume_secret_is_refused() -> None:
-    with serve() as srv:
-        victim = login(srv, 9)
+def test_8b_resume_without_the_resume_secret_is_refused(shared: ServerProc) -> None:
+    srv = shared
+
+    def dropped(pid: int) -> Welcome:
+        victim = login(srv, pid)
         assert victim.welcome is not None
-        session = victim.welcome.session
         victim.close()  # the connection drops; the session waits for a resume
         gevent.sleep(0.2)
+        return victim.welcome
+
+    welcome = dropped(9)
+    for secret, resume_secret in (("not-the-secret", None), (SECRET, None), (SECRET, "0" * 64)):
         thief = Raw(srv.address)
-        fr = thief.login(9, SECRET, resume=session, resume_secret=None)
+        fr = thief.login(9, secret, resume=welcome.session, resume_secret=resume_secret)
         assert not (isinstance(fr, Welcome) and fr.resumed), "resumed without the resume secret"
         thief.close()
-        assert_serves(srv)
+    welcome = dropped(11)  # the control: with its resume secret, the player itself resumes
+    owner = Raw(srv.address)
+    fr = owner.login(11, SECRET, resume=welcome.session, resume_secret=welcome.resume_secret)
+    assert isinstance(fr, Welcome) and fr.resumed, fr
+    owner.close()
+    assert_serves(srv)
 
 
-def test_8c_a_second_login_replaces_the_first_which_is_told_why() -> None:
-    with serve() as srv:
-        first = login(srv, 10)
-        second = login(srv, 10)
-        close = first.closed_with(3.0)
-        assert isinstance(close, Close) and close.code == "replaced", close
-        assert second.welcome is not None
-        second.close()
-        assert_serves(srv)
+def test_8c_a_second_login_replaces_the_first_which_is_told_why(shared: ServerProc) -> None:
+    srv = shared
+    first = login(srv, 10)
+    second = login(srv, 10)
+    close = first.closed_with(3.0)
+    assert isinstance(close, Close) and close.code == "replaced", close
+    assert second.welcome is not None
+    second.close()
+    assert_serves(srv)
 
 
 # -- 9: half-open connections are closed within the configured timeouts -----------------------------------------
