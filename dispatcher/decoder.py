@@ -40,6 +40,9 @@ from .wire import (
 __all__ = ["ALL_TYPES", "FrameDecoder"]
 
 _FEED_CHUNK = 1 << 16
+#: The unpacker's first buffer (it grows to what a frame needs): by default msgpack allocates the whole
+#: ``max_buffer_size`` per connection up front.
+_READ_SIZE = 4096
 ALL_TYPES: frozenset[int] = frozenset(int(t) for t in FrameType)
 
 
@@ -98,7 +101,7 @@ class FrameDecoder:
         self._start = 0  # where the frame being decoded starts (the unpacker's tell() runs ahead in a partial one)
         m = max_frame_size
         self._unpacker = msgpack.Unpacker(
-            max_buffer_size=m + _FEED_CHUNK, raw=False, strict_map_key=False, use_list=True, ext_hook=_ext_hook,
+            max_buffer_size=m + _FEED_CHUNK, read_size=_READ_SIZE, raw=False, strict_map_key=False, use_list=True, ext_hook=_ext_hook,
             max_str_len=m, max_bin_len=m, max_array_len=m, max_map_len=m // 2, max_ext_len=m)
 
     # -- bytes in, frames out ----------------------------------------------------------------------

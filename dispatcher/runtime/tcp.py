@@ -14,6 +14,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import errno
+import gc
 import itertools
 import logging
 import random
@@ -272,6 +273,7 @@ class TcpServerRuntime(_Base):
         """Give the memory of many closed connections back to the OS (glibc keeps freed heap otherwise)."""
         self._trimmer = None
         self._gone = 0
+        gc.collect()  # dead connections' reference cycles (greenlets, sockets) first
         if _malloc_trim is not None:
             _malloc_trim(0)
 
