@@ -72,6 +72,15 @@ def collect(raw: Raw, *, quiet: float = 1.0, limit: float = 6.0) -> list[Any]:
         out.append(fr)
 
 
+def first_answer(raw: Raw, timeout: float = 5.0) -> EnvelopeFrame | None:
+    """The first response the server sends (other frames skipped), or None."""
+    end = time.monotonic() + timeout
+    while (fr := raw.read_frame(max(0.0, end - time.monotonic()))) is not None:
+        if isinstance(fr, EnvelopeFrame) and fr.envelope.meta.is_response:
+            return fr
+    return None
+
+
 def answers(frames: list[Any]) -> list[EnvelopeFrame]:
     return [f for f in frames if isinstance(f, EnvelopeFrame) and f.envelope.meta.is_response]
 

@@ -18,7 +18,7 @@ import gevent.pool
 import pytest
 
 from dispatcher.envelope import QoS
-from dispatcher.wire import PROTOCOL_VERSION, Bits, Close, EnvelopeFrame, Welcome
+from dispatcher.wire import PROTOCOL_VERSION, Bits, Close, Welcome
 from harness.attacker import REG, Raw, ServerProc, chunk, envelope, nack, packed, ping
 
 from .attacklib import (
@@ -26,6 +26,7 @@ from .attacklib import (
     answers,
     assert_serves,
     collect,
+    first_answer,
     login,
     nack_codes,
     peak_rss_during,
@@ -55,10 +56,10 @@ def test_1_a_claimed_tier_is_clamped_and_the_snapshot_flood_refused() -> None:
     with serve() as srv:
         raw = login(srv, 1)
         raw.send(envelope(SNAPSHOT, {"version": 1}, 1, qos=QoS.CRITICAL, bits=REQ))
-        first = next(f for f in collect(raw, quiet=2.0) if isinstance(f, EnvelopeFrame))
-        assert first.envelope.meta.is_response and first.envelope.meta.qos == QoS.BACKGROUND
+        first = first_answer(raw)
+        assert first is not None and first.envelope.meta.qos == QoS.BACKGROUND
         before, peak, _ = peak_rss_during(srv, lambda: raw.send(_burst(SNAPSHOT, {"version": 1}, range(2, 402))))
-        frames = collect(raw, quiet=1.0, limit=4.0)
+        frames = collect(raw, quiet=0.5, limit=2.0)
         assert nack_codes(frames)["overloaded"] > 0, nack_codes(frames)
         assert peak - before <= 5 * MB
         raw.close()
@@ -78,7 +79,7 @@ def test_2_the_retransmit_bit_does_not_bypass_the_rate_limit() -> None:
         for pid, bits in ((2, REQ), (3, REQ | Bits.RETRANSMIT)):
             raw = login(srv, pid)
             raw.send(_burst(ATTRS, None, range(1, 3001), bits=bits))
-            answered[bits] = len(answers(collect(raw, quiet=1.0, limit=8.0)))
+            answered[bits] = len(answers(collect(raw, quiet=0.5, limit=8.0)))
             raw.close()
         plain, retx = answered[REQ], answered[REQ | Bits.RETRANSMIT]
         assert plain < 1500, answered  # the rate limit refused most of the burst
@@ -111,7 +112,7 @@ def test_3b_retransmitted_copies_of_an_answered_request_are_not_all_answered() -
     with serve(snapshot_bytes=16384) as srv:
         raw = login(srv, 4)
         raw.send(envelope(SNAPSHOT, {"version": 1}, 1, bits=REQ))
-        assert answers(collect(raw, quiet=2.0, limit=4.0))
+        assert first_answer(raw) is not None
         copies = envelope(SNAPSHOT, {"version": 1}, 1, bits=REQ | Bits.RETRANSMIT) * 2000
         before, peak, _ = peak_rss_during(srv, lambda: raw.send(copies), settle=1.0)
         assert peak - before <= 5 * MB, (before, peak)  # 2,000 queued 16 kB answers would be 32 MB
@@ -188,7 +189,7 @@ def test_6_log_lines_and_close_reasons_are_bounded_and_cannot_be_forged(case: st
     else:
         raw = Raw(srv.address)
         raw.send(packed([2, PROTOCOL_VERSION, f"\n{FORGED}\n", 6, "t", 0.0]))
-    close = raw.closed_with(3.0)
+    close = raw.closed_with(3.0 if case != "newline in nack" else 0.5)  # a stray NACK may just be dropped
     if close is not None:
         assert len(close.code) + len(close.message) <= 1024, len(close.message)
         assert "\n" not in close.message
