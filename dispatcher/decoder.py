@@ -101,8 +101,8 @@ class FrameDecoder:
         self._start = 0  # where the frame being decoded starts (the unpacker's tell() runs ahead in a partial one)
         m = max_frame_size
         self._unpacker = msgpack.Unpacker(
-            max_buffer_size=m + _FEED_CHUNK, read_size=_READ_SIZE, raw=False, strict_map_key=False, use_list=True, ext_hook=_ext_hook,
-            max_str_len=m, max_bin_len=m, max_array_len=m, max_map_len=m // 2, max_ext_len=m)
+            max_buffer_size=m + _FEED_CHUNK, read_size=_READ_SIZE, raw=False, strict_map_key=False, use_list=True,
+            ext_hook=_ext_hook, max_str_len=m, max_bin_len=m, max_array_len=m, max_map_len=m // 2, max_ext_len=m)
 
     # -- bytes in, frames out ----------------------------------------------------------------------
 
