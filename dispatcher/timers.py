@@ -8,6 +8,8 @@ from typing import Any
 
 __all__ = ["Timer", "Timers"]
 
+_COMPACT_EVERY = 4096
+
 #: ``[when, order, fn, arg]``; a cancelled timer has ``fn`` None.
 Timer = list[Any]
 
@@ -23,6 +25,9 @@ class Timers:
         self._n += 1
         entry = [when, self._n, fn, arg]
         heapq.heappush(self._heap, entry)
+        if not self._n % _COMPACT_EVERY and len(self._heap) > _COMPACT_EVERY:
+            self._heap = [e for e in self._heap if e[2] is not None]  # cancelled timers go (bounded memory)
+            heapq.heapify(self._heap)
         return entry
 
     @staticmethod

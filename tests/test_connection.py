@@ -286,3 +286,62 @@ def test_pre_auth_frames_are_small() -> None:
 
 def test_registry_is_the_games() -> None:
     assert isinstance(REG, ChannelRegistry)
+
+
+# -- budgets: retransmissions pay, cached answers are re-sent at most once per interval, CRITICAL bounded ----
+
+def _request_frame(seq: int, bits: int) -> bytes:
+    from dispatcher.envelope import Envelope, Meta
+    from dispatcher.wire import encode_envelope
+
+    env = Envelope("Intent.Attributes.SpendPoints", {"attribute": "str", "points": 1}, Meta(seq, 0, 0.0))
+    return encode_envelope(env, REG.wire_id(env.name), bits)
+
+
+def test_retransmissions_pay_the_rate_limit() -> None:
+    from dispatcher.wire import Bits
+
+    p = Pair(rate_limits={"default": 10.0})
+    p.server.on("Intent.Attributes.SpendPoints", lambda env: {"attributes": {}, "points": 0})
+    for seq in range(1, 41):
+        p.server.receive_data(_request_frame(seq, Bits.REQUEST | Bits.RETRANSMIT), p.now, "c1")
+    assert p.server.stats.peer["rate_limited"] == 30  # a burst of 10, then refused, retransmit bit or not
+
+
+def test_a_cached_answer_goes_again_at_most_once_per_interval() -> None:
+    from dispatcher.wire import Bits
+
+    p = Pair()
+    p.server.on("Intent.Attributes.SpendPoints", lambda env: {"attributes": {}, "points": 0})
+    p.server.receive_data(_request_frame(1, Bits.REQUEST), p.now, "c1")
+    for _ in range(50):
+        p.server.receive_data(_request_frame(1, Bits.REQUEST | Bits.RETRANSMIT), p.now, "c1")
+    assert p.server.stats.peer["answer_resends_dropped"] == 49
+    assert p.server.stats["Intent.Attributes.SpendPoints"].duplicates == 50
+
+
+def test_a_peer_that_overruns_critical_is_disconnected_with_a_reason() -> None:
+    p = Pair(limits={"critical_frames": 5}, scheduler={"budget": 10.0})
+    p.server.on("Intent.Attributes.SpendPoints", lambda env: {"attributes": {}, "points": 0})
+    from dispatcher.wire import Bits
+
+    for seq in range(1, 20):
+        p.server.receive_data(_request_frame(seq, Bits.REQUEST), p.now, "c1")
+        if p.server.session("c1").closed:
+            break
+    c = p.server.session("c1")
+    assert c.close_code == "overloaded" and p.server.stats.peer["critical_overruns"] == 1
+    assert b"overloaded" in p.server.data_to_send(p.now, "c1")
+
+
+def test_a_claimed_tier_is_clamped_and_answers_go_on_the_declared_tier() -> None:
+    from dispatcher.envelope import Envelope, Meta
+    from dispatcher.wire import Bits, encode_envelope
+
+    p = Pair()
+    p.server.on("Intent.Stats.RequestSnapshot", lambda env: {"version": 1, "stats": {}})
+    env = Envelope("Intent.Stats.RequestSnapshot", {"version": 1}, Meta(1, 0, 0.0))  # claims CRITICAL
+    p.server.receive_data(encode_envelope(env, REG.wire_id(env.name), Bits.REQUEST), p.now, "c1")
+    assert p.server.stats.peer["qos_clamped"] == 1
+    out = p.server.session("c1").out
+    assert out.queued(0) == 0 and out.queued(3) == 1  # the answer waits on BACKGROUND, not CRITICAL
