@@ -166,7 +166,7 @@ class Connection:
         "acks", "answered", "buckets", "close_code", "close_frame", "close_message", "decoder", "held",
         "hello_sent", "key", "last_heard", "log", "nacks", "nonce", "opened", "out", "partial_since",
         "peer_clock", "pending", "pings", "player_id", "resume_secret", "resuming", "role", "seq",
-        "session_id", "state", "unacked", "watchdog", "windows",
+        "n_channels", "session_id", "state", "unacked", "watchdog", "windows",
     )
 
     def __init__(self, key: Hashable, role: Role, n_channels: int, decoder: FrameDecoder, out: Scheduler,
@@ -185,7 +185,10 @@ class Connection:
         self.decoder = decoder
         self.out = out
         self.seq = [0] * n_channels
-        self.windows = [ReceiveWindow() for _ in range(n_channels)]
+        # Receive windows and rate buckets are made at login (``enter(OPEN)``): a connection that never
+        # authenticates costs little.
+        self.windows: list[ReceiveWindow] = []
+        self.n_channels = n_channels
         self.pending: dict[tuple[int, int], PendingRequest] = {}
         self.answered = answers  # requests already run: retries get the same answer
         self.close_code: str | None = None
@@ -207,6 +210,8 @@ class Connection:
     def enter(self, state: State, limits: Limits) -> None:
         """Move to ``state``: the decoder takes that state's admitted frame types and size limit."""
         self.state = state
+        if state == State.OPEN and not self.windows:
+            self.windows = [ReceiveWindow() for _ in range(self.n_channels)]
         self.decoder.admits = ADMITS[(self.role, state)]
         self.decoder.limit = limits.preauth_frame_size if state == State.AWAITING_AUTH else self.decoder_max
         self.decoder.chunk_budget = limits.chunk_budget

@@ -65,7 +65,6 @@ class ServerRole(RoleImpl):
 
     def open(self, c: Connection, now: float) -> None:
         core = self.core
-        c.buckets = [Bucket(rate, rate, now) for rate in core._rates]
         c.nonce = auth.new_nonce()
         c.out.push_front(encode_control(Challenge(PROTOCOL_VERSION, c.nonce, now, core.clock_id)), now)
         core._dirty[c.key] = None
@@ -117,6 +116,7 @@ class ServerRole(RoleImpl):
         c.resume_secret = auth.new_resume_secret()
         c.player_id = pid
         c.decoder.player_id = pid
+        c.buckets = [Bucket(rate, rate, now) for rate in core._rates]
         c.enter(State.OPEN, core.limits)
         c.last_heard = now
         core._players[pid] = c
@@ -257,7 +257,7 @@ class ClientRole(RoleImpl):
             self._version(fr.version, "server")
             if c.session_id is not None and not fr.resumed:
                 # A fresh server session (ours expired, or the server restarted): its sequence numbers restart.
-                c.windows = [type(w)() for w in c.windows]
+                c.windows = []  # enter(OPEN) makes fresh ones
             elif fr.resumed:
                 core.stats.count("resumes")
             c.enter(State.OPEN, core.limits)
