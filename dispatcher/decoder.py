@@ -132,6 +132,8 @@ class FrameDecoder:
                 fr = self._next_complete()
                 if fr is not None:
                     return fr
+                if self._fed - self._start > self.limit:  # the frame in progress is already too big
+                    raise self._too_big("frame")
                 if not self._input:
                     return None
                 self._feed_some()
@@ -150,8 +152,6 @@ class FrameDecoder:
         except msgpack.BufferFull:
             raise self._too_big("frame") from None
         self._fed += len(piece)
-        if self._fed - self._start > self.limit:
-            raise self._too_big("frame")
 
     def _too_big(self, what: str) -> RemoteProtocolError:
         self.oversized = True

@@ -345,3 +345,18 @@ def test_a_claimed_tier_is_clamped_and_answers_go_on_the_declared_tier() -> None
     assert p.server.stats.peer["qos_clamped"] == 1
     out = p.server.session("c1").out
     assert out.queued(0) == 0 and out.queued(3) == 1  # the answer waits on BACKGROUND, not CRITICAL
+
+
+def test_frames_pipelined_behind_the_hello_pass_the_small_pre_auth_limit() -> None:
+    from dispatcher.wire import Bits
+
+    srv = Dispatcher("server", REG, secret=SECRET)
+    srv.on("Intent.Attributes.SpendPoints", lambda env: {"attributes": {}, "points": 0})
+    srv.open_session(0.0, "x")
+    nonce = srv.session("x").nonce
+    assert nonce is not None
+    hello = encode_control(Hello(PROTOCOL_VERSION, REG.hash, 7, prove(make_token(SECRET, 7), 7, nonce), 0.0))
+    burst = b"".join(_request_frame(seq, Bits.REQUEST) for seq in range(1, 201))  # ~10 kB, one read
+    assert len(burst) > 4096
+    srv.receive_data(hello + burst, 0.0, "x")
+    assert srv.session("x").open and srv.stats["Intent.Attributes.SpendPoints"].received == 200
