@@ -57,11 +57,12 @@ REG = load_registry()
 _LISTEN = re.compile(r"listening on tcp://([\d.]+):(\d+)")
 
 
-def rss_kb(pid: int) -> int:
-    """Resident set size of process ``pid`` in kB (``VmRSS`` of ``/proc/PID/status``); 0 once it is gone."""
+def rss_kb(pid: int, field: str = "VmRSS") -> int:
+    """Resident set size of process ``pid`` in kB (``VmRSS`` of ``/proc/PID/status``, or another field such
+    as ``RssAnon``); 0 once it is gone."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
     except (OSError, ValueError):
         pass
@@ -133,8 +134,11 @@ class ServerProc:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
-    def rss_kb(self) -> int:
-        return rss_kb(self.pid)
+    def rss_kb(self, field: str = "VmRSS") -> int:
+        return rss_kb(self.pid, field)
+
+    def rss_detail(self) -> str:
+        return ", ".join(f"{f} {self.rss_kb(f)} kB" for f in ("VmRSS", "RssAnon", "RssFile"))
 
     def stderr(self) -> str:
         return self.stderr_path.read_text(errors="replace")

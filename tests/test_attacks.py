@@ -270,7 +270,7 @@ def test_9_three_thousand_half_open_connections_are_closed_and_memory_returns() 
     timeouts = {"handshake_timeout": 1.0, "stall_timeout": 1.0, "idle_timeout": 2.0}
     with serve(limits=timeouts) as srv:
         assert_serves(srv)
-        base = srv.rss_kb()
+        base, before = srv.rss_kb(), srv.rss_detail()
 
         def half_open(i: int) -> Raw:
             src = f"127.0.{1 + i // 250}.{1 + i % 250}"  # one source address each (no per-address cap hit)
@@ -292,7 +292,7 @@ def test_9_three_thousand_half_open_connections_are_closed_and_memory_returns() 
             end = srv.rss_kb()
             if end <= base * 1.2:
                 break
-        assert end <= base * 1.2, f"server RSS {base} kB before, {end} kB after the connections were closed"
+        assert end <= base * 1.2, f"server RSS before: {before}; after the connections closed: {srv.rss_detail()}"
         assert_serves(srv)
 
 
