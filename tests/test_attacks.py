@@ -303,7 +303,8 @@ def test_fuzz_command_reports_sane_numbers(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "harness", "fuzz", "--seconds", "4", "--concurrency", "8",
                            "--json", str(out)], capture_output=True, text=True, timeout=90)
     report = json.loads(out.read_text())
-    assert report["frames"] > 10_000 and report["connections"] > 10 and report["broken"] > 0, proc.stdout
+    assert report["frames"] > 1000 and report["connections"] >= 8 and report["broken"] > 0, proc.stdout
+    assert report["frames_decoded"] > 1000, proc.stdout  # the server read them, not just the socket
     assert report["crashes"] == 0 and report["unhandled_exceptions"] == 0, proc.stdout
     assert report["honest"]["requests"] > 0 and report["honest"]["failures"] == 0, proc.stdout
     assert report["fuzzer_errors"] == 0, proc.stderr
