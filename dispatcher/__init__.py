@@ -29,9 +29,10 @@ from .errors import (
     UnknownNameError,
     ValidationError,
 )
+from .limits import Limits
 from .promise import Promise
 from .registry import Channel, ChannelRegistry, Direction
-from .runtime.clock import MonotonicClock, VirtualClock
+from .runtime.clock import MonotonicClock, VirtualClock, host_clock_id
 from .runtime.loopback import LoopbackHub, loopback
 from .schema import SchemaRegistry
 from .stats import Stats
@@ -47,6 +48,7 @@ __all__ = [
     "Envelope",
     "EventBus",
     "Flags",
+    "Limits",
     "LocalProtocolError",
     "LoopbackHub",
     "Meta",
@@ -77,6 +79,7 @@ __version__ = "0.1.0"
 
 def init(*, peer: str, channel_registry: ChannelRegistry, listen: tuple[str, int] | None = None,
          connect: tuple[str, int] | None = None, secret: bytes | str | None = None,
+         server_info: dict[str, Any] | None = None,
          player_id: int | None = None, token: str | None = None, connect_timeout: float = 5.0,
          reconnect: bool = True, reconnect_timeout: float = 30.0, **options: Any) -> Transport:
     """Start a TCP transport (seed: ``Networking.init``).
@@ -85,8 +88,10 @@ def init(*, peer: str, channel_registry: ChannelRegistry, listen: tuple[str, int
     and a ``secret`` (generated when None; ``transport.secret``); or ``peer="client"`` with
     ``connect=(host, port)``, ``player_id`` and ``token=make_token(secret, player_id)``.  A client returns once
     the server welcomed it, and raises ``RemoteProtocolError`` if refused (bad token, registry mismatch) or
-    ``ConnectionClosed`` if nothing answers.  Other ``options`` go to the core (``schemas``, ``mode``,
-    ``qos_overrides``, ``replay``, ``scheduler``, ``stats``, ``rate_limits``, ...).
+    ``ConnectionClosed`` if nothing answers.  A server's ``server_info`` (a small dict, at most
+    ``limits.server_info_bytes`` packed) reaches every client in its WELCOME (``transport.server_info``).
+    Other ``options`` go to the core (``schemas``, ``mode``, ``qos_overrides``, ``replay``, ``scheduler``,
+    ``stats``, ``rate_limits``, ``limits``, ...).
     """
     if peer not in ("server", "client"):
         raise LocalProtocolError(f"peer must be 'server' or 'client', got {peer!r}")
@@ -94,10 +99,12 @@ def init(*, peer: str, channel_registry: ChannelRegistry, listen: tuple[str, int
         raise LocalProtocolError("a server takes listen=(host, port); a client takes connect=(host, port)")
     from .runtime.tcp import TcpClientRuntime, TcpServerRuntime  # gevent is imported only when used
 
+    options.setdefault("clock_id", host_clock_id())
+
     if peer == "server":
         assert listen is not None
         core = Dispatcher("server", channel_registry, secret=make_secret() if secret is None else secret,
-                          **options)
+                          server_info=server_info, **options)
         return Transport(core, TcpServerRuntime(core, (listen[0], int(listen[1]))))
     assert connect is not None
     core = Dispatcher("client", channel_registry, player_id=player_id, token=token, **options)

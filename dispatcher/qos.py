@@ -193,6 +193,10 @@ class Scheduler:
         """Frames of ``tier`` waiting."""
         return self._count[tier]
 
+    def queued_bytes(self, tier: int) -> int:
+        """Bytes of ``tier`` waiting."""
+        return self._qbytes[tier]
+
     # -- in --------------------------------------------------------------------------------------
 
     def push(self, frame: bytes, tier: int, now: float, name: str | None = None, key: Hashable | None = None,

@@ -65,6 +65,20 @@ PEER_COUNTERS = (
     "frames_in",
     "bytes_in",
     "bytes_out",
+    # the trust boundary (issue 12)
+    "not_admitted",
+    "qos_clamped",
+    "answer_resends_dropped",
+    "pings_dropped",
+    "nacks_suppressed",
+    "log_lines_suppressed",
+    "critical_overruns",
+    "handshake_timeouts",
+    "idle_timeouts",
+    "stalled",
+    "replaced",
+    "connections_refused",
+    "clock_skew",
 )
 
 _TIERS = tuple(QoS)

@@ -73,6 +73,34 @@ class Transport:
         """A server's secret (tokens are ``make_token(secret, player_id)``)."""
         return self.core.secret
 
+    @property
+    def server_info(self) -> dict[str, Any]:
+        """Client: what the server's runtime said about itself in the WELCOME (e.g. the game config);
+        server: what it sends."""
+        return self.core.server_info
+
+    # -- clocks (issue 11) -----------------------------------------------------------------------
+
+    @property
+    def clock_offset(self) -> float:
+        """The server's clock minus ours, in seconds (0.0 exactly in the shared-clock domain)."""
+        return self.core.clock_offset
+
+    @property
+    def clock_error(self) -> float:
+        """The offset's error bound in seconds: 0.0 when shared, else half the chosen sample's round trip."""
+        return self.core.clock_error
+
+    @property
+    def clock_domain(self) -> str:
+        """``"shared"`` (peers read one monotonic clock: same host) or ``"ntp"`` (estimated)."""
+        return self.core.clock_domain
+
+    def on_ack(self, callback: Callable[[Envelope, float], Any]) -> Callable[[], None]:
+        """``callback(envelope, now)`` when a reliable envelope this side sent is acknowledged by the peer;
+        returns a handle that unsubscribes."""
+        return self.core.on_ack(callback)
+
     # -- the seed's API -------------------------------------------------------------------------
 
     def intent(self, name: str, payload: Any = None, *, qos_override: str | int | QoS | None = None,

@@ -6,34 +6,42 @@ Every frame is one msgpack array whose first item is its ``FrameType``.  An enve
 
 with the registry's wire id instead of the name string and trailing nils left off.  ``bits`` holds the
 envelope's flags (response, reliable, replayable) and transport bits (request, retransmit,
-require_subscriber).  The protocol version travels in the HELLO/WELCOME handshake.
+require_subscriber).
 
-``FrameDecoder`` decodes a byte stream incrementally (``msgpack.Unpacker`` with ``max_buffer_size`` and
-per-object limits, so untrusted input cannot make it allocate without bound).  Any malformed input raises
-``RemoteProtocolError`` and nothing else; after that the decoder stays broken (close the connection).
+The handshake (protocol version 2) is challenge-response::
+
+    server -> CHALLENGE [9, version, nonce, ts, clock_id]
+    client -> HELLO     [2, version, registry_hash, player_id, proof, ts, resume, expires, resume_proof, clock_id]
+    server -> WELCOME   [3, version, session, player_id, ts, echo, resumed, resume_secret, clock_id, server_info]
+
+``proof = auth.prove(token, player_id, nonce)``; a resume also carries
+``resume_proof = auth.prove_resume(resume_secret, player_id, session, nonce)``.  ``clock_id`` names the
+sender's monotonic clock (boot id + clock name): equal ids mean one shared clock.  ``FrameDecoder``
+(``dispatcher.decoder``) decodes a byte stream.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from enum import IntEnum
 from typing import Any, NamedTuple
 
 import msgpack
 
-from .envelope import Envelope, Flags, Meta, QoS
+from .envelope import Envelope
 from .errors import LocalProtocolError, RemoteProtocolError
+from .text import describe
 
 __all__ = [
     "DEFAULT_MAX_FRAME_SIZE",
     "PROTOCOL_VERSION",
     "Ack",
     "Bits",
+    "Challenge",
     "Close",
     "EnvelopeFrame",
     "Frame",
-    "FrameDecoder",
     "FrameType",
     "Hello",
     "Nack",
@@ -46,9 +54,8 @@ __all__ = [
     "pack_payload",
 ]
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 DEFAULT_MAX_FRAME_SIZE = 1 << 20
-_FEED_CHUNK = 1 << 16
 #: Bytes of CHUNK framing around a chunk's data, at most (array, type, msg id, offset, flag, bin header).
 CHUNK_OVERHEAD = 16
 #: Messages being reassembled at once from one peer, at most (its scheduler commits one per lower tier).
@@ -65,6 +72,7 @@ class FrameType(IntEnum):
     PONG = 6
     ACK = 7
     CHUNK = 8
+    CHALLENGE = 9
 
 
 class Bits:
@@ -96,15 +104,27 @@ class Nack(NamedTuple):
     message: str
 
 
+class Challenge(NamedTuple):
+    """The server's first frame: a fresh nonce the client's proof must cover."""
+
+    version: int
+    nonce: str
+    ts: float
+    clock_id: str = ""
+
+
 class Hello(NamedTuple):
-    """The client's first frame.  ``resume``: the session id of a connection that was lost."""
+    """The client's answer to CHALLENGE.  ``resume``: the session id of a connection that was lost."""
 
     version: int
     registry_hash: str
     player_id: int | None
-    token: str | None
+    proof: str | None
     ts: float
     resume: str | None = None
+    expires: int | None = None
+    resume_proof: str | None = None
+    clock_id: str = ""
 
 
 class Welcome(NamedTuple):
@@ -116,6 +136,9 @@ class Welcome(NamedTuple):
     ts: float
     echo: float
     resumed: bool = False
+    resume_secret: str = ""
+    clock_id: str = ""
+    server_info: dict[str, Any] | None = None
 
 
 class Close(NamedTuple):
@@ -141,23 +164,27 @@ class Ack(NamedTuple):
     seqs: list[int]
 
 
-Frame = EnvelopeFrame | Nack | Hello | Welcome | Close | Ping | Pong | Ack
+ControlFrame = Nack | Challenge | Hello | Welcome | Close | Ping | Pong | Ack
+Frame = EnvelopeFrame | ControlFrame
 
 _NUM = (int, float)
 _OPT_INT = (int, type(None))
 _OPT_STR = (str, type(None))
+_OPT_DICT = (dict, type(None))
 _BOOL = (bool,)
 _INTS = (list,)  # a list of ints (checked item by item)
-_CONTROL: dict[int, tuple[type[Any], tuple[tuple[type, ...], ...]]] = {
-    FrameType.NACK: (Nack, ((int,), (int,), (str,), (str,))),
-    FrameType.HELLO: (Hello, ((int,), (str,), _OPT_INT, _OPT_STR, _NUM, _OPT_STR)),
-    FrameType.WELCOME: (Welcome, ((int,), (str,), _OPT_INT, _NUM, _NUM, _BOOL)),
-    FrameType.CLOSE: (Close, ((str,), (str,))),
-    FrameType.PING: (Ping, (_NUM,)),
-    FrameType.PONG: (Pong, (_NUM, _NUM)),
-    FrameType.ACK: (Ack, ((int,), _INTS)),
+#: Per control frame type: its class, the types of its fields, and how many fields are required.
+CONTROL: dict[int, tuple[type[Any], tuple[tuple[type, ...], ...], int]] = {
+    FrameType.NACK: (Nack, ((int,), (int,), (str,), (str,)), 4),
+    FrameType.CHALLENGE: (Challenge, ((int,), (str,), _NUM, (str,)), 3),
+    FrameType.HELLO: (Hello, ((int,), (str,), _OPT_INT, _OPT_STR, _NUM, _OPT_STR, _OPT_INT, _OPT_STR, (str,)), 5),
+    FrameType.WELCOME: (Welcome, ((int,), (str,), _OPT_INT, _NUM, _NUM, _BOOL, (str,), (str,), _OPT_DICT), 5),
+    FrameType.CLOSE: (Close, ((str,), (str,)), 2),
+    FrameType.PING: (Ping, (_NUM,), 1),
+    FrameType.PONG: (Pong, (_NUM, _NUM), 2),
+    FrameType.ACK: (Ack, ((int,), _INTS), 2),
 }
-_TYPE_OF: dict[type[Any], int] = {cls: t for t, (cls, _) in _CONTROL.items()}
+_TYPE_OF: dict[type[Any], int] = {cls: t for t, (cls, _, _) in CONTROL.items()}
 
 _packb: Callable[..., bytes] = msgpack.packb
 
@@ -200,8 +227,8 @@ def encode_envelope(env: Envelope, wire_id: int, bits: int = 0, payload_bytes: b
     return bytes((0x97,)) + head[1:] + payload_bytes
 
 
-def encode_control(frame: Nack | Hello | Welcome | Close | Ping | Pong | Ack) -> bytes:
-    return _packb((_TYPE_OF[type(frame)], *frame))
+def encode_control(frame: ControlFrame) -> bytes:
+    return _packb((_TYPE_OF[type(frame)], *frame), use_bin_type=True)
 
 
 def encode_chunk(msg_id: int, offset: int, last: bool, data: bytes) -> bytes:
@@ -209,188 +236,24 @@ def encode_chunk(msg_id: int, offset: int, last: bool, data: bytes) -> bytes:
     return _packb((FrameType.CHUNK, msg_id, offset, last, data), use_bin_type=True)
 
 
-def _bad(msg: str) -> RemoteProtocolError:
+def bad(msg: str) -> RemoteProtocolError:
     return RemoteProtocolError(msg, code="malformed_frame")
 
 
-def _ext_hook(code: int, data: bytes) -> Any:
-    raise ValueError(f"msgpack extension type {code} is not allowed")
-
-
-class FrameDecoder:
-    """Incremental decoder for one connection's byte stream.
-
-    ``feed(data)`` returns the frames completed by ``data``.  Frames over ``max_frame_size`` bytes, unknown
-    frame types, unknown wire ids and ill-typed fields raise ``RemoteProtocolError``.
-    """
-
-    __slots__ = ("_error", "_max", "_names", "_partials", "_unpacker", "oversized", "player_id", "spoofed")
-
-    def __init__(self, names: Sequence[str], max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> None:
-        self._names = names
-        #: When set (a server's session after the handshake), every envelope's player_id is stamped with
-        #: it, whatever the peer wrote; ``spoofed`` counts envelopes that claimed another id.
-        self.player_id: int | None = None
-        self.spoofed = 0
-        self.oversized = False  # the failure was a frame over the size limit (else: malformed)
-        self._partials: dict[int, bytearray] = {}
-        self._max = max_frame_size
-        self._error: str | None = None
-        self._unpacker = msgpack.Unpacker(max_buffer_size=max_frame_size + _FEED_CHUNK, **self._limits())
-
-    def feed(self, data: bytes | bytearray | memoryview) -> list[Frame]:
-        if self._error is not None:
-            raise _bad(f"connection already failed: {self._error}")
-        out: list[Frame] = []
-        view = memoryview(data)
-        for i in range(0, len(view), _FEED_CHUNK):
-            try:
-                self._unpacker.feed(view[i : i + _FEED_CHUNK])
-            except msgpack.BufferFull:
-                self._fail(f"frame larger than the {self._max}-byte limit", oversized=True)
-            self._drain(out)
-        return out
-
-    def _fail(self, msg: str, *, oversized: bool = False) -> None:
-        self._error = msg
-        self.oversized = self.oversized or oversized
-        raise _bad(msg)
-
-    def _drain(self, out: list[Frame]) -> None:
-        up = self._unpacker
-        while True:
-            start = up.tell()
-            try:
-                obj = next(up)
-            except StopIteration:
-                return
-            except Exception as e:
-                if "exceeds max_" in str(e):  # msgpack's per-object limits, set from max_frame_size
-                    self._fail(f"frame larger than the {self._max}-byte limit ({e})", oversized=True)
-                self._fail(f"undecodable msgpack: {type(e).__name__}: {e}")
-            size = up.tell() - start
-            if size > self._max:
-                self._fail(f"frame of {size} bytes exceeds the {self._max}-byte limit", oversized=True)
-            try:
-                if type(obj) is list and obj and obj[0] == FrameType.CHUNK and type(obj[0]) is int:
-                    whole = self._chunk(obj)
-                    if whole is None:
-                        continue
-                    obj, size = whole
-                out.append(self._parse(obj, size))
-            except RemoteProtocolError as e:
-                self._fail(str(e))
-
-    def _chunk(self, f: list[Any]) -> tuple[Any, int] | None:
-        """Add a CHUNK to its message; the reassembled frame and its size once the last one is in."""
-        if len(f) != 5 or type(f[1]) is not int or type(f[2]) is not int or type(f[3]) is not bool \
-                or type(f[4]) is not bytes:
-            raise _bad("a CHUNK frame is [8, msg_id, offset, last, bytes]")
-        msg_id, offset, last, data = f[1], f[2], f[3], f[4]
-        buf = self._partials.get(msg_id)
-        if buf is None:
-            if offset != 0:
-                raise _bad(f"chunk of message {msg_id} starts at offset {offset}, not 0")
-            if len(self._partials) >= MAX_PARTIALS:
-                raise _bad(f"more than {MAX_PARTIALS} chunked messages in flight")
-            buf = self._partials[msg_id] = bytearray()
-        elif offset != len(buf):
-            raise _bad(f"chunk of message {msg_id} at offset {offset}, expected {len(buf)}")
-        buf += data
-        if len(buf) > self._max:
-            self.oversized = True
-            raise _bad(f"chunked frame larger than the {self._max}-byte limit")
-        if not last:
-            return None
-        del self._partials[msg_id]
-        try:
-            obj = msgpack.unpackb(bytes(buf), **self._limits())
-        except Exception as e:
-            raise _bad(f"undecodable chunked frame: {type(e).__name__}: {e}") from None
-        if type(obj) is list and obj and obj[0] == FrameType.CHUNK:
-            raise _bad("a chunked frame may not itself be a CHUNK")
-        return obj, len(buf)
-
-    def _limits(self) -> dict[str, Any]:
-        m = self._max
-        return {"raw": False, "strict_map_key": False, "use_list": True, "ext_hook": _ext_hook,
-                "max_str_len": m, "max_bin_len": m, "max_array_len": m, "max_map_len": m // 2, "max_ext_len": m}
-
-    def _parse(self, f: Any, size: int) -> Frame:
-        if type(f) is not list or not f or type(f[0]) is not int:
-            raise _bad(f"a frame is an array starting with its type, got {_describe(f)}")
-        t = f[0]
-        if t == 0:
-            return self._envelope(f, size)
-        spec = _CONTROL.get(t)
-        if spec is None:
-            raise _bad(f"unknown frame type {t}; known: {', '.join(str(int(x)) for x in FrameType)}")
-        cls, types = spec
-        if len(f) != len(types) + 1:
-            raise _bad(f"{cls.__name__} frame has {len(f) - 1} fields, expected {len(types)}")
-        for i, (v, ok) in enumerate(zip(f[1:], types, strict=True)):
-            if not isinstance(v, ok) or (isinstance(v, bool) and ok is not _BOOL):
-                raise _bad(f"{cls.__name__} field {cls._fields[i]} has type {_describe(v)}")
-            if isinstance(v, float) and not math.isfinite(v):
-                raise _bad(f"{cls.__name__} field {cls._fields[i]} is not finite")
-            if ok is _INTS and not all(type(x) is int and x >= 0 for x in v):  # type: ignore[attr-defined]
-                raise _bad(f"{cls.__name__} field {cls._fields[i]} must be a list of sequence numbers")
-        return cls(*f[1:])  # type: ignore[no-any-return]
-
-    def _envelope(self, f: list[Any], size: int) -> EnvelopeFrame:
-        n = len(f)
-        if n < 7 or n > 11:
-            raise _bad(f"envelope frame has {n} items, expected 7 to 11")
-        wid, seq, qos, bits, ts = f[1], f[2], f[3], f[4], f[5]
-        if type(wid) is not int or not 0 <= wid < len(self._names):
-            raise _bad(f"unknown wire id {wid!r}; this registry has ids 0..{len(self._names) - 1}")
-        if type(seq) is not int or seq < 0:
-            raise _bad(f"sequence number must be a non-negative integer, got {seq!r}")
-        if type(qos) is not int or not 0 <= qos <= 3:
-            raise _bad(f"qos must be 0..3, got {qos!r}")
-        if type(bits) is not int or not 0 <= bits <= Bits.ALL:
-            raise _bad(f"bits must be 0..{Bits.ALL}, got {bits!r}")
-        ts_sent = _time(ts, "ts_sent")
-        player_id = trace_id = reply_to = None
-        ts_ack: float | None = None
-        if n > 7:
-            player_id = f[7]
-            if player_id is not None and type(player_id) is not int:
-                raise _bad(f"player_id must be an integer, got {_describe(player_id)}")
-            if n > 8:
-                trace_id = f[8]
-                if trace_id is not None and type(trace_id) is not str:
-                    raise _bad(f"trace_id must be a string, got {_describe(trace_id)}")
-                if n > 9:
-                    reply_to = f[9]
-                    if reply_to is not None and (type(reply_to) is not int or reply_to < 0):
-                        raise _bad(f"reply_to must be a sequence number, got {reply_to!r}")
-                    if n > 10 and f[10] is not None:
-                        ts_ack = _time(f[10], "ts_ack")
-        stamp = self.player_id
-        if stamp is not None:
-            if player_id is not None and player_id != stamp:
-                self.spoofed += 1
-            player_id = stamp
-        flags = Flags.of(
-            replayable=bool(bits & Bits.REPLAYABLE) if bits & Bits.REPLAYABLE_SET else None,
-            reliable=bool(bits & Bits.RELIABLE) if bits & Bits.RELIABLE_SET else None,
-        )
-        meta = Meta(seq, QoS(qos), ts_sent, ts_ack, player_id, trace_id, flags, bool(bits & Bits.RESPONSE), reply_to)
-        return EnvelopeFrame(Envelope(self._names[wid], f[6], meta), wid, bits, size)
-
-
-
-def _time(v: Any, what: str) -> float:
+def check_time(v: Any, what: str) -> float:
     if type(v) is float:
         if not math.isfinite(v):
-            raise _bad(f"{what} is not finite")
+            raise bad(f"{what} is not finite")
         return v
     if type(v) is int:
         return float(v)
-    raise _bad(f"{what} must be a number, got {_describe(v)}")
+    raise bad(f"{what} must be a number, got {describe(v)}")
 
 
-def _describe(v: Any) -> str:
-    r = repr(v)
-    return f"{type(v).__name__} {r[:40]}{'...' if len(r) > 40 else ''}"
+def __getattr__(name: str) -> Any:
+    """``wire.FrameDecoder`` (it lives in ``decoder``, which needs the frames above)."""
+    if name == "FrameDecoder":
+        from .decoder import FrameDecoder
+
+        return FrameDecoder
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -16,6 +16,8 @@ COMMANDS = {
     "lint": "governance checks of the channel registry, schemas and sources",
     "replay": "inspect, export or import a replay capture",
     "bench": "benchmarks, side by side in one run",
+    "fuzz": "mutation fuzzing of the server over loopback",
+    "soak": "honest players while each attacker runs in turn",
 }
 
 
@@ -57,6 +59,14 @@ def _command(cmd: str) -> Callable[[list[str]], int] | None:
         from .bench import main as bench
 
         return bench
+    if cmd == "fuzz":
+        from .fuzz import main as fuzz
+
+        return fuzz
+    if cmd == "soak":
+        from .soak import main as soak
+
+        return soak
     return None
 
 

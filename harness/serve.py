@@ -58,7 +58,9 @@ def main(argv: list[str] | None = None) -> int:
         server = dispatcher.init(peer="server", channel_registry=registry, listen=(args.host, args.port),
                                  secret=secret, schemas=SCHEMAS, mode="release",
                                  scheduler=config.scheduler or None, rate_limits=config.rate_limits or None,
-                                 replay={"buffer_size": CAPTURE_LIMIT} if args.capture else None)
+                                 limits=config.limits or None,
+                                 replay={"buffer_size": CAPTURE_LIMIT} if args.capture else None,
+                                 server_info={"game": config.info()})
     except dispatcher.DispatcherError as e:
         print(f"netharness serve: error: {e}", file=sys.stderr)
         return 2

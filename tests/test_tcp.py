@@ -19,7 +19,17 @@ import pytest
 
 import dispatcher
 from dispatcher import ChannelRegistry, Envelope, Meta, QoS
-from dispatcher.wire import PROTOCOL_VERSION, Close, FrameDecoder, Hello, Welcome, encode_control, encode_envelope
+from dispatcher.auth import prove
+from dispatcher.wire import (
+    PROTOCOL_VERSION,
+    Challenge,
+    Close,
+    FrameDecoder,
+    Hello,
+    Welcome,
+    encode_control,
+    encode_envelope,
+)
 from harness.game import load_registry
 from harness.game.schemas import SCHEMAS
 from harness.game.services import Game, GameConfig
@@ -53,7 +63,10 @@ class RawPeer:
         self.decoder = FrameDecoder(REG.names)
         self.inbox: list[Any] = []
         tok = dispatcher.make_token(server.secret, pid) if token is None else token
-        self.sock.sendall(encode_control(Hello(PROTOCOL_VERSION, registry_hash or REG.hash, pid, tok, 0.0)))
+        challenge = self.read_frame()
+        assert isinstance(challenge, Challenge)
+        proof = prove(tok, pid, challenge.nonce)
+        self.sock.sendall(encode_control(Hello(PROTOCOL_VERSION, registry_hash or REG.hash, pid, proof, 0.0)))
         self.first = self.read_frame()
 
     def read_frame(self) -> Any:

@@ -4,7 +4,19 @@ from __future__ import annotations
 
 import time
 
-__all__ = ["Clock", "MonotonicClock", "VirtualClock"]
+__all__ = ["Clock", "MonotonicClock", "VirtualClock", "host_clock_id"]
+
+
+def host_clock_id() -> str:
+    """The identity of this host's ``CLOCK_MONOTONIC`` (the kernel's boot id and the clock's name): two
+    peers that report the same one read the same clock, so their offset is exactly 0.  Empty when the boot
+    id cannot be read (then peers fall back to NTP-style estimation)."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
+            boot = f.read().strip()
+    except OSError:
+        return ""
+    return f"{boot}/CLOCK_MONOTONIC" if boot else ""
 
 
 class Clock:
@@ -13,10 +25,19 @@ class Clock:
     def now(self) -> float:
         raise NotImplementedError
 
+    @property
+    def id(self) -> str:
+        """Peers given clocks with one id share a clock (handshake: clock domain "shared")."""
+        return f"clock-{id(self):x}"
+
 
 class MonotonicClock(Clock):
     def now(self) -> float:
         return time.monotonic()
+
+    @property
+    def id(self) -> str:
+        return host_clock_id()
 
 
 class VirtualClock(Clock):

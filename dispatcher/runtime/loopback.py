@@ -63,7 +63,8 @@ class LoopbackHub:
         self.registry = channel_registry
         self.clock = clock or MonotonicClock()
         self.secret = secret if secret is not None else make_secret()
-        self.shared: dict[str, Any] = {"schemas": schemas, "mode": mode}  # both peers, unless connect() says
+        # Both peers, unless connect() says otherwise; they read one clock, so their clock domain is shared.
+        self.shared: dict[str, Any] = {"schemas": schemas, "mode": mode, "clock_id": self.clock.id}
         self.server_core = Dispatcher("server", channel_registry, secret=self.secret, **self.shared,
                                       **server_options)
         self.server = Transport(self.server_core, _Side(self, None))

@@ -11,11 +11,15 @@ resumes its session; a server keeps a lost player's session for the core's ``res
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import errno
+import gc
 import itertools
 import logging
 import random
 import socket as _stdsocket
+import sys
 import time
 from collections.abc import Hashable
 from typing import Any
@@ -28,6 +32,7 @@ import gevent.socket
 from ..core import SERVER_PEER, Dispatcher
 from ..errors import ConnectionClosed, LocalProtocolError, RemoteProtocolError
 from ..promise import Promise
+from ..wire import Close, encode_control
 
 __all__ = ["TcpClientRuntime", "TcpServerRuntime"]
 
@@ -35,6 +40,17 @@ log = logging.getLogger("dispatcher.tcp")
 _READ = 65536
 _LINGER_SECONDS = 1.0  # after our CLOSE, how long the peer has to close its side
 _LINGER_BYTES = 4 << 20  # and how much of its input we read and discard meanwhile
+_TRIM_AFTER = 1  # closed connections after which freed memory is returned to the OS (at most every 0.5 s)
+
+
+def _libc_trim() -> Any:
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+_malloc_trim = _libc_trim() if sys.platform.startswith("linux") else None
 
 
 class _Base:
@@ -106,6 +122,7 @@ class _Conn:
         self.key = key
         self.wake = gevent.event.Event()
         self.dead = False
+        self.eof = False
         with contextlib.suppress(OSError):
             sock.setsockopt(_stdsocket.IPPROTO_TCP, _stdsocket.TCP_NODELAY, 1)
         rt._conns[key] = self
@@ -135,6 +152,12 @@ class _Conn:
                 if self._session_closed():
                     self.wake.set()
         finally:
+            if self._session_closed() and not self.dead:
+                # The peer may have half-closed right after the frame that made us close: our CLOSE (the
+                # reason) is still queued.  The writer sends it before the socket goes.
+                self.eof = True
+                self.wake.set()
+                self.writer.join(timeout=_LINGER_SECONDS)
             self.kill()
 
     def _session_closed(self) -> bool:
@@ -155,7 +178,10 @@ class _Conn:
                     self.sock.sendall(data)
                 if self._session_closed():
                     self.sock.shutdown(_stdsocket.SHUT_WR)
-                    gevent.spawn_later(_LINGER_SECONDS, self.kill)
+                    if self.eof:  # the peer is done sending: nothing to wait for
+                        self.kill()
+                    else:
+                        gevent.spawn_later(_LINGER_SECONDS, self.kill)
                     return
         except OSError:
             pass
@@ -178,6 +204,10 @@ class TcpServerRuntime(_Base):
     def __init__(self, core: Dispatcher, listen: tuple[str, int], *, backlog: int = 1024) -> None:
         super().__init__(core)
         self._ids = itertools.count(1)
+        self._unauth: dict[str, set[Hashable]] = {}  # by remote address: connections still in the handshake
+        self._host_of: dict[Hashable, str] = {}
+        self._gone = 0  # connections closed since memory was last trimmed
+        self._trimmer: gevent.Greenlet | None = None
         try:
             self._server = gevent.server.StreamServer(listen, self._handle, backlog=backlog)
             self._server.start()
@@ -189,12 +219,63 @@ class TcpServerRuntime(_Base):
         self.address: tuple[str, int] = self._server.address[:2]
 
     def _handle(self, sock: gevent.socket.socket, addr: Any) -> None:
+        refusal = self._admit(addr[0])
+        if refusal is not None:
+            self.core.stats.count("connections_refused")
+            with contextlib.suppress(OSError):
+                sock.sendall(encode_control(Close("server_busy", refusal)))
+                sock.shutdown(_stdsocket.SHUT_WR)
+            sock.close()
+            return
         key = f"conn-{next(self._ids)}@{addr[0]}:{addr[1]}"
+        self._unauth.setdefault(addr[0], set()).add(key)
+        self._host_of[key] = addr[0]
         self.core.open_session(self.now(), key)
         conn = _Conn(self, sock, key)
         self.flush()
         conn.read_loop()
         conn.writer.join(timeout=5)
+
+    def _admit(self, host: str) -> str | None:
+        """Why a new connection from ``host`` is refused (the global cap, or too many connections from it
+        that have not authenticated), or None."""
+        lim = self.core.limits
+        if len(self._conns) >= lim.max_connections:
+            return f"the server holds its limit of {lim.max_connections} connections"
+        keys = self._unauth.get(host)
+        if keys:
+            for key in [k for k in keys if not self._handshaking(k)]:
+                keys.discard(key)
+            if len(keys) >= lim.max_unauthenticated_per_address:
+                return (f"{lim.max_unauthenticated_per_address} connections from this address are still "
+                        "in their handshake")
+        return None
+
+    def _handshaking(self, key: Hashable) -> bool:
+        try:
+            return self.core.session(key).handshaking
+        except LocalProtocolError:
+            return False
+
+    def _connection_done(self, conn: _Conn) -> None:
+        host = self._host_of.pop(conn.key, None)
+        keys = self._unauth.get(host) if host is not None else None
+        if keys is not None:
+            keys.discard(conn.key)
+            if not keys:
+                del self._unauth[host]  # type: ignore[arg-type]
+        super()._connection_done(conn)
+        self._gone += 1
+        if self._gone >= _TRIM_AFTER and self._trimmer is None:
+            self._trimmer = gevent.spawn_later(0.5, self._trim)
+
+    def _trim(self) -> None:
+        """Give the memory of many closed connections back to the OS (glibc keeps freed heap otherwise)."""
+        self._trimmer = None
+        self._gone = 0
+        gc.collect()  # dead connections' reference cycles (greenlets, sockets) first
+        if _malloc_trim is not None:
+            _malloc_trim(0)
 
     def close(self, drain: float = 2.0) -> None:
         """Stop accepting, tell every player (CLOSE), give the writers ``drain`` seconds, close."""

@@ -52,6 +52,7 @@ class GameConfig:
     seed: int = 1
     scheduler: dict[str, Any] = field(default_factory=dict)  # the server transport's outbound scheduler
     rate_limits: dict[str, float] = field(default_factory=dict)  # per channel intents/s a player may send
+    limits: dict[str, Any] = field(default_factory=dict)  # the server's dispatcher.Limits (timeouts, caps, ...)
 
     @classmethod
     def from_dict(cls, table: Mapping[str, Any], where: str = "config") -> GameConfig:
@@ -74,6 +75,14 @@ class GameConfig:
         if cfg.zones < 1 or cfg.entities < 1 or cfg.tick_hz <= 0:
             raise ConfigError(f"{where}: zones and entities must be >= 1 and tick_hz > 0")
         return cfg
+
+    def info(self) -> dict[str, Any]:
+        """What players are told about the game (the server's WELCOME ``server_info``): the scalar settings
+        and the rate limits, a few hundred bytes."""
+        out: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)
+                               if f.name not in ("scheduler", "rate_limits", "limits", "log_every", "handler_cost_us")}
+        out["rate_limits"] = dict(self.rate_limits)
+        return out
 
     @classmethod
     def load(cls, path: str | Path) -> GameConfig:

@@ -1,0 +1,194 @@
+"""State and small helpers shared by the dispatching layer's halves (``receiving``, ``sending``, ``core``).
+
+``CoreBase`` declares what a ``Dispatcher`` holds and the few operations every path needs: queue a frame
+on a connection (CRITICAL bounded), refuse with a NACK (rate-limited), close a connection with a bounded,
+escaped reason, and log a warning under the connection's log budget.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable, Hashable
+from typing import TYPE_CHECKING, Any, Literal
+
+from .bus import EventBus, HandlerTable
+from .clocksync import ClockSync
+from .connection import Connection, NameInfo, State
+from .envelope import Envelope, QoS
+from .errors import ConnectionClosed, LocalProtocolError, RemoteProtocolError
+from .limits import Limits
+from .qos import SchedulerConfig
+from .registry import ChannelRegistry
+from .replay import ReplayBuffer
+from .schema import SchemaRegistry
+from .stats import NameStats, Stats
+from .text import escape
+from .timers import Timer, Timers
+from .wire import Close, Nack, encode_control
+
+if TYPE_CHECKING:
+    from .roles import RoleImpl
+
+__all__ = ["SERVER_PEER", "CoreBase", "Handler", "Logger", "Mode", "Role", "log"]
+
+log = logging.getLogger("dispatcher")
+
+Role = Literal["server", "client"]
+Mode = Literal["dev", "release"]
+Handler = Callable[[Envelope], Any]
+Logger = Callable[[Envelope, str], Any]
+AckListener = Callable[[Envelope, float], Any]
+
+#: The key of a client's only connection.
+SERVER_PEER = "server"
+
+
+class CoreBase:
+    role: Role
+    impl: RoleImpl
+    registry: ChannelRegistry
+    schemas: SchemaRegistry
+    mode: Mode
+    qos_policy: Literal["warn", "clamp"]
+    require_subscriber: bool
+    stats: Stats
+    player_id: int | None
+    token: str | None
+    secret: bytes | str | None
+    max_frame_size: int
+    request_timeout: float
+    retry_backoff: float
+    retry_backoff_max: float
+    dedup_window: int
+    dedup_bytes: int
+    rng: random.Random
+    scheduler: SchedulerConfig
+    replay_buffer: ReplayBuffer | None
+    bus: EventBus
+    handlers: HandlerTable[Handler]
+    logger: Logger | None
+    limits: Limits
+    clock_id: str
+    server_info: dict[str, Any]
+    clock: ClockSync
+    resume_grace: float
+    clock_sync_interval: float
+    wall_clock: Callable[[], float]
+    timers: Timers
+    _channel_qos: list[QoS]
+    _rates: list[float]
+    _reliable: list[bool]
+    _info: dict[str, NameInfo]
+    _ns: list[NameStats]
+    _lat: list[list[Callable[[float], None]]]
+    _sessions: dict[Hashable, Connection]
+    _players: dict[int, Connection]
+    _dirty: dict[Hashable, None]
+    _tick_at: dict[Hashable, float]
+    _warned: set[str]
+    _ack_listeners: list[AckListener]
+
+    # -- queueing ------------------------------------------------------------------------------------
+
+    def _push(self, c: Connection, frame: bytes, qos: int, now: float, name: str | None = None,
+              key: Hashable = None, droppable: bool = True) -> None:
+        out = c.out
+        out.push(frame, qos, now, name, key, droppable)
+        self._dirty[c.key] = None
+        if qos == QoS.CRITICAL and (out.queued(0) > self.limits.critical_frames
+                                    or out.queued_bytes(0) > self.limits.critical_bytes):
+            self.stats.count("critical_overruns")
+            self.close_session(c.key, "overloaded",
+                               f"more than {self.limits.critical_frames} frames or {self.limits.critical_bytes} "
+                               "bytes queued on CRITICAL to this peer", now=now)
+
+    def _nack(self, c: Connection, info: NameInfo, seq: int, code: str, message: str, now: float,
+              key: tuple[int, int] | None = None) -> None:
+        frame = encode_control(Nack(info.wire_id, seq, code, escape(message, self.limits.reason_chars)))
+        if key is not None:
+            c.answered.store(key, frame)
+        if not c.nacks.take(now):
+            self.stats.count("nacks_suppressed")
+            return
+        self._push(c, frame, QoS.CRITICAL, now)
+
+    def _declared(self, info: NameInfo) -> QoS:
+        """The tier this side gives ``info``'s channel: the registry's, with this side's overrides."""
+        return self._channel_qos[info.chan]
+
+    def _send(self, c: Connection, info: NameInfo, env: Envelope, frame: bytes, now: float,
+              coalesce_key: Hashable = None, droppable: bool = True) -> None:
+        """Queue an envelope; ``droppable=False`` (reliable envelopes, responses) keeps it out of drop-oldest."""
+        key = (info.name, coalesce_key) if coalesce_key is not None or info.coalesce else None
+        self._push(c, frame, env.meta.qos, now, info.name, key, droppable)
+        if self.replay_buffer is not None:
+            self.replay_buffer.push(env, "out", now)
+        st = self._ns[info.wire_id]
+        st.sent += 1
+        st.bytes_out += len(frame)
+        if self.logger is not None:
+            self._log(env, "out")
+
+    def _log(self, env: Envelope, direction: str) -> None:
+        assert self.logger is not None
+        try:
+            self.logger(env, direction)
+        except Exception:
+            log.exception("logger raised on %s (%s)", env.name, direction)
+
+    # -- closing -------------------------------------------------------------------------------------
+
+    def close_session(self, peer: Hashable, code: str = "closed", message: str = "connection closed",
+                      *, notify: bool = True, now: float = 0.0) -> None:
+        """End a connection: pending requests reject with ``ConnectionClosed``; with ``notify`` the peer gets
+        a CLOSE frame (the next ``data_to_send`` returns it first), then the runtime closes the socket."""
+        c = self._sessions.get(peer)
+        if c is None or c.closed:
+            return
+        message = escape(message, self.limits.reason_chars)
+        if notify and c.state != State.DETACHED:
+            c.close_frame = encode_control(Close(escape(code, 40), message))
+            self._dirty[c.key] = None
+        self._end(c, code, message, State.CLOSING if notify else State.CLOSED)
+
+    def _end(self, c: Connection, code: str, message: str, state: State = State.CLOSED) -> None:
+        if c.state == State.OPEN:
+            self.stats.count("disconnects")
+        c.enter(state, self.limits)
+        c.close_code, c.close_message = code, message
+        if c.player_id is not None and self._players.get(c.player_id) is c:
+            del self._players[c.player_id]
+        Timers.cancel(c.watchdog)
+        self._tick_at.pop(c.key, None)
+        pending, c.pending = c.pending, {}
+        for p in pending.values():
+            Timers.cancel(p.timer)
+            self.stats[p.info.name].failures += 1
+            p.promise.reject(ConnectionClosed(code, message))
+
+    def _protocol_failure(self, c: Connection, e: RemoteProtocolError, now: float) -> None:
+        self._warn(c, now, "closing %s: %s: %s", escape(str(c.key), 80), e.code, escape(str(e)))
+        if c.state == State.AWAITING_AUTH:
+            self.stats.count("handshake_failures")
+        self.close_session(c.key, e.code, str(e), now=now)
+
+    # -- logging -------------------------------------------------------------------------------------
+
+    def _warn(self, c: Connection | None, now: float, fmt: str, *args: Any) -> None:
+        """A warning under ``c``'s log budget; every argument a peer chose must be ``escape``d by the caller."""
+        if c is not None and not c.log.allow(now):
+            self.stats.count("log_lines_suppressed")
+            return
+        log.warning(fmt, *args)
+
+    # -- names and timers ----------------------------------------------------------------------------
+
+    def _known(self, name: str) -> NameInfo:
+        info = self._info.get(name)
+        if info is None:
+            raise LocalProtocolError(self.registry._unknown(name))
+        return info
+
+    def _schedule(self, when: float, fn: Callable[[Any, float], None], arg: Any) -> Timer:
+        return self.timers.schedule(when, fn, arg)

@@ -1,0 +1,301 @@
+"""``FrameDecoder``: one connection's incoming byte stream, decoded one frame at a time, within limits.
+
+``receive(data)`` buffers bytes; ``next_frame()`` returns the next complete frame or None.  Frames come one
+at a time so the connection can change state (and limits) between two frames of one packet: a HELLO and
+the envelopes pipelined behind it are each admitted under the state they arrive in.  ``feed(data)`` does
+both and returns every frame (for tools and tests).
+
+Limits: ``limit`` is the largest frame (small before authentication), ``admits`` the frame types the
+connection's state accepts (checked as soon as a frame's type is known, before its fields are),
+``chunk_budget`` the bytes of partial CHUNKed messages held.  Any malformed input raises
+``RemoteProtocolError`` and nothing else; after that the decoder stays broken (close the connection).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+import msgpack
+
+from .envelope import Envelope, Flags, Meta, QoS
+from .errors import RemoteProtocolError
+from .text import describe, escape
+from .wire import (
+    _BOOL,
+    _INTS,
+    CONTROL,
+    DEFAULT_MAX_FRAME_SIZE,
+    MAX_PARTIALS,
+    Bits,
+    EnvelopeFrame,
+    Frame,
+    FrameType,
+    bad,
+    check_time,
+)
+
+__all__ = ["ALL_TYPES", "FrameDecoder"]
+
+_FEED_CHUNK = 1 << 16
+#: The unpacker's first buffer (it grows to what a frame needs): by default msgpack allocates the whole
+#: ``max_buffer_size`` per connection up front.
+_READ_SIZE = 4096
+ALL_TYPES: frozenset[int] = frozenset(int(t) for t in FrameType)
+
+
+def _num(v: Any) -> str:
+    """An int as itself (bounded), anything else described."""
+    if type(v) is int:
+        r = str(v)
+        return r if len(r) <= 40 else r[:40] + "..."
+    return describe(v)
+
+
+def _depth_over(v: Any, limit: int) -> bool:
+    """Whether arrays and maps nest more than ``limit`` deep in ``v`` (iterative: no recursion)."""
+    stack: list[tuple[Any, int]] = [(v, 1)]
+    while stack:
+        x, d = stack.pop()
+        if d > limit:
+            return True
+        items = x.values() if type(x) is dict else x
+        for y in items:
+            if type(y) is list or type(y) is dict:
+                stack.append((y, d + 1))
+    return False
+
+
+def _ext_hook(code: int, data: bytes) -> Any:
+    raise ValueError(f"msgpack extension type {code} is not allowed")
+
+
+class FrameDecoder:
+    """Incremental decoder for one connection's byte stream."""
+
+    __slots__ = ("_error", "_fed", "_input", "_max", "_names", "_partial_bytes", "_partials", "_start",
+                 "_unpacker", "admits", "chunk_budget", "limit", "max_depth", "oversized", "player_id", "spoofed")
+
+    def __init__(self, names: Sequence[str], max_frame_size: int = DEFAULT_MAX_FRAME_SIZE, *,
+                 limit: int | None = None, admits: frozenset[int] = ALL_TYPES,
+                 chunk_budget: int | None = None, max_depth: int = 32) -> None:
+        self._names = names
+        #: When set (a server's connection after the handshake), every envelope's player_id is stamped with
+        #: it, whatever the peer wrote; ``spoofed`` counts envelopes that claimed another id.  This is the
+        #: only place a player id is stamped.
+        self.player_id: int | None = None
+        self.spoofed = 0
+        self.oversized = False  # the failure was a frame over the size limit (else: malformed)
+        self._max = max_frame_size
+        self.limit = max_frame_size if limit is None else min(limit, max_frame_size)
+        self.admits = admits
+        self.chunk_budget = 2 * max_frame_size if chunk_budget is None else chunk_budget
+        self.max_depth = max_depth  # arrays/maps nested in a payload, at most
+        self._partials: dict[int, bytearray] = {}
+        self._partial_bytes = 0
+        self._error: str | None = None
+        self._input: deque[memoryview] = deque()
+        self._fed = 0  # bytes given to the unpacker
+        self._start = 0  # where the frame being decoded starts (the unpacker's tell() runs ahead in a partial one)
+        m = max_frame_size
+        self._unpacker = msgpack.Unpacker(
+            max_buffer_size=m + _FEED_CHUNK, read_size=_READ_SIZE, raw=False, strict_map_key=False, use_list=True,
+            ext_hook=_ext_hook, max_str_len=m, max_bin_len=m, max_array_len=m, max_map_len=m // 2, max_ext_len=m)
+
+    # -- bytes in, frames out ----------------------------------------------------------------------
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received that do not yet make a whole frame (a partial frame), plus unread input."""
+        return self._fed - self._start + sum(len(v) for v in self._input)
+
+    def receive(self, data: bytes | bytearray | memoryview) -> None:
+        if self._error is not None:
+            raise bad(f"connection already failed: {self._error}")
+        if data:
+            self._input.append(memoryview(data))
+
+    def feed(self, data: bytes | bytearray | memoryview) -> list[Frame]:
+        self.receive(data)
+        out: list[Frame] = []
+        while (fr := self.next_frame()) is not None:
+            out.append(fr)
+        return out
+
+    def next_frame(self) -> Frame | None:
+        if self._error is not None:
+            raise bad(f"connection already failed: {self._error}")
+        try:
+            while True:
+                fr = self._next_complete()
+                if fr is not None:
+                    return fr
+                if self._fed - self._start > self.limit:  # the frame in progress is already too big
+                    raise self._too_big("frame")
+                if not self._input:
+                    return None
+                self._feed_some()
+        except RemoteProtocolError as e:
+            self._error = str(e)
+            raise
+
+    def _feed_some(self) -> None:
+        view = self._input.popleft()
+        step = min(_FEED_CHUNK, self.limit + 1)
+        piece, rest = view[:step], view[step:]
+        if len(rest):
+            self._input.appendleft(rest)
+        try:
+            self._unpacker.feed(piece)
+        except msgpack.BufferFull:
+            raise self._too_big("frame") from None
+        self._fed += len(piece)
+
+    def _too_big(self, what: str) -> RemoteProtocolError:
+        self.oversized = True
+        return bad(f"{what} larger than the {self.limit}-byte limit")
+
+    def _next_complete(self) -> Frame | None:
+        up = self._unpacker
+        while True:
+            if self._start == self._fed:
+                return None
+            try:
+                obj = next(up)
+            except StopIteration:
+                return None
+            except Exception as e:
+                if "exceeds max_" in str(e):  # msgpack's per-object limits, set from max_frame_size
+                    raise self._too_big("frame") from None
+                raise bad(f"undecodable msgpack: {type(e).__name__}: {escape(str(e), 120)}") from None
+            end = int(up.tell())
+            size, self._start = end - self._start, end
+            if size > self.limit:
+                raise self._too_big(f"frame of {size} bytes is")
+            if type(obj) is not list or not obj or type(obj[0]) is not int:
+                raise bad(f"a frame is an array starting with its type, got {describe(obj)}")
+            self._admit(obj[0])
+            if obj[0] == FrameType.CHUNK:
+                whole = self._chunk(obj)
+                if whole is None:
+                    continue
+                obj, size = whole
+            return self._parse(obj, size)
+
+    def _admit(self, t: int) -> None:
+        if t not in self.admits:
+            if t not in ALL_TYPES:
+                raise bad(f"unknown frame type {_num(t)}; known: {', '.join(str(int(x)) for x in FrameType)}")
+            raise RemoteProtocolError(f"{FrameType(t).name} is not accepted in this connection state",
+                                      code="not_admitted")
+
+    # -- CHUNK reassembly -----------------------------------------------------------------------------
+
+    def _chunk(self, f: list[Any]) -> tuple[Any, int] | None:
+        """Add a CHUNK to its message; the reassembled frame and its size once the last one is in."""
+        if len(f) != 5 or type(f[1]) is not int or type(f[2]) is not int or type(f[3]) is not bool \
+                or type(f[4]) is not bytes:
+            raise bad("a CHUNK frame is [8, msg_id, offset, last, bytes]")
+        msg_id, offset, last, data = f[1], f[2], f[3], f[4]
+        buf = self._partials.get(msg_id)
+        if buf is None:
+            if offset != 0:
+                raise bad(f"chunk of message {describe(msg_id)} starts at offset {describe(offset)}, not 0")
+            if len(self._partials) >= MAX_PARTIALS:
+                raise bad(f"more than {MAX_PARTIALS} chunked messages in flight")
+            buf = self._partials[msg_id] = bytearray()
+        elif offset != len(buf):
+            raise bad(f"chunk at offset {describe(offset)}, expected {len(buf)}")
+        buf += data
+        self._partial_bytes += len(data)
+        if len(buf) > self._max:
+            raise self._too_big("chunked frame")
+        if self._partial_bytes > self.chunk_budget:
+            self.oversized = True
+            raise bad(f"partial chunked messages over the {self.chunk_budget}-byte budget")
+        if not last:
+            return None
+        del self._partials[msg_id]
+        self._partial_bytes -= len(buf)
+        m = self._max
+        try:
+            obj = msgpack.unpackb(bytes(buf), raw=False, strict_map_key=False, use_list=True, ext_hook=_ext_hook,
+                                  max_str_len=m, max_bin_len=m, max_array_len=m, max_map_len=m // 2, max_ext_len=m)
+        except Exception as e:
+            raise bad(f"undecodable chunked frame: {type(e).__name__}: {escape(str(e), 120)}") from None
+        if type(obj) is not list or not obj or type(obj[0]) is not int:
+            raise bad(f"a chunked frame is an array starting with its type, got {describe(obj)}")
+        if obj[0] == FrameType.CHUNK:
+            raise bad("a chunked frame may not itself be a CHUNK")
+        self._admit(obj[0])
+        return obj, len(buf)
+
+    # -- fields ------------------------------------------------------------------------------------------
+
+    def _parse(self, f: list[Any], size: int) -> Frame:
+        t = f[0]
+        if t == 0:
+            return self._envelope(f, size)
+        spec = CONTROL.get(t)
+        if spec is None:
+            raise bad(f"unknown frame type {t}; known: {', '.join(str(int(x)) for x in FrameType)}")
+        cls, types, required = spec
+        n = len(f) - 1
+        if not required <= n <= len(types):
+            want = str(required) if required == len(types) else f"{required} to {len(types)}"
+            raise bad(f"{cls.__name__} frame has {n} fields, expected {want}")
+        for i, (v, ok) in enumerate(zip(f[1:], types, strict=False)):
+            if not isinstance(v, ok) or (isinstance(v, bool) and ok is not _BOOL):
+                raise bad(f"{cls.__name__} field {cls._fields[i]} has type {describe(v)}")
+            if isinstance(v, float) and not math.isfinite(v):
+                raise bad(f"{cls.__name__} field {cls._fields[i]} is not finite")
+            if ok is _INTS and not all(type(x) is int and x >= 0 for x in v):  # type: ignore[attr-defined]
+                raise bad(f"{cls.__name__} field {cls._fields[i]} must be a list of sequence numbers")
+        return cls(*f[1:])  # type: ignore[no-any-return]
+
+    def _envelope(self, f: list[Any], size: int) -> EnvelopeFrame:
+        n = len(f)
+        if n < 7 or n > 11:
+            raise bad(f"envelope frame has {n} items, expected 7 to 11")
+        wid, seq, qos, bits, ts = f[1], f[2], f[3], f[4], f[5]
+        if type(wid) is not int or not 0 <= wid < len(self._names):
+            raise bad(f"unknown wire id {_num(wid)}; this registry has ids 0..{len(self._names) - 1}")
+        if type(seq) is not int or seq < 0:
+            raise bad(f"sequence number must be a non-negative integer, got {_num(seq)}")
+        if type(qos) is not int or not 0 <= qos <= 3:
+            raise bad(f"qos must be 0..3, got {_num(qos)}")
+        if type(bits) is not int or not 0 <= bits <= Bits.ALL:
+            raise bad(f"bits must be 0..{Bits.ALL}, got {_num(bits)}")
+        ts_sent = check_time(ts, "ts_sent")
+        player_id = trace_id = reply_to = None
+        ts_ack: float | None = None
+        if n > 7:
+            player_id = f[7]
+            if player_id is not None and type(player_id) is not int:
+                raise bad(f"player_id must be an integer, got {describe(player_id)}")
+            if n > 8:
+                trace_id = f[8]
+                if trace_id is not None and type(trace_id) is not str:
+                    raise bad(f"trace_id must be a string, got {describe(trace_id)}")
+                if n > 9:
+                    reply_to = f[9]
+                    if reply_to is not None and (type(reply_to) is not int or reply_to < 0):
+                        raise bad(f"reply_to must be a sequence number, got {_num(reply_to)}")
+                    if n > 10 and f[10] is not None:
+                        ts_ack = check_time(f[10], "ts_ack")
+        payload = f[6]
+        if type(payload) in (list, dict) and size > self.max_depth and _depth_over(payload, self.max_depth):
+            raise bad(f"payload nested deeper than {self.max_depth} levels")
+        stamp = self.player_id
+        if stamp is not None:
+            if player_id is not None and player_id != stamp:
+                self.spoofed += 1
+            player_id = stamp
+        flags = Flags.of(
+            replayable=bool(bits & Bits.REPLAYABLE) if bits & Bits.REPLAYABLE_SET else None,
+            reliable=bool(bits & Bits.RELIABLE) if bits & Bits.RELIABLE_SET else None,
+        )
+        meta = Meta(seq, QoS(qos), ts_sent, ts_ack, player_id, trace_id, flags, bool(bits & Bits.RESPONSE), reply_to)
+        return EnvelopeFrame(Envelope(self._names[wid], payload, meta), wid, bits, size)

@@ -1,0 +1,366 @@
+"""The receive path: every inbound frame passes one pipeline of named steps.
+
+1. **admit by state**: the decoder refuses a frame type the connection's state does not admit
+   (``connection.ADMITS``) as soon as it reads the type;
+2. **decode within limits**: the decoder (frame size, pre-auth size, CHUNK budget, field types);
+3. **authorise**: direction (``_authorise_direction``), declared tier (``_authorise_tier``: a claimed tier
+   more urgent than the channel's is clamped and counted), budget (``_authorise_budget``: the per-channel
+   rate limit, which retransmissions pay too);
+4. **sequence window** (``_sequence``: replays dropped, retried requests answered from the cache at most
+   once per resend interval);
+5. **validate** (``_validate``: the schema);
+6. **deliver** (``_deliver``: replay buffer, bus, logger, handlers; a request's answer).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from dataclasses import replace
+from typing import Any
+
+from .base import SERVER_PEER, CoreBase, Handler
+from .connection import Connection, NameInfo, State
+from .envelope import Envelope, Flags, Meta
+from .errors import RemoteError, RemoteProtocolError, ValidationError
+from .promise import Promise
+from .sequence import DUPLICATE, IN_ORDER, LATE
+from .stats import NameStats
+from .text import escape
+from .timers import Timers
+from .wire import (
+    Ack,
+    Bits,
+    Challenge,
+    Close,
+    EnvelopeFrame,
+    Frame,
+    Hello,
+    Nack,
+    Ping,
+    Pong,
+    Welcome,
+    encode_control,
+    encode_envelope,
+    pack_payload,
+)
+
+__all__ = ["Receiver"]
+
+_HANDSHAKE = (Challenge, Hello, Welcome)
+
+
+class Receiver(CoreBase):
+    def receive_data(self, data: bytes, now: float, peer: Hashable = SERVER_PEER) -> None:
+        """Feed bytes from ``peer``.  ``RemoteProtocolError`` means the connection must be closed after
+        flushing ``data_to_send`` (it carries the CLOSE frame telling the peer why)."""
+        c = self._sessions.get(peer)
+        if c is None or c.closed or c.state == State.DETACHED:
+            return
+        self.stats.count("bytes_in", len(data))
+        n = 0
+        try:
+            c.decoder.receive(data)
+            while not c.closed:
+                try:
+                    fr = c.decoder.next_frame()
+                except RemoteProtocolError as e:
+                    self.stats.count("not_admitted" if e.code == "not_admitted" else
+                                     "oversized_frames" if c.decoder.oversized else "malformed_frames")
+                    raise
+                if fr is None:
+                    break
+                n += 1
+                c = self._frame(c, fr, now)
+        except RemoteProtocolError as e:
+            self._protocol_failure(c, e, now)
+            raise
+        finally:
+            self._received(c, n, now)
+
+    def _received(self, c: Connection, n: int, now: float) -> None:
+        st = self.stats
+        st.count("frames_in", n)
+        if c.decoder.spoofed:
+            st.count("spoofed_player_id", c.decoder.spoofed)
+            c.decoder.spoofed = 0
+        if c.closed:
+            return
+        if n:
+            c.last_heard = now
+        if not c.decoder.buffered:
+            c.partial_since = None
+        elif n or c.partial_since is None:
+            c.partial_since = now  # a frame started since the last one completed
+        if c.acks:
+            for chan, seqs in c.acks.items():
+                self._push(c, encode_control(Ack(chan, seqs)), 0, now)
+            c.acks = {}
+
+    def _frame(self, c: Connection, fr: Frame, now: float) -> Connection:
+        t = type(fr)
+        if t is EnvelopeFrame:
+            self._on_envelope(c, fr, now)  # type: ignore[arg-type]
+        elif t in _HANDSHAKE:
+            return self.impl.handshake(c, fr, now)
+        elif t is Ping:
+            if c.pings.take(now):
+                self._push(c, encode_control(Pong(fr.ts, now)), 0, now)  # type: ignore[union-attr]
+            else:
+                self.stats.count("pings_dropped")
+        elif t is Pong:
+            self.clock.sample(fr.echo, fr.ts, now)  # type: ignore[union-attr]
+        elif t is Ack:
+            self._on_ack(c, fr, now)  # type: ignore[arg-type]
+        elif t is Nack:
+            self._on_nack(c, fr, now)  # type: ignore[arg-type]
+        elif t is Close:
+            code, message = escape(fr.code, 40), escape(fr.message)  # type: ignore[union-attr]
+            if c.log.allow(now):
+                self._log_info("%s closed the connection: %s: %s", escape(str(c.key), 80), code, message)
+            self._end(c, code, message)
+        return c
+
+    @staticmethod
+    def _log_info(fmt: str, *args: Any) -> None:
+        from .base import log
+
+        log.info(fmt, *args)
+
+    # -- control frames --------------------------------------------------------------------------------
+
+    def _on_ack(self, c: Connection, fr: Ack, now: float) -> None:
+        if not 0 <= fr.chan < len(self._channel_qos):
+            raise RemoteProtocolError(f"ACK for unknown channel {fr.chan}", code="malformed_frame")
+        listeners = self._ack_listeners
+        for seq in fr.seqs:
+            entry = c.unacked.pop((fr.chan, seq), None)
+            if entry is not None:
+                for listener in listeners:
+                    listener(entry[0], now)
+
+    def _on_nack(self, c: Connection, fr: Nack, now: float) -> None:
+        if not 0 <= fr.wire_id < len(self.registry.names):
+            raise RemoteProtocolError(f"NACK for unknown wire id {fr.wire_id}", code="malformed_frame")
+        info = self._info[self.registry.name_of(fr.wire_id)]
+        code, message = escape(fr.code, 40), escape(fr.message, self.limits.reason_chars)
+        pend = c.pending.pop((info.chan, fr.reply_to), None)
+        st = self.stats[info.name]
+        if pend is not None:
+            Timers.cancel(pend.timer)
+            st.failures += 1
+            if code == "no_subscriber":
+                st.no_subscriber += 1
+            pend.promise.reject(RemoteError(info.name, code, message))
+        elif code == "no_subscriber":
+            st.no_subscriber += 1
+            self._warn(c, now, "%s: the %s has no subscriber (require_subscriber): %s", info.name, self.impl.peer,
+                       message)
+        else:
+            self._warn(c, now, "%s: peer refused seq %d: %s: %s", info.name, fr.reply_to, code, message)
+
+    # -- the envelope pipeline -------------------------------------------------------------------------
+
+    def _on_envelope(self, c: Connection, fr: EnvelopeFrame, now: float) -> None:
+        env, bits = fr.envelope, fr.bits
+        info = self._info[env.name]
+        st = self._ns[fr.wire_id]
+        if not self._authorise_direction(c, info, st, env.meta, bits, now):
+            return
+        env = self._authorise_tier(info, env)
+        meta = env.meta
+        if bits & Bits.ACK_REQUESTED:  # acknowledged whatever happens next: the sender must stop re-sending
+            acks = c.acks.get(info.chan)
+            if acks is None:
+                c.acks[info.chan] = [meta.seq]
+            else:
+                acks.append(meta.seq)
+        if not self._authorise_budget(c, info, meta, bits, now):
+            return
+        if not self._sequence(c, info, st, meta, bits, now):
+            return
+        st.received += 1
+        st.bytes_in += fr.size
+        if meta.is_response:
+            self._on_response(c, info, env, now)
+            return
+        if not self._validate(c, info, st, env, bits, now):
+            return
+        self._deliver(c, info, st, env, bits, fr.wire_id, now)
+
+    def _authorise_direction(self, c: Connection, info: NameInfo, st: NameStats, meta: Meta, bits: int,
+                             now: float) -> bool:
+        if self.impl.expects(info, meta):
+            return True
+        st.wrong_direction += 1
+        self.stats.drop(info.name, "wrong_direction")
+        self._warn(c, now, "%s sent %s %s, which travels the other way; dropped", escape(str(c.key), 80),
+                   "a response to" if meta.is_response else "the " + info.kind, info.name)
+        if bits & Bits.REQUEST:
+            self._nack(c, info, meta.seq, "wrong_direction",
+                       f"{info.name} is an {info.kind}; a {self.role} does not accept it", now)
+        return False
+
+    def _authorise_tier(self, info: NameInfo, env: Envelope) -> Envelope:
+        declared = self._channel_qos[info.chan]
+        if env.meta.qos >= declared:
+            return env
+        self.stats.count("qos_clamped")
+        return Envelope(env.name, env.payload, replace(env.meta, qos=declared))
+
+    def _authorise_budget(self, c: Connection, info: NameInfo, meta: Meta, bits: int, now: float) -> bool:
+        if self.impl.charge(c, info, now):
+            return True
+        self.stats.count("rate_limited")
+        self.stats.drop(info.name, "rate_limited")
+        if bits & Bits.REQUEST:
+            self._nack(c, info, meta.seq, "rate_limited",
+                       f"more than {self._rates[info.chan]:g} envelopes/s on channel {info.channel.name}", now)
+        return False
+
+    def _sequence(self, c: Connection, info: NameInfo, st: NameStats, meta: Meta, bits: int, now: float) -> bool:
+        window = c.windows[info.chan]
+        verdict = window.check(meta.seq)
+        if verdict == IN_ORDER:
+            if window.gap:
+                st.seq_gaps += window.gap
+            return True
+        if verdict == LATE:
+            st.seq_late += 1
+            return True
+        if not bits & Bits.RETRANSMIT:
+            st.seq_regressions += 1
+            self.stats.drop(info.name, "seq_regression" if verdict != DUPLICATE else "duplicate")
+            return False
+        st.duplicates += 1
+        if bits & Bits.REQUEST:
+            key = (info.chan, meta.seq)
+            cached = c.answered.get(key)
+            tier = self._declared(info)
+            if cached is not None:
+                if c.answered.may_resend(key, now, self.limits.answer_resend_interval) and not c.out.full(tier):
+                    self._push(c, cached, tier, now, droppable=False)
+                else:
+                    self.stats.count("answer_resends_dropped")
+            elif c.answered.evicted(key):  # it ran; its answer is gone: refuse, never run it twice
+                self._nack(c, info, meta.seq, "expired",
+                           f"request {meta.seq} already ran and its answer is no longer kept", now)
+        return False
+
+    def _validate(self, c: Connection, info: NameInfo, st: NameStats, env: Envelope, bits: int,
+                  now: float) -> bool:
+        reason = self.schemas.validate(info.name, env.payload)
+        if reason is None:
+            return True
+        reason = escape(reason, self.limits.reason_chars)
+        st.validation_errors += 1
+        self.stats.drop(info.name, "invalid_payload")
+        self._warn(c, now, "%s sent an invalid %s: %s", escape(str(c.key), 80), info.name, reason)
+        if bits & Bits.REQUEST:
+            self._nack(c, info, env.meta.seq, "invalid_payload", reason, now)
+        return False
+
+    def _deliver(self, c: Connection, info: NameInfo, st: NameStats, env: Envelope, bits: int, wire_id: int,
+                 now: float) -> None:
+        self.impl.latency(wire_id, env.meta, now)
+        if self.replay_buffer is not None:
+            self.replay_buffer.push(env, "in", now)
+        self.bus.emit(info.name, env.payload, env.meta)
+        if self.logger is not None:
+            self._log(env, "in")
+        handlers = self.handlers.get(info.name)
+        if bits & Bits.REQUEST:
+            self._serve_request(c, info, env, handlers, now)
+            return
+        if not handlers:
+            st.no_subscriber += 1
+            if bits & Bits.REQUIRE_SUBSCRIBER:
+                self._nack(c, info, env.meta.seq, "no_subscriber", f"no handler for {info.name} on the {self.role}",
+                           now)
+            return
+        for h in handlers:
+            try:
+                h(env)
+            except Exception as e:
+                st.handler_errors += 1
+                self._warn(c, now, "handler for %s raised %s: %s", info.name, type(e).__name__, escape(str(e)))
+
+    # -- requests served here, responses to ours -------------------------------------------------------
+
+    def _serve_request(self, c: Connection, info: NameInfo, env: Envelope, handlers: tuple[Handler, ...],
+                       now: float) -> None:
+        name, st = info.name, self.stats[info.name]
+        key = (info.chan, env.meta.seq)
+        tier = self._declared(info)
+        if c.out.full(tier):  # admission control: its answer could only wait behind a full queue
+            self.stats.drop(name, "overloaded")
+            self._nack(c, info, env.meta.seq, "overloaded",
+                       f"the {tier.name} queue to this player is full; try again later", now)
+            return
+        c.answered.start(key)
+        if not handlers:
+            st.no_subscriber += 1
+            self._nack(c, info, env.meta.seq, "no_subscriber", f"no handler for {name} on the {self.role}", now, key)
+            return
+        result: Any = None
+        try:
+            for h in handlers:
+                r = h(env)
+                if result is None:
+                    result = r
+        except Exception as e:
+            st.handler_errors += 1
+            self._warn(c, now, "handler for %s raised %s: %s", name, type(e).__name__, escape(str(e)))
+            self._nack(c, info, env.meta.seq, "handler_error", f"{type(e).__name__}: {e}", now, key)
+            return
+        if isinstance(result, Promise):  # answered later: its frames are stamped with the request's time
+            result.and_then(lambda v: self._respond(c, info, env, v, now)).catch(
+                lambda e: self._handler_failed(c, info, env, e, now))
+        else:
+            self._respond(c, info, env, result, now)
+
+    def _handler_failed(self, c: Connection, info: NameInfo, req: Envelope, e: BaseException, now: float) -> None:
+        self.stats[info.name].handler_errors += 1
+        self._nack(c, info, req.meta.seq, "handler_error", f"{type(e).__name__}: {e}", now, (info.chan, req.meta.seq))
+
+    def _respond(self, c: Connection, info: NameInfo, req: Envelope, payload: Any, now: float) -> None:
+        if c.closed:
+            return
+        name = info.name
+        key = (info.chan, req.meta.seq)
+        reason = self.schemas.validate(name, payload, response=True)
+        if reason is not None:
+            self.stats[name].validation_errors += 1
+            self._nack(c, info, req.meta.seq, "handler_error", f"the response is invalid: {reason}", now, key)
+            return
+        try:
+            body = pack_payload(payload)
+        except Exception as e:
+            self._nack(c, info, req.meta.seq, "handler_error", f"the response cannot be sent: {e}", now, key)
+            return
+        c.seq[info.chan] += 1
+        env = Envelope(name, payload, Meta(c.seq[info.chan], self._declared(info), now, now, c.player_id,
+                                           req.meta.trace_id, Flags.of(), True, req.meta.seq))
+        frame = encode_envelope(env, info.wire_id, 0, body)
+        c.answered.store(key, frame)
+        self._send(c, info, env, frame, now, droppable=False)  # someone is waiting for it
+
+    def _on_response(self, c: Connection, info: NameInfo, env: Envelope, now: float) -> None:
+        pend = c.pending.pop((info.chan, env.meta.reply_to or 0), None)
+        st = self.stats[info.name]
+        if pend is None:
+            st.late_responses += 1
+            return
+        Timers.cancel(pend.timer)
+        self._lat[info.wire_id][pend.env.meta.qos](now - pend.first_sent)
+        reason = self.schemas.validate(info.name, env.payload, response=True)
+        if reason is not None:
+            st.validation_errors += 1
+            st.failures += 1
+            pend.promise.reject(ValidationError(info.name + " response", escape(reason, self.limits.reason_chars)))
+            return
+        if self.replay_buffer is not None:
+            self.replay_buffer.push(env, "in", now)
+        self.bus.emit(info.name, env.payload, env.meta)
+        if self.logger is not None:
+            self._log(env, "in")
+        pend.promise.resolve(env)
