@@ -275,6 +275,7 @@ class Dispatcher:
         self.ack_listener: Callable[[Envelope, float], Any] | None = None
         self.clock_offset = 0.0  # server clock minus this clock (client side, from the handshake and pings)
         self.rtt: float | None = None  # round trip of the best clock sample
+        self.clock_domain = "ntp"  # "shared" when the runtime knows both peers read one monotonic clock
         self._clock_samples: list[tuple[float, float]] = []  # (rtt, offset), the last 8
         self.handshake_timeout = handshake_timeout
         self.resume_grace = resume_grace
@@ -1128,5 +1129,7 @@ class Dispatcher:
         rtt = max(0.0, now - sent)
         self._clock_samples = [*self._clock_samples[-7:], (rtt, peer_ts - (sent + now) / 2)]
         self.rtt, self.clock_offset = min(self._clock_samples)
+        if self.clock_domain == "shared":  # one host's monotonic clock: the offset is exactly 0
+            self.clock_offset = 0.0
 
 

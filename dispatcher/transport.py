@@ -68,6 +68,43 @@ class Transport:
         """Where a TCP server listens (or where a client connects); None in-process."""
         return getattr(self.runtime, "address", None)
 
+    # -- clock and delivery (issue 11's interface; the handshake work refines what is behind it) ------
+
+    @property
+    def clock_offset(self) -> float:
+        """The peer's clock minus ours, in seconds (exactly 0.0 when both read one host's monotonic clock)."""
+        return self.core.clock_offset
+
+    @property
+    def clock_error(self) -> float:
+        """The offset's error bound in seconds: half the round trip of its clock sample; 0.0 when shared."""
+        if self.clock_domain == "shared" or self.core.rtt is None:
+            return 0.0
+        return self.core.rtt / 2
+
+    @property
+    def clock_domain(self) -> str:
+        """``"shared"`` (both peers read one host's CLOCK_MONOTONIC) or ``"ntp"`` (an estimated offset)."""
+        return getattr(self.core, "clock_domain", "ntp")
+
+    def on_ack(self, callback: Callable[[Envelope, float], Any]) -> Callable[[], None]:
+        """``callback(envelope, now)`` whenever a reliable envelope this side sent is acknowledged; returns a
+        handle that unsubscribes."""
+        previous = self.core.ack_listener
+
+        def both(env: Envelope, now: float) -> None:
+            if previous is not None:
+                previous(env, now)
+            callback(env, now)
+
+        self.core.ack_listener = both
+
+        def unsubscribe() -> None:
+            if self.core.ack_listener is both:
+                self.core.ack_listener = previous
+
+        return unsubscribe
+
     @property
     def secret(self) -> bytes | str | None:
         """A server's secret (tokens are ``make_token(secret, player_id)``)."""

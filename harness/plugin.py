@@ -1,6 +1,9 @@
 """The harness's Locust hooks: options, the embedded server, shipping and merging results, results.json.
 
 Importing this module (the users do) registers the listeners on ``locust.events``, as Locust plugins do.
+A headless run writes its results when Locust quits; with the web UI, each swarm (start -> stop) gets its
+own results directory and report, written at ``test_stop``, and the recorder starts over with every swarm
+and whenever Locust's stats are reset.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from .embedded import EmbeddedServer, EmbeddedServerError
 from .game import load_registry
 from .gate import apply, verdict_table
 from .recorder import Recorder
-from .results import build_results, format_table, write_results
+from .results import build_results, format_table, swarm_path, write_latency_csv, write_results
 from .scenario import Scenario, ScenarioError, parse_params
 from .thresholds import Threshold, ThresholdError, load_thresholds
 
@@ -80,6 +83,8 @@ class State:
         self.client_stats: dict[str, Any] | None = None
         self.worker_client_stats: dict[str, dict[str, Any]] = {}
         self.worker_reconnects: dict[str, int] = {}  # by worker: every worker that reported is a key
+        self.worker_clocks: dict[str, dict[str, Any]] = {}
+        self.worker_connect_failures: dict[str, int] = {}
         self.capture_buffer: ReplayBuffer | None = None
         self.reconnects = 0
         self.connect_failures = 0
@@ -88,6 +93,12 @@ class State:
         self.t0_wall: float | None = None  # wall-clock time of the timeline origin (phase 0 starts)
         self.results_path: Path | None = None
         self.samples: list[tuple[str, str, str, float]] | None = None  # --sample-log: raw, for verification
+        self.sends: list[tuple[str, str, str, float, float]] | None = None  # --sample-log: (.., intended, actual)
+        self.clocks: dict[str, Any] = {}  # the players' clock domains, offsets and error bounds
+        self.swarms = 0  # web UI: swarms started in this process
+        self.last_report: Path | None = None
+        self.stopping_at: float | None = None  # monotonic: when Locust began stopping the users
+        self.runs: list[dict[str, Any]] = []  # web UI: every finished swarm's results and report
         self._replay: dict[int, list[Any]] | None = None
         self._replay_queue: list[int] = []
         self.thresholds: list[Threshold] | None = None
@@ -136,6 +147,25 @@ class State:
         self.client_stats = snap if self.client_stats is None else merge_snapshots(self.client_stats, snap)
         self.reconnects += getattr(runtime, "reconnects", 0)
 
+    def add_clock(self, domain: str, offset: float, error: float) -> None:
+        """One player's view of the server's clock, as its transport has it at the end."""
+        self.clocks = merge_clocks(self.clocks, {"domains": {domain: 1}, "offset_min_s": offset,
+                                                 "offset_max_s": offset, "error_max_s": error, "players": 1})
+
+    def reset(self) -> None:
+        """A new swarm, or Locust's stats were reset: the measurements start over."""
+        self.recorder.reset()
+        self.client_stats = None
+        self.worker_client_stats = {}
+        self.worker_reconnects = {}
+        self.worker_clocks = {}
+        self.worker_connect_failures = {}
+        self.reconnects = self.connect_failures = 0
+        self.clocks = {}
+        self.started_at = time.time()
+        self._t0 = self.t0_wall = None
+        self.stopping_at = None
+
     def capture(self, player_id: int, env: dispatcher.Envelope, kind: str) -> None:
         if self.capture_buffer is not None:
             meta = env.meta
@@ -145,6 +175,19 @@ class State:
 
 
 _STATE: dict[int, State] = {}
+
+
+def merge_clocks(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    if not a:
+        return dict(b)
+    if not b:
+        return dict(a)
+    domains = dict(a["domains"])
+    for k, n in b["domains"].items():
+        domains[k] = domains.get(k, 0) + n
+    return {"domains": domains, "offset_min_s": min(a["offset_min_s"], b["offset_min_s"]),
+            "offset_max_s": max(a["offset_max_s"], b["offset_max_s"]),
+            "error_max_s": max(a["error_max_s"], b["error_max_s"]), "players": a["players"] + b["players"]}
 
 
 def state(environment: Environment) -> State:
@@ -238,6 +281,7 @@ def _init(environment: Environment, **_: Any) -> None:
             fail_fast(str(e))
     if opts is not None and getattr(opts, "sample_log", ""):
         st.samples = []
+        st.sends = []
     if opts is not None and getattr(opts, "capture", ""):
         st.capture_buffer = ReplayBuffer(st.registry.hash, buffer_size=CAPTURE_LIMIT)
     if opts is not None and getattr(opts, "replay_file", ""):
@@ -258,8 +302,12 @@ def _init(environment: Environment, **_: Any) -> None:
         if opts is not None:
             opts.netharness_secret = st.server.secret  # sent to the workers with the host
             opts.host = st.server.url
-        log.info("embedded game server on %s", st.server.url)
+        log.info("embedded game server on %s (pid %d)", st.server.url, st.server.proc.pid)
     probe(st.target(environment), st.registry)
+    if environment.web_ui is not None:
+        from .webui import add_routes
+
+        add_routes(environment, st)
 
 
 @events.report_to_master.add_listener
@@ -269,7 +317,8 @@ def _report(client_id: str, data: dict[str, Any]) -> None:
         return
     st = state(env)
     data["netharness"] = {"recorder": st.recorder.take(), "client_stats": st.client_stats,
-                          "reconnects": st.reconnects, "t0_wall": st.t0_wall}
+                          "reconnects": st.reconnects, "t0_wall": st.t0_wall, "clocks": st.clocks,
+                          "connect_failures": st.connect_failures}
 
 
 @events.worker_report.add_listener
@@ -283,14 +332,42 @@ def _worker_report(client_id: str, data: dict[str, Any]) -> None:
     if part.get("client_stats") is not None:
         st.worker_client_stats[client_id] = part["client_stats"]  # cumulative: the latest replaces
     st.worker_reconnects[client_id] = part.get("reconnects", 0)
+    st.worker_clocks[client_id] = part.get("clocks") or {}
+    st.worker_connect_failures[client_id] = part.get("connect_failures", 0)
     if part.get("t0_wall") is not None:
         st.t0_wall = part["t0_wall"] if st.t0_wall is None else min(st.t0_wall, part["t0_wall"])
+
+
+@events.test_start.add_listener
+def _test_start(environment: Environment, **_: Any) -> None:
+    st = state(environment)
+    st.reset()  # a new swarm measures from zero, as Locust's own stats do
+    if environment.web_ui is not None and not isinstance(environment.runner, WorkerRunner):
+        st.swarms += 1
+
+
+@events.test_stopping.add_listener
+def _test_stopping(environment: Environment, **_: Any) -> None:
+    state(environment).stopping_at = time.monotonic()
+
+
+@events.reset_stats.add_listener
+def _reset_stats() -> None:
+    for environment in _ENVS:
+        state(environment).recorder.reset()
 
 
 @events.test_stop.add_listener
 def _test_stop(environment: Environment, **_: Any) -> None:
     if isinstance(environment.runner, WorkerRunner):
         environment.runner._send_stats()  # what the users recorded up to their stop, before the quit
+        return
+    if environment.web_ui is not None and environment.runner is not None:
+        import gevent
+
+        st = state(environment)
+        wait = 2.0 if isinstance(environment.runner, MasterRunner) else 0.0  # the workers' last reports
+        gevent.spawn_later(wait, _finish, environment, st, f"swarm {st.swarms}")
 
 
 @events.quitting.add_listener
@@ -304,7 +381,8 @@ def _quitting(environment: Environment, **_: Any) -> None:
         n = st.capture_buffer.dump(path)
         print(f"netharness: captured {n} envelopes to {path}", file=sys.stderr, flush=True)
     if st.samples is not None and opts is not None and not isinstance(environment.runner, MasterRunner):
-        _write_samples(opts.sample_log, environment, st.samples)
+        _write_samples(opts.sample_log, "samples", st.samples)
+        _write_samples(opts.sample_log, "sends", st.sends or [])
     if st._replay is not None and st._replay_queue:
         print(f"netharness: {len(st._replay_queue)} captured players were not replayed: run with -u "
               f"{len(st._replay)} to replay all of them", file=sys.stderr, flush=True)
@@ -312,22 +390,49 @@ def _quitting(environment: Environment, **_: Any) -> None:
         return
     if st.server is not None:
         st.server_stats = st.server.stop()
+    if environment.web_ui is None:  # web UI runs wrote each swarm's results at its test_stop
+        _finish(environment, st, None)
+
+
+def _finish(environment: Environment, st: State, swarm: str | None) -> None:
+    """Build, gate, write and print one run's (or one web-UI swarm's) results and report."""
+    opts = environment.parsed_options
     client = st.client_stats
     for snap in st.worker_client_stats.values():
         client = snap if client is None else merge_snapshots(client, snap)
+    for clocks in st.worker_clocks.values():
+        st.clocks = merge_clocks(st.clocks, clocks)
+    reconnects, failures = st.reconnects, st.connect_failures
     st.reconnects += sum(st.worker_reconnects.values())
-    results = build_results(environment, st, client)
+    st.connect_failures += sum(st.worker_connect_failures.values())
+    try:
+        results = build_results(environment, st, client)
+    finally:
+        st.reconnects, st.connect_failures = reconnects, failures
     verdicts = apply(st.thresholds, results, opts.thresholds) if st.thresholds and opts is not None else None
-    st.results_path = write_results(results, getattr(opts, "results", "") or None, st.scenario)
+    path = getattr(opts, "results", "") or None
+    if swarm is not None:
+        path = str(swarm_path(path, st.scenario, st.swarms))
+    st.results_path = write_results(results, path, st.scenario)
+    csv_path = write_latency_csv(results, st.results_path.parent)
     print(format_table(results), flush=True)
     if verdicts is not None:  # workers never evaluate: only the master (or a local runner) gets here
         print("\n" + verdict_table(verdicts), flush=True)
-        environment.process_exit_code = 0 if all(v.passed for v in verdicts) else 1
+        passed = all(v.passed for v in verdicts)
+        if swarm is None or not passed:  # with the web UI, a failed swarm makes the process exit 1
+            environment.process_exit_code = 0 if passed else 1
     from reports.render import write_report  # matplotlib is imported only now, at the end
 
-    report = write_report(results, getattr(opts, "report_dir", "") or st.results_path.parent)
+    report_dir = getattr(opts, "report_dir", "") or st.results_path.parent
+    if swarm is not None and getattr(opts, "report_dir", ""):
+        report_dir = Path(report_dir) / st.results_path.parent.name
+    report = write_report(results, report_dir)
+    st.last_report = report
     print(f"netharness: report written to {report}", flush=True)
-    print(f"netharness: results written to {st.results_path}", flush=True)
+    print(f"netharness: results written to {st.results_path} (latency in microseconds: {csv_path})", flush=True)
+    if swarm is not None:
+        st.runs.append({"swarm": st.swarms, "results": str(st.results_path), "report": str(report)})
+        log.info("netharness: %s report: %s (served at /netharness/report)", swarm, report)
 
 
 def _env_of_worker() -> Environment | None:
@@ -338,11 +443,13 @@ def _master_env() -> Environment | None:
     return next((e for e in _ENVS if isinstance(e.runner, MasterRunner | LocalRunner)), None)
 
 
-def _write_samples(directory: str, environment: Environment, samples: list[tuple[str, str, str, float]]) -> None:
+def _write_samples(directory: str, stem: str, rows: list[Any]) -> None:
+    """``samples-<pid>.csv``: kind, qos, name, latency in seconds (raw: a negative one-way sample stays
+    negative); ``sends-<pid>.csv``: kind, qos, name, intended and actual start (monotonic seconds)."""
     import csv
     import os
 
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
-    with (d / f"samples-{os.getpid()}.csv").open("w", newline="") as f:
-        csv.writer(f).writerows(samples)
+    with (d / f"{stem}-{os.getpid()}.csv").open("w", newline="") as f:
+        csv.writer(f).writerows(rows)

@@ -172,6 +172,15 @@ class _Conn:
         self.rt._connection_done(self)
 
 
+def _same_host(sock: gevent.socket.socket) -> bool:
+    """Both ends of a loopback connection run on one host, so they read the same CLOCK_MONOTONIC."""
+    try:
+        peer = sock.getpeername()[0]
+    except OSError:
+        return False
+    return bool(peer.startswith("127.") or peer in ("::1", "::ffff:127.0.0.1"))
+
+
 class TcpServerRuntime(_Base):
     """Accepts players on ``listen``; ``address`` is where it is bound."""
 
@@ -233,6 +242,9 @@ class TcpClientRuntime(_Base):
             self._timer.kill()
             raise ConnectionClosed("connect_failed", f"cannot connect to {address[0]}:{address[1]}: "
                                    f"{e.strerror or e}") from None
+        if _same_host(sock):  # stop-gap until the handshake detects the clock domain: loopback = one host
+            core.clock_domain = "shared"
+            core.clock_offset = 0.0
         core.open_session(self.now())
         self._start(sock)
         s = core.session()
