@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -30,8 +31,13 @@ def run(args: list[str], env: dict[str, str] | None = None, during=None) -> tupl
     d = Path(tempfile.mkdtemp(prefix="nh-measure-"))
     p = subprocess.Popen([*LOCUST, *args, "--results", str(d / "results.json"), "--sample-log", str(d / "samples")],
                          cwd=REPO, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL)
+                         stderr=subprocess.PIPE, text=True)
     try:
+        assert p.stderr is not None
+        for line in p.stderr:  # mid-run means after every player joined
+            if "All users spawned" in line:
+                break
+        threading.Thread(target=p.stderr.read, daemon=True).start()
         if during is not None:
             during(p)
         p.wait(timeout=120)
@@ -66,7 +72,7 @@ def behind(freeze: bool) -> None:
     marks: list[float] = []
 
     def stop(p: subprocess.Popen) -> None:
-        time.sleep(5)
+        time.sleep(2)
         marks.append(time.monotonic())
         os.kill(p.pid, signal.SIGSTOP)
         time.sleep(2)
@@ -98,7 +104,7 @@ def kill(restart: bool) -> None:
     srv[0].stdout.readline()
 
     def killer(p: subprocess.Popen) -> None:
-        time.sleep(4)
+        time.sleep(3)
         srv[0].kill()
         srv[0].wait()
         if restart:

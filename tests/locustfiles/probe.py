@@ -1,6 +1,7 @@
 """A probe for the measurement tests: the skills scenario, plus an independent log of every
 ``Event.Skills.Execution`` one-way latency measured on the shared host clock (arrival minus the server's
-``ts_sent``; both peers read the same CLOCK_MONOTONIC), next to what the offset-corrected estimate gives.
+``ts_sent``; both peers read the same CLOCK_MONOTONIC, so no offset is involved), next to what the
+offset-corrected estimate of the transport gives.
 
     PROBE_LOG=/tmp/probe locust -f tests/locustfiles/probe.py --headless -u 10 -r 10 -t 8s
 
@@ -33,18 +34,24 @@ atexit.register(_dump)
 
 
 class ProbedSkillPlayer(ScenarioUser):
+    """Wraps the harness's event handler: the probe reads the clock first, in the same place, so the two
+    measurements differ only in how they turn a clock reading into a latency."""
+
     scenario = SKILLS_SCENARIO
 
-    def on_start(self) -> None:
-        super().on_start()
-        client = self.client
-        assert client is not None
+    def _event_recorder(self, name: str) -> Any:
+        inner = super()._event_recorder(name)
+        if name != "Event.Skills.Execution":
+            return inner
 
         def probe(payload: Any, meta: Any) -> None:
             arrival = time.monotonic()
-            offset = getattr(client, "clock_offset", None)
-            if offset is None:  # the code before issue 11 had no public member
-                offset = client.core.clock_offset
-            _rows.append((arrival - meta.ts_sent, arrival + offset - meta.ts_sent))
+            client = self.client
+            if client is not None:
+                offset = getattr(client, "clock_offset", None)
+                if offset is None:  # the code before issue 11 had no public member
+                    offset = client.core.clock_offset
+                _rows.append((arrival - meta.ts_sent, arrival + offset - meta.ts_sent))
+            inner(payload, meta)
 
-        client.bus.on("Event.Skills.Execution", probe)
+        return probe
