@@ -367,7 +367,7 @@ def _test_stop(environment: Environment, **_: Any) -> None:
 
         st = state(environment)
         wait = 2.0 if isinstance(environment.runner, MasterRunner) else 0.0  # the workers' last reports
-        gevent.spawn_later(wait, _finish, environment, st, f"swarm {st.swarms}")
+        gevent.spawn_later(wait, _finish_or_fail, environment, st, f"swarm {st.swarms}")
 
 
 @events.quitting.add_listener
@@ -389,9 +389,25 @@ def _quitting(environment: Environment, **_: Any) -> None:
     if isinstance(environment.runner, WorkerRunner) or environment.runner is None:
         return
     if st.server is not None:
-        st.server_stats = st.server.stop()
+        try:
+            st.server_stats = st.server.stop()
+        except (OSError, ValueError) as e:  # e.g. a stats file cut short: the run's results still count
+            print(f"netharness: the embedded server's stats are unreadable ({e}); results without them",
+                  file=sys.stderr, flush=True)
     if environment.web_ui is None:  # web UI runs wrote each swarm's results at its test_stop
-        _finish(environment, st, None)
+        _finish_or_fail(environment, st, None)
+
+
+def _finish_or_fail(environment: Environment, st: State, swarm: str | None) -> None:
+    """An exception in a quitting listener is only logged by Locust, which then takes its exit code from the
+    failures (a mixed.py run's refused snapshots: exit 1 although every threshold held).  So the end of the
+    run never raises: a harness error is one line on stderr and exit code 1."""
+    try:
+        _finish(environment, st, swarm)
+    except Exception as e:
+        log.exception("netharness: the results could not be written")
+        print(f"netharness: error: the results could not be written: {e!r}", file=sys.stderr, flush=True)
+        environment.process_exit_code = 1
 
 
 def _finish(environment: Environment, st: State, swarm: str | None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -173,11 +174,31 @@ def test_locust_run_with_an_impossible_threshold_exits_1(tmp_path: Path) -> None
     assert json.loads((tmp_path / "r.json").read_text())["thresholds"]["passed"] is False
 
 
-def test_locust_mixed_run_passes_the_project_defaults(tmp_path: Path) -> None:
+def _mixed_defaults_run(tmp_path: Path) -> tuple[subprocess.CompletedProcess[str], list[str], float]:
+    load = os.getloadavg()[0]
     p = _locust("-f", "scenarios/mixed.py", "-u", "10", "-r", "10", "-t", "10s", "--param", "calm_s=4",
                 "--param", "flood_s=6", "--thresholds", "scenarios/thresholds.toml",
                 "--results", str(tmp_path / "r.json"))
-    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-2000:]
+    failed = [v["metric"] for v in json.loads((tmp_path / "r.json").read_text())["thresholds"]["verdicts"]
+              if not v["passed"]] if (tmp_path / "r.json").exists() else []
+    return p, failed, max(load, os.getloadavg()[0])
+
+
+def test_locust_mixed_run_passes_the_project_defaults(tmp_path: Path) -> None:
+    """Why this failed once on a busy machine: the CRITICAL latency thresholds (absolute, p99 < 50 ms) failed
+    while other engineers' benchmarks held both cores (a run measured p99 148 ms at load 5 on 2 cores); the
+    assertion showed only the tail of stdout, Locust's error table of refused snapshots, not the verdicts.
+    (A second way to the same symptom is fixed in the plugin: an exception at the end of the run made Locust
+    fall back to "any failure -> exit 1".)  So: the verdicts are in the message, and a run whose only
+    failures are latency thresholds while the machine was overloaded (load average above its cores) is run
+    once more; anything else fails at once."""
+    p, failed, load = _mixed_defaults_run(tmp_path)
+    cores = os.cpu_count() or 1
+    if p.returncode != 0 and failed and all(m.startswith("latency") for m in failed) and load > cores:
+        p, failed, load = _mixed_defaults_run(tmp_path)
+    verdicts = p.stdout[p.stdout.find("thresholds:"):p.stdout.find("netharness: report written")]
+    assert p.returncode == 0, f"failed: {failed} (load average {load:.1f} on {cores} cores)\n{verdicts}\n" \
+                              + p.stderr[-2000:]
     assert "0 failed" in p.stdout
 
 

@@ -167,7 +167,7 @@ def _killed_server_run(tmp_path: Path, restart_after: float | None) -> tuple[Run
     res = tmp_path / "results.json"
     with _servers(port) as start:
         server = start()
-        run = Run(["-f", "scenarios/skills.py", "-u", "10", "-r", "10", "-t", "9s", "--host",
+        run = Run(["-f", "scenarios/skills.py", "-u", "10", "-r", "10", "-t", "12s", "--host",
                    f"tcp://127.0.0.1:{port}", "--netharness-secret", SECRET, "--results", str(res)])
         try:
             run.spawned()
