@@ -189,7 +189,7 @@ def test_a_dead_server_loses_work_and_fails_the_run(tmp_path: Path) -> None:
     for e in (intent, request):
         assert e["lost"] > 0 and e["failures"] >= e["lost"]
         assert e["sent"] == e["count"]  # every send ended as a sample, a failure or lost: nothing unaccounted
-    assert "lost: never acknowledged by the end of the run" in run.out  # Locust's own failures table
+    assert "lost: never acknowledged by the end of the run" in run.stderr  # Locust's own error report
     assert f"{intent['lost'] + request['lost']} lost" in run.out
     th = tmp_path / "lost.toml"
     th.write_text('[thresholds]\n"lost{name:Intent.Skills.Use}" = ["count == 0"]\n'
