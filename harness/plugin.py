@@ -56,6 +56,23 @@ def bucket_response_time(response_time: int | float) -> int | float:
 locust.stats.bucket_response_time = bucket_response_time
 
 
+def _percentile_fields(self: Any, stats_entry: Any, use_current: bool = False) -> list[str] | list[float]:
+    """Locust's CSV writes each percentile through ``int()``: a 0.87 ms percentile would read 0.  Keep the
+    fraction below 100 ms (milliseconds, as Locust's columns are); ``latency.csv`` has microseconds."""
+    if not stats_entry.num_requests:
+        return list(self.percentiles_na)
+    get = stats_entry.get_current_response_time_percentile if use_current and stats_entry.use_response_times_cache \
+        else stats_entry.get_response_time_percentile
+    out: list[float] = []
+    for x in self.percentiles_to_report:
+        v = float(get(x) or 0)
+        out.append(int(v) if v >= 100 else round(v, 3))
+    return out
+
+
+locust.stats.StatsCSV._percentile_fields = _percentile_fields
+
+
 def fail_fast(message: str) -> None:
     """One clear line and exit, instead of a failure per player."""
     print(f"netharness: error: {message}", file=sys.stderr, flush=True)
