@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-import locust.stats
 from locust import events
 from locust.env import Environment
 from locust.runners import LocalRunner, MasterRunner, WorkerRunner
@@ -27,9 +26,9 @@ from dispatcher.stats import merge_snapshots
 
 from .embedded import EmbeddedServer, EmbeddedServerError
 from .game import load_registry
-from .gate import apply, verdict_table
+from .locust_patches import install
 from .recorder import Recorder
-from .results import build_results, format_table, swarm_path, write_latency_csv, write_results
+from .runend import await_final_reports, finish_or_fail, merge_clocks, write_samples
 from .scenario import Scenario, ScenarioError, parse_params
 from .thresholds import Threshold, ThresholdError, load_thresholds
 
@@ -40,39 +39,7 @@ _ENVS: list[Environment] = []
 log = logging.getLogger("netharness")
 PROBE_PLAYER = 2**31 - 1  # the id the master uses to check the target before the players connect
 CAPTURE_LIMIT = 1_000_000
-_original_bucket = locust.stats.bucket_response_time
-
-
-def bucket_response_time(response_time: int | float) -> int | float:
-    """Locust's response-time bucketing, to 2 significant digits below 100 ms instead of whole ms, so that
-    its own percentiles stay meaningful for sub-millisecond loopback latencies."""
-    if response_time >= 100:
-        return _original_bucket(response_time)
-    if response_time <= 0:
-        return 0
-    return float(f"{response_time:.2g}")
-
-
-locust.stats.bucket_response_time = bucket_response_time
-
-
-def _percentile_fields(self: Any, stats_entry: Any, use_current: bool = False) -> list[str] | list[float]:
-    """Locust's CSV writes each percentile through ``int()``: a 0.87 ms percentile would read 0.  Keep the
-    fraction below 100 ms (milliseconds, as Locust's columns are); ``latency.csv`` has microseconds."""
-    if not stats_entry.num_requests:
-        return list(self.percentiles_na)
-    get = stats_entry.get_current_response_time_percentile if use_current and stats_entry.use_response_times_cache \
-        else stats_entry.get_response_time_percentile
-    out: list[float] = []
-    for x in self.percentiles_to_report:
-        v = float(get(x) or 0)
-        out.append(int(v) if v >= 100 else round(v, 3))
-    return out
-
-
-locust.stats.StatsCSV._percentile_fields = _percentile_fields
-
-
+install()  # Locust's statistics at sub-millisecond resolution (harness/locust_patches.py)
 def fail_fast(message: str) -> None:
     """One clear line and exit, instead of a failure per player."""
     print(f"netharness: error: {message}", file=sys.stderr, flush=True)
@@ -116,6 +83,8 @@ class State:
         self.last_report: Path | None = None
         self.stopping_at: float | None = None  # monotonic: when Locust began stopping the users
         self.runs: list[dict[str, Any]] = []  # web UI: every finished swarm's results and report
+        self.final = False  # worker: the report being sent is the last one of this run (users stopped)
+        self.final_from: set[str] = set()  # master: workers whose last report of this run arrived
         self._replay: dict[int, list[Any]] | None = None
         self._replay_queue: list[int] = []
         self.thresholds: list[Threshold] | None = None
@@ -179,6 +148,7 @@ class State:
         self.worker_connect_failures = {}
         self.reconnects = self.connect_failures = 0
         self.clocks = {}
+        self.final_from = set()
         self.started_at = time.time()
         self._t0 = self.t0_wall = None
         self.stopping_at = None
@@ -192,19 +162,6 @@ class State:
 
 
 _STATE: dict[int, State] = {}
-
-
-def merge_clocks(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-    if not a:
-        return dict(b)
-    if not b:
-        return dict(a)
-    domains = dict(a["domains"])
-    for k, n in b["domains"].items():
-        domains[k] = domains.get(k, 0) + n
-    return {"domains": domains, "offset_min_s": min(a["offset_min_s"], b["offset_min_s"]),
-            "offset_max_s": max(a["offset_max_s"], b["offset_max_s"]),
-            "error_max_s": max(a["error_max_s"], b["error_max_s"]), "players": a["players"] + b["players"]}
 
 
 def state(environment: Environment) -> State:
@@ -333,7 +290,7 @@ def _report(client_id: str, data: dict[str, Any]) -> None:
     if env is None:
         return
     st = state(env)
-    data["netharness"] = {"recorder": st.recorder.take(), "client_stats": st.client_stats,
+    data["netharness"] = {"recorder": st.recorder.take(), "client_stats": st.client_stats, "final": st.final,
                           "reconnects": st.reconnects, "t0_wall": st.t0_wall, "clocks": st.clocks,
                           "connect_failures": st.connect_failures}
 
@@ -349,6 +306,8 @@ def _worker_report(client_id: str, data: dict[str, Any]) -> None:
     if part.get("client_stats") is not None:
         st.worker_client_stats[client_id] = part["client_stats"]  # cumulative: the latest replaces
     st.worker_reconnects[client_id] = part.get("reconnects", 0)
+    if part.get("final"):
+        st.final_from.add(client_id)
     st.worker_clocks[client_id] = part.get("clocks") or {}
     st.worker_connect_failures[client_id] = part.get("connect_failures", 0)
     if part.get("t0_wall") is not None:
@@ -376,15 +335,18 @@ def _reset_stats() -> None:
 
 @events.test_stop.add_listener
 def _test_stop(environment: Environment, **_: Any) -> None:
+    st = state(environment)
     if isinstance(environment.runner, WorkerRunner):
+        st.final = True
         environment.runner._send_stats()  # what the users recorded up to their stop, before the quit
+        st.final = False
         return
+    if isinstance(environment.runner, MasterRunner):
+        await_final_reports(environment.runner, st)
     if environment.web_ui is not None and environment.runner is not None:
         import gevent
 
-        st = state(environment)
-        wait = 2.0 if isinstance(environment.runner, MasterRunner) else 0.0  # the workers' last reports
-        gevent.spawn_later(wait, _finish_or_fail, environment, st, f"swarm {st.swarms}")
+        gevent.spawn(finish_or_fail, environment, st, f"swarm {st.swarms}")
 
 
 @events.quitting.add_listener
@@ -398,8 +360,8 @@ def _quitting(environment: Environment, **_: Any) -> None:
         n = st.capture_buffer.dump(path)
         print(f"netharness: captured {n} envelopes to {path}", file=sys.stderr, flush=True)
     if st.samples is not None and opts is not None and not isinstance(environment.runner, MasterRunner):
-        _write_samples(opts.sample_log, "samples", st.samples)
-        _write_samples(opts.sample_log, "sends", st.sends or [])
+        write_samples(opts.sample_log, "samples", st.samples)
+        write_samples(opts.sample_log, "sends", st.sends or [])
     if st._replay is not None and st._replay_queue:
         print(f"netharness: {len(st._replay_queue)} captured players were not replayed: run with -u "
               f"{len(st._replay)} to replay all of them", file=sys.stderr, flush=True)
@@ -412,60 +374,7 @@ def _quitting(environment: Environment, **_: Any) -> None:
             print(f"netharness: the embedded server's stats are unreadable ({e}); results without them",
                   file=sys.stderr, flush=True)
     if environment.web_ui is None:  # web UI runs wrote each swarm's results at its test_stop
-        _finish_or_fail(environment, st, None)
-
-
-def _finish_or_fail(environment: Environment, st: State, swarm: str | None) -> None:
-    """An exception in a quitting listener is only logged by Locust, which then takes its exit code from the
-    failures (a mixed.py run's refused snapshots: exit 1 although every threshold held).  So the end of the
-    run never raises: a harness error is one line on stderr and exit code 1."""
-    try:
-        _finish(environment, st, swarm)
-    except Exception as e:
-        log.exception("netharness: the results could not be written")
-        print(f"netharness: error: the results could not be written: {e!r}", file=sys.stderr, flush=True)
-        environment.process_exit_code = 1
-
-
-def _finish(environment: Environment, st: State, swarm: str | None) -> None:
-    """Build, gate, write and print one run's (or one web-UI swarm's) results and report."""
-    opts = environment.parsed_options
-    client = st.client_stats
-    for snap in st.worker_client_stats.values():
-        client = snap if client is None else merge_snapshots(client, snap)
-    for clocks in st.worker_clocks.values():
-        st.clocks = merge_clocks(st.clocks, clocks)
-    reconnects, failures = st.reconnects, st.connect_failures
-    st.reconnects += sum(st.worker_reconnects.values())
-    st.connect_failures += sum(st.worker_connect_failures.values())
-    try:
-        results = build_results(environment, st, client)
-    finally:
-        st.reconnects, st.connect_failures = reconnects, failures
-    verdicts = apply(st.thresholds, results, opts.thresholds) if st.thresholds and opts is not None else None
-    path = getattr(opts, "results", "") or None
-    if swarm is not None:
-        path = str(swarm_path(path, st.scenario, st.swarms))
-    st.results_path = write_results(results, path, st.scenario)
-    csv_path = write_latency_csv(results, st.results_path.parent)
-    print(format_table(results), flush=True)
-    if verdicts is not None:  # workers never evaluate: only the master (or a local runner) gets here
-        print("\n" + verdict_table(verdicts), flush=True)
-        passed = all(v.passed for v in verdicts)
-        if swarm is None or not passed:  # with the web UI, a failed swarm makes the process exit 1
-            environment.process_exit_code = 0 if passed else 1
-    from reports.render import write_report  # matplotlib is imported only now, at the end
-
-    report_dir = getattr(opts, "report_dir", "") or st.results_path.parent
-    if swarm is not None and getattr(opts, "report_dir", ""):
-        report_dir = Path(report_dir) / st.results_path.parent.name
-    report = write_report(results, report_dir)
-    st.last_report = report
-    print(f"netharness: report written to {report}", flush=True)
-    print(f"netharness: results written to {st.results_path} (latency in microseconds: {csv_path})", flush=True)
-    if swarm is not None:
-        st.runs.append({"swarm": st.swarms, "results": str(st.results_path), "report": str(report)})
-        log.info("netharness: %s report: %s (served at /netharness/report)", swarm, report)
+        finish_or_fail(environment, st, None)
 
 
 def _env_of_worker() -> Environment | None:
@@ -474,15 +383,3 @@ def _env_of_worker() -> Environment | None:
 
 def _master_env() -> Environment | None:
     return next((e for e in _ENVS if isinstance(e.runner, MasterRunner | LocalRunner)), None)
-
-
-def _write_samples(directory: str, stem: str, rows: list[Any]) -> None:
-    """``samples-<pid>.csv``: kind, qos, name, latency in seconds (raw: a negative one-way sample stays
-    negative); ``sends-<pid>.csv``: kind, qos, name, intended and actual start (monotonic seconds)."""
-    import csv
-    import os
-
-    d = Path(directory)
-    d.mkdir(parents=True, exist_ok=True)
-    with (d / f"{stem}-{os.getpid()}.csv").open("w", newline="") as f:
-        csv.writer(f).writerows(rows)
