@@ -36,10 +36,11 @@ def make_results() -> dict[str, Any]:
         "format": "netharness-results", "version": 1,
         "meta": {"duration_s": 10.0},
         "entries": [
-            {"kind": "request", "qos": "CRITICAL", "name": "Intent.Skills.Use", "count": 1001, "failures": 1,
-             "bytes": 0, "behind": 5, "latency_us": _hist(crit)},
-            {"kind": "event", "qos": "BACKGROUND", "name": "Event.Stats.Updated", "count": 100, "failures": 0,
-             "bytes": 0, "behind": 0, "latency_us": _hist([300_000] * 100)},
+            {"kind": "request", "qos": "CRITICAL", "name": "Intent.Skills.Use", "sent": 1001, "count": 1001,
+             "failures": 1, "lost": 1, "clock_skew": 0, "bytes": 0, "behind": 5, "latency_us": _hist(crit)},
+            {"kind": "event", "qos": "BACKGROUND", "name": "Event.Stats.Updated", "sent": 0, "count": 104,
+             "failures": 0, "lost": 0, "clock_skew": 4, "bytes": 0, "behind": 0,
+             "latency_us": _hist([300_000] * 100)},
         ],
         "series": [],
         "phases": [{"phase": "flood", "kind": "request", "qos": "CRITICAL", "count": 10, "failures": 0,
@@ -67,9 +68,14 @@ def _verdicts(table: dict[str, list[str]]) -> list[tuple[str, str, bool, str]]:
         ("latency{name:Event.Stats.Updated}", "avg < 1s", True, "299.9ms"),
         ("latency{phase:flood,qos:CRITICAL}", "p(99) < 6ms", True, "5.003ms"),
         ("latency{qos:HIGH}", "p(99) < 50ms", False, "no data"),
-        ("failures", "rate < 0.1%", True, "0.0908%"),
+        ("failures", "rate < 0.1%", True, "0.0905%"),
         ("failures", "count == 0", False, "1"),
-        ("behind_schedule", "rate < 1%", True, "0.454%"),
+        ("behind_schedule", "rate < 1%", True, "0.452%"),
+        ("lost", "count == 0", False, "1"),
+        ("lost{kind:request,qos:CRITICAL}", "rate < 0.1%", True, "0.0999%"),
+        ("lost{kind:event}", "count == 0", True, "0"),
+        ("clock_skew{kind:event}", "count == 0", False, "4"),
+        ("clock_skew", "rate < 1%", True, "0.363%"),
         ("throughput{qos:CRITICAL}", "rate > 100", True, "100.1"),
         ("timeouts", "count == 0", False, "1"),
         ("retries", "rate < 1%", True, "0.3%"),
@@ -84,6 +90,24 @@ def _verdicts(table: dict[str, list[str]]) -> list[tuple[str, str, bool, str]]:
 def test_verdicts(key: str, expr: str, passed: bool, shown: str) -> None:
     [(_, _, ok, measured)] = _verdicts({key: [expr]})
     assert (ok, measured) == (passed, shown)
+
+
+def test_dropped_is_one_table_summed_by_tier_or_by_name() -> None:
+    """Envelopes dropped and requests refused, every reason: the same rows whichever way they are summed."""
+    results = make_results()
+    results["dropped"] = [
+        {"side": "server", "name": "Intent.Stats.RequestSnapshot", "qos": "BACKGROUND", "sent": 0, "dropped": 776,
+         "drops": {"overloaded": 776}},
+        {"side": "server", "name": "Event.Stats.Updated", "qos": "BACKGROUND", "sent": 200, "dropped": 24,
+         "drops": {"queue_full": 24}},
+        {"side": "client", "name": "Intent.Skills.Use", "qos": "CRITICAL", "sent": 1001, "dropped": 0, "drops": {}},
+    ]
+    table = {"dropped{qos:BACKGROUND}": ["count == 800"],
+             "dropped{name:Intent.Stats.RequestSnapshot}": ["count == 776"],
+             "dropped{name:Event.Stats.Updated}": ["rate < 11%"], "dropped{qos:CRITICAL}": ["count == 0"],
+             "dropped": ["count == 800"]}
+    verdicts = evaluate(parse_thresholds({"thresholds": table}), results)
+    assert [(v.threshold.key, v.passed) for v in verdicts if not v.passed] == []
 
 
 MALFORMED = [
