@@ -75,7 +75,7 @@ def _verdicts(table: dict[str, list[str]]) -> list[tuple[str, str, bool, str]]:
         ("lost{kind:request,qos:CRITICAL}", "rate < 0.1%", True, "0.0999%"),
         ("lost{kind:event}", "count == 0", True, "0"),
         ("clock_skew{kind:event}", "count == 0", False, "4"),
-        ("clock_skew", "rate < 1%", True, "0.363%"),
+        ("clock_skew", "rate < 1%", True, "0.362%"),
         ("throughput{qos:CRITICAL}", "rate > 100", True, "100.1"),
         ("timeouts", "count == 0", False, "1"),
         ("retries", "rate < 1%", True, "0.3%"),
