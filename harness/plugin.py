@@ -333,6 +333,13 @@ def _reset_stats() -> None:
         state(environment).recorder.reset()
 
 
+@events.spawning_complete.add_listener
+def _spawning_complete(user_count: int, **_: Any) -> None:
+    for environment in _ENVS:  # --reset-stats: Locust starts its stats over once every player joined
+        if environment.reset_stats:
+            state(environment).recorder.reset()
+
+
 @events.test_stop.add_listener
 def _test_stop(environment: Environment, **_: Any) -> None:
     st = state(environment)
