@@ -82,6 +82,7 @@ class State:
         self.swarms = 0  # web UI: swarms started in this process
         self.last_report: Path | None = None
         self.stopping_at: float | None = None  # monotonic: when Locust began stopping the users
+        self.draining = 0  # stopping players still waiting for their answers and acknowledgements
         self.runs: list[dict[str, Any]] = []  # web UI: every finished swarm's results and report
         self.final = False  # worker: the report being sent is the last one of this run (users stopped)
         self.final_from: set[str] = set()  # master: workers whose last report of this run arrived

@@ -90,7 +90,17 @@ class DispatcherUser(User):
 
     def on_stop(self) -> None:
         if self.client is not None:
-            self._audit_lost()
+            st = self.state
+            st.draining += 1
+            try:
+                self._audit_lost()
+            finally:
+                st.draining -= 1
+            # The rest (stats snapshots, closing) costs CPU: it waits until every stopping player of this process
+            # has its answers, so that it does not delay theirs (their latency would be the harness's own).
+            deadline = time.monotonic() + LOST_GRACE
+            while st.draining > 0 and time.monotonic() < deadline:
+                gevent.sleep(0.01)
         self.stopping = True  # what our own close cuts short is not a failure of the system under test
         if self.client is not None:
             c = self.client
