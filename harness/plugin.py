@@ -1,6 +1,9 @@
 """The harness's Locust hooks: options, the embedded server, shipping and merging results, results.json.
 
 Importing this module (the users do) registers the listeners on ``locust.events``, as Locust plugins do.
+A headless run writes its results when Locust quits; with the web UI, each swarm (start -> stop) gets its
+own results directory and report, written at ``test_stop``, and the recorder starts over with every swarm
+and whenever Locust's stats are reset.
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-import locust.stats
 from locust import events
 from locust.env import Environment
 from locust.runners import LocalRunner, MasterRunner, WorkerRunner
@@ -25,9 +27,9 @@ from dispatcher.stats import merge_snapshots
 from . import webui
 from .embedded import EmbeddedServer, EmbeddedServerError
 from .game import load_registry
-from .gate import apply, verdict_table
+from .locust_patches import install
 from .recorder import Recorder
-from .results import build_results, format_table, write_results
+from .runend import await_final_reports, finish_or_fail, merge_clocks, write_samples
 from .scenario import Scenario, ScenarioError, parse_params
 from .thresholds import Threshold, ThresholdError, load_thresholds
 
@@ -38,22 +40,7 @@ _ENVS: list[Environment] = []
 log = logging.getLogger("netharness")
 PROBE_PLAYER = 2**31 - 1  # the id the master uses to check the target before the players connect
 CAPTURE_LIMIT = 1_000_000
-_original_bucket = locust.stats.bucket_response_time
-
-
-def bucket_response_time(response_time: int | float) -> int | float:
-    """Locust's response-time bucketing, to 2 significant digits below 100 ms instead of whole ms, so that
-    its own percentiles stay meaningful for sub-millisecond loopback latencies."""
-    if response_time >= 100:
-        return _original_bucket(response_time)
-    if response_time <= 0:
-        return 0
-    return float(f"{response_time:.2g}")
-
-
-locust.stats.bucket_response_time = bucket_response_time
-
-
+install()  # Locust's statistics at sub-millisecond resolution (harness/locust_patches.py)
 def fail_fast(message: str) -> None:
     """One clear line and exit, instead of a failure per player."""
     print(f"netharness: error: {message}", file=sys.stderr, flush=True)
@@ -81,6 +68,8 @@ class State:
         self.client_stats: dict[str, Any] | None = None
         self.worker_client_stats: dict[str, dict[str, Any]] = {}
         self.worker_reconnects: dict[str, int] = {}  # by worker: every worker that reported is a key
+        self.worker_clocks: dict[str, dict[str, Any]] = {}
+        self.worker_connect_failures: dict[str, int] = {}
         self.capture_buffer: ReplayBuffer | None = None
         self.reconnects = 0
         self.connect_failures = 0
@@ -89,6 +78,15 @@ class State:
         self.t0_wall: float | None = None  # wall-clock time of the timeline origin (phase 0 starts)
         self.results_path: Path | None = None
         self.samples: list[tuple[str, str, str, float]] | None = None  # --sample-log: raw, for verification
+        self.sends: list[tuple[str, str, str, float, float]] | None = None  # --sample-log: (.., intended, actual)
+        self.clocks: dict[str, Any] = {}  # the players' clock domains, offsets and error bounds
+        self.swarms = 0  # web UI: swarms started in this process
+        self.last_report: Path | None = None
+        self.stopping_at: float | None = None  # monotonic: when Locust began stopping the users
+        self.draining = 0  # stopping players still waiting for their answers and acknowledgements
+        self.runs: list[dict[str, Any]] = []  # web UI: every finished swarm's results and report
+        self.final = False  # worker: the report being sent is the last one of this run (users stopped)
+        self.final_from: set[str] = set()  # master: workers whose last report of this run arrived
         self._replay: dict[int, list[Any]] | None = None
         self._replay_queue: list[int] = []
         self.thresholds: list[Threshold] | None = None
@@ -136,6 +134,26 @@ class State:
     def add_client_stats(self, snap: dict[str, Any], runtime: Any) -> None:
         self.client_stats = snap if self.client_stats is None else merge_snapshots(self.client_stats, snap)
         self.reconnects += getattr(runtime, "reconnects", 0)
+
+    def add_clock(self, domain: str, offset: float, error: float) -> None:
+        """One player's view of the server's clock, as its transport has it at the end."""
+        self.clocks = merge_clocks(self.clocks, {"domains": {domain: 1}, "offset_min_s": offset,
+                                                 "offset_max_s": offset, "error_max_s": error, "players": 1})
+
+    def reset(self) -> None:
+        """A new swarm, or Locust's stats were reset: the measurements start over."""
+        self.recorder.reset()
+        self.client_stats = None
+        self.worker_client_stats = {}
+        self.worker_reconnects = {}
+        self.worker_clocks = {}
+        self.worker_connect_failures = {}
+        self.reconnects = self.connect_failures = 0
+        self.clocks = {}
+        self.final_from = set()
+        self.started_at = time.time()
+        self._t0 = self.t0_wall = None
+        self.stopping_at = None
 
     def capture(self, player_id: int, env: dispatcher.Envelope, kind: str) -> None:
         if self.capture_buffer is not None:
@@ -239,6 +257,7 @@ def _init(environment: Environment, **_: Any) -> None:
             fail_fast(str(e))
     if opts is not None and getattr(opts, "sample_log", ""):
         st.samples = []
+        st.sends = []
     if opts is not None and getattr(opts, "capture", ""):
         st.capture_buffer = ReplayBuffer(st.registry.hash, buffer_size=CAPTURE_LIMIT)
     if opts is not None and getattr(opts, "replay_file", ""):
@@ -260,7 +279,7 @@ def _init(environment: Environment, **_: Any) -> None:
         if opts is not None:
             opts.netharness_secret = st.server.secret  # sent to the workers with the host
             opts.host = st.server.url
-        log.info("embedded game server on %s", st.server.url)
+        log.info("embedded game server on %s (pid %d)", st.server.url, st.server.proc.pid)
     probe(st.target(environment), st.registry)
 
 
@@ -270,8 +289,9 @@ def _report(client_id: str, data: dict[str, Any]) -> None:
     if env is None:
         return
     st = state(env)
-    data["netharness"] = {"recorder": st.recorder.take(), "client_stats": st.client_stats,
-                          "reconnects": st.reconnects, "t0_wall": st.t0_wall}
+    data["netharness"] = {"recorder": st.recorder.take(), "client_stats": st.client_stats, "final": st.final,
+                          "reconnects": st.reconnects, "t0_wall": st.t0_wall, "clocks": st.clocks,
+                          "connect_failures": st.connect_failures}
 
 
 @events.worker_report.add_listener
@@ -285,14 +305,54 @@ def _worker_report(client_id: str, data: dict[str, Any]) -> None:
     if part.get("client_stats") is not None:
         st.worker_client_stats[client_id] = part["client_stats"]  # cumulative: the latest replaces
     st.worker_reconnects[client_id] = part.get("reconnects", 0)
+    if part.get("final"):
+        st.final_from.add(client_id)
+    st.worker_clocks[client_id] = part.get("clocks") or {}
+    st.worker_connect_failures[client_id] = part.get("connect_failures", 0)
     if part.get("t0_wall") is not None:
         st.t0_wall = part["t0_wall"] if st.t0_wall is None else min(st.t0_wall, part["t0_wall"])
 
 
+@events.test_start.add_listener
+def _test_start(environment: Environment, **_: Any) -> None:
+    st = state(environment)
+    st.reset()  # a new swarm measures from zero, as Locust's own stats do
+    if environment.web_ui is not None and not isinstance(environment.runner, WorkerRunner):
+        st.swarms += 1
+
+
+@events.test_stopping.add_listener
+def _test_stopping(environment: Environment, **_: Any) -> None:
+    state(environment).stopping_at = time.monotonic()
+
+
+@events.reset_stats.add_listener
+def _reset_stats() -> None:
+    for environment in _ENVS:
+        state(environment).recorder.reset()
+
+
+@events.spawning_complete.add_listener
+def _spawning_complete(user_count: int, **_: Any) -> None:
+    for environment in _ENVS:  # --reset-stats: Locust starts its stats over once every player joined
+        if environment.reset_stats:
+            state(environment).recorder.reset()
+
+
 @events.test_stop.add_listener
 def _test_stop(environment: Environment, **_: Any) -> None:
+    st = state(environment)
     if isinstance(environment.runner, WorkerRunner):
+        st.final = True
         environment.runner._send_stats()  # what the users recorded up to their stop, before the quit
+        st.final = False
+        return
+    if isinstance(environment.runner, MasterRunner):
+        await_final_reports(environment.runner, st)
+    if environment.web_ui is not None and environment.runner is not None:
+        import gevent
+
+        gevent.spawn(finish_or_fail, environment, st, f"swarm {st.swarms}")
 
 
 @events.quitting.add_listener
@@ -306,30 +366,21 @@ def _quitting(environment: Environment, **_: Any) -> None:
         n = st.capture_buffer.dump(path)
         print(f"netharness: captured {n} envelopes to {path}", file=sys.stderr, flush=True)
     if st.samples is not None and opts is not None and not isinstance(environment.runner, MasterRunner):
-        _write_samples(opts.sample_log, environment, st.samples)
+        write_samples(opts.sample_log, "samples", st.samples)
+        write_samples(opts.sample_log, "sends", st.sends or [])
     if st._replay is not None and st._replay_queue:
         print(f"netharness: {len(st._replay_queue)} captured players were not replayed: run with -u "
               f"{len(st._replay)} to replay all of them", file=sys.stderr, flush=True)
     if isinstance(environment.runner, WorkerRunner) or environment.runner is None:
         return
     if st.server is not None:
-        st.server_stats = st.server.stop()
-    client = st.client_stats
-    for snap in st.worker_client_stats.values():
-        client = snap if client is None else merge_snapshots(client, snap)
-    st.reconnects += sum(st.worker_reconnects.values())
-    results = build_results(environment, st, client)
-    verdicts = apply(st.thresholds, results, opts.thresholds) if st.thresholds and opts is not None else None
-    st.results_path = write_results(results, getattr(opts, "results", "") or None, st.scenario)
-    print(format_table(results), flush=True)
-    if verdicts is not None:  # workers never evaluate: only the master (or a local runner) gets here
-        print("\n" + verdict_table(verdicts), flush=True)
-        environment.process_exit_code = 0 if all(v.passed for v in verdicts) else 1
-    from reports.render import write_report  # matplotlib is imported only now, at the end
-
-    report = write_report(results, getattr(opts, "report_dir", "") or st.results_path.parent)
-    print(f"netharness: report written to {report}", flush=True)
-    print(f"netharness: results written to {st.results_path}", flush=True)
+        try:
+            st.server_stats = st.server.stop()
+        except (OSError, ValueError) as e:  # e.g. a stats file cut short: the run's results still count
+            print(f"netharness: the embedded server's stats are unreadable ({e}); results without them",
+                  file=sys.stderr, flush=True)
+    if environment.web_ui is None:  # web UI runs wrote each swarm's results at its test_stop
+        finish_or_fail(environment, st, None)
 
 
 def _env_of_worker() -> Environment | None:
@@ -338,13 +389,3 @@ def _env_of_worker() -> Environment | None:
 
 def _master_env() -> Environment | None:
     return next((e for e in _ENVS if isinstance(e.runner, MasterRunner | LocalRunner)), None)
-
-
-def _write_samples(directory: str, environment: Environment, samples: list[tuple[str, str, str, float]]) -> None:
-    import csv
-    import os
-
-    d = Path(directory)
-    d.mkdir(parents=True, exist_ok=True)
-    with (d / f"samples-{os.getpid()}.csv").open("w", newline="") as f:
-        csv.writer(f).writerows(samples)

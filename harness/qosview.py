@@ -231,9 +231,9 @@ class QosView:
     # -- the whole -----------------------------------------------------------------------------------
 
     def report_path(self) -> Path | None:
-        """The last report written, if any (``State.report_path`` when set, else beside results.json)."""
+        """The last report written, if any (``State.last_report`` when set, else beside results.json)."""
         st, opts = self.st, self.environment.parsed_options
-        candidates = [getattr(st, "report_path", None)]
+        candidates = [st.last_report]
         if opts is not None and getattr(opts, "report_dir", ""):
             candidates.append(Path(opts.report_dir) / "report.html")
         if st.results_path is not None:

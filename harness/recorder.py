@@ -1,7 +1,10 @@
 """The harness's measurements: histograms, never raw samples, so memory stays flat however long the run.
 
-Per ``(kind, qos, name)`` — kind is ``request``, ``intent`` or ``event`` — counts, failures, bytes, sends
-behind schedule and an HdrHistogram-compatible latency histogram in microseconds (3 significant figures);
+Per ``(kind, qos, name)`` — kind is ``request``, ``intent`` or ``event`` — sends, counts, failures, work
+``lost`` (never acknowledged or answered by the end of the run; also failures), one-way samples that came
+out negative (``clock_skew``: counted, never clamped into the histogram), bytes, sends behind schedule and
+an HdrHistogram-compatible latency histogram in microseconds (3 significant figures); how late every
+scheduled send started (one histogram per recorder, the scenario's ``lateness``);
 per second and ``(kind, qos)`` a coarser histogram (2 figures) for latency over time.  Workers ship deltas
 (``take()``) to the master, which ``merge()``s them: histograms add, so merged percentiles are exact to the
 histograms' precision.
@@ -26,13 +29,17 @@ class Entry:
     """The figures of one (kind, qos, name).  ``record`` is the hot path: two list appends, and every
     ``FOLD_EVERY`` samples a fold into the histograms (pending samples never pile up)."""
 
-    __slots__ = ("_lat", "_rec", "_secs", "behind", "bytes", "count", "failures", "hist", "key")
+    __slots__ = ("_lat", "_rec", "_secs", "behind", "bytes", "clock_skew", "count", "failures", "hist", "key",
+                 "lost", "sent")
 
     def __init__(self, key: tuple[str, str, str], recorder: Recorder) -> None:
         self.key = key
         self._rec = recorder
+        self.sent = 0  # sends issued (intents and requests): each ends as a sample, a failure or lost
         self.count = 0
         self.failures = 0
+        self.lost = 0
+        self.clock_skew = 0
         self.bytes = 0
         self.behind = 0
         self.hist = Histogram()
@@ -51,9 +58,15 @@ class Entry:
         self.count += 1
         self.failures += 1
 
+    def skewed(self) -> None:
+        """A one-way sample that came out negative (the clocks' offset is off by more than the latency): it
+        arrived, so it counts, but it has no latency to record."""
+        self.count += 1
+        self.clock_skew += 1
+
     def reset(self) -> None:
         """Zero it in place: users keep references to their entries."""
-        self.count = self.failures = self.bytes = self.behind = 0
+        self.sent = self.count = self.failures = self.lost = self.clock_skew = self.bytes = self.behind = 0
         self.hist = Histogram()
         self._lat, self._secs = [], []
 
@@ -65,6 +78,17 @@ class Recorder:
         self.series: dict[int, dict[str, list[Any]]] = {}
         self._fail_secs: list[tuple[int, str]] = []
         self._compacted = 0
+        self.lateness = Histogram()  # how late each scheduled send started, microseconds
+        self.scheduled = 0  # scheduled sends
+
+    def reset(self) -> None:
+        """Start over (a new swarm, or Locust's stats were reset); users keep their entries."""
+        self.fold()
+        for e in self.entries.values():
+            e.reset()
+        self.series = {}
+        self.lateness = Histogram()
+        self.scheduled = 0
 
     def entry(self, kind: str, qos: str, name: str) -> Entry:
         key = (kind, qos, name)
@@ -73,9 +97,16 @@ class Recorder:
             e = self.entries[key] = Entry(key, self)
         return e
 
-    def fail(self, e: Entry, now: float | None = None) -> None:
+    def fail(self, e: Entry, now: float | None = None, *, lost: bool = False) -> None:
         e.fail()
+        if lost:
+            e.lost += 1
         self._fail_secs.append((int(time.time() if now is None else now), f"{e.key[0]}|{e.key[1]}"))
+
+    def late(self, seconds: float) -> None:
+        """A scheduled send started ``seconds`` after its intended time (0 or more)."""
+        self.scheduled += 1
+        self.lateness.record_seconds(max(0.0, seconds))
 
     def _slot(self, sec: int, series_key: str) -> list[Any]:
         slot = self.series.setdefault(sec, {}).get(series_key)
@@ -127,10 +158,13 @@ class Recorder:
         self.fold()
         return {
             "entries": [
-                {"kind": k, "qos": q, "name": n, "count": e.count, "failures": e.failures, "bytes": e.bytes,
-                 "behind": e.behind, "hdr": e.hist.encode()}
-                for (k, q, n), e in sorted(self.entries.items()) if e.count or e.behind
+                {"kind": k, "qos": q, "name": n, "sent": e.sent, "count": e.count, "failures": e.failures,
+                 "lost": e.lost, "clock_skew": e.clock_skew, "bytes": e.bytes, "behind": e.behind,
+                 "hdr": e.hist.encode()}
+                for (k, q, n), e in sorted(self.entries.items()) if e.count or e.behind or e.sent
             ],
+            "scheduled": self.scheduled,
+            "lateness": self.lateness.encode(),
             "series": {str(sec): {sk: [c, f, h if isinstance(h, str) else h.encode()]
                                   for sk, (c, f, h) in slots.items()}
                        for sec, slots in sorted(self.series.items())},
@@ -139,19 +173,23 @@ class Recorder:
     def take(self) -> dict[str, Any]:
         """A snapshot, then start over (entries are zeroed in place): what a worker ships in each report."""
         snap = self.snapshot()
-        for e in self.entries.values():
-            e.reset()
-        self.series = {}
+        self.reset()
         return snap
 
     def merge(self, snap: dict[str, Any]) -> None:
         for row in snap["entries"]:
             e = self.entry(row["kind"], row["qos"], row["name"])
+            e.sent += row.get("sent", 0)
             e.count += row["count"]
             e.failures += row["failures"]
+            e.lost += row.get("lost", 0)
+            e.clock_skew += row.get("clock_skew", 0)
             e.bytes += row["bytes"]
             e.behind += row["behind"]
             e.hist.merge(Histogram.decode(row["hdr"]))
+        self.scheduled += snap.get("scheduled", 0)
+        if snap.get("lateness"):
+            self.lateness.merge(Histogram.decode(snap["lateness"]))
         for sec, slots in snap["series"].items():
             for sk, (c, f, h) in slots.items():
                 slot = self._slot(int(sec), sk)

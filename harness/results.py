@@ -1,10 +1,15 @@
 """``results.json``: the contract between the harness, the gate and the reports (DESIGN.md).
 
-One file per run, versioned: run metadata; per ``(kind, qos, name)`` counts, failures, bytes, sends behind
-schedule and the latency histogram (microseconds, HdrHistogram V2 encoding, with its summary); per-second
-series per ``(kind, qos)``; the dispatchers' stats (players merged, and the server's); and, once gated, the
-threshold verdicts.  ``load_results`` is the one reader: a malformed, truncated or unknown file gets one
-clear error naming the file and what is wrong.
+One file per run, versioned: run metadata (with the clock: domain, offset and its error bound); per
+``(kind, qos, name)`` sends, counts, failures, ``lost`` (pending at the end: also failures), ``clock_skew``
+(negative one-way samples), bytes, sends behind schedule and the latency histogram (microseconds,
+HdrHistogram V2 encoding, with its summary); the schedule (tolerance and a histogram of how late every send
+started); per-second series per ``(kind, qos)``; the dispatchers' stats (players merged, and the server's);
+``dropped``: one table of what was dropped or refused, per side, name and tier, by reason (the gate and the
+report sum it by tier or by name); connections (reconnects, resumes); and, once gated, the verdicts.
+``latency.csv`` beside it has the same latencies in microseconds, per entry and per phase.  ``load_results``
+is the one reader: a malformed, truncated or unknown file gets one clear error naming the file and what is
+wrong.
 """
 
 from __future__ import annotations
@@ -27,7 +32,8 @@ if TYPE_CHECKING:
     from .plugin import State
     from .scenario import Scenario
 
-__all__ = ["FORMAT", "VERSION", "ResultsError", "build_results", "format_table", "load_results", "write_results"]
+__all__ = ["FORMAT", "VERSION", "ResultsError", "build_results", "dropped_rows", "format_table", "load_results",
+           "swarm_path", "write_latency_csv", "write_results"]
 
 FORMAT = "netharness-results"
 VERSION = 1
@@ -60,8 +66,9 @@ def build_results(environment: Environment, st: State, client_stats: dict[str, A
     start = st.started_at
     entries = []
     for (kind, qos, name), e in sorted(rec.entries.items()):
-        entries.append({"kind": kind, "qos": qos, "name": name, "count": e.count, "failures": e.failures,
-                        "bytes": e.bytes, "behind": e.behind, "latency_us": e.hist.to_dict()})
+        entries.append({"kind": kind, "qos": qos, "name": name, "sent": e.sent, "count": e.count,
+                        "failures": e.failures, "lost": e.lost, "clock_skew": e.clock_skew, "bytes": e.bytes,
+                        "behind": e.behind, "latency_us": e.hist.to_dict()})
     series = []
     for sec, slots in sorted(rec.series.items()):
         for skey, (count, failures, h) in sorted(slots.items()):
@@ -97,14 +104,56 @@ def build_results(environment: Environment, st: State, client_stats: dict[str, A
             "timeline_origin_s": round((st.t0_wall or start) - int(start), 3),  # phase 0 starts, on the series' t
             "server_config": server_cfg,
             "scheduler": server_cfg.get("scheduler") or "default (priority, 50000 B/s, 60 Hz)",
+            "clock": clock_meta(st.clocks),
+        },
+        "schedule": {
+            "scenario": scenario.name if scenario is not None else None,
+            "tolerance_s": scenario.behind_after if scenario is not None else None,
+            "scheduled": rec.scheduled,
+            "behind": sum(e.behind for e in rec.entries.values()),
+            "lateness_us": rec.lateness.to_dict(),
         },
         "entries": entries,
         "series": series,
         "phases": phase_summary(series, scenario, st.params, (st.t0_wall or start) - int(start), end - int(start)),
         "dispatcher": {"client": client_stats, "server": st.server_stats},
-        "connections": {"reconnects": st.reconnects, "connect_failures": st.connect_failures},
+        "dropped": dropped_rows({"client": client_stats, "server": st.server_stats},
+                                lambda n: st.registry.channel_of(n).qos.name),
+        "connections": {"reconnects": st.reconnects,
+                        "resumes": ((client_stats or {}).get("peer") or {}).get("resumes", 0),
+                        "disconnects": ((client_stats or {}).get("peer") or {}).get("disconnects", 0),
+                        "connect_failures": st.connect_failures},
         "thresholds": None,
     }
+
+
+def clock_meta(clocks: dict[str, Any]) -> dict[str, Any] | None:
+    """The players' clock domain(s), the offset range and the worst error bound (seconds)."""
+    if not clocks:
+        return None
+    domains = clocks["domains"]
+    return {"domain": next(iter(domains)) if len(domains) == 1 else "mixed", "domains": domains,
+            "offset_s": clocks["offset_min_s"] if clocks["offset_min_s"] == clocks["offset_max_s"]
+            else [clocks["offset_min_s"], clocks["offset_max_s"]],
+            "error_bound_s": clocks["error_max_s"], "players": clocks["players"]}
+
+
+def dropped_rows(sides: dict[str, dict[str, Any] | None], tier_of: Any) -> list[dict[str, Any]]:
+    """The one definition of ``dropped``: every envelope a dispatcher dropped (a full queue, a rate limit, an
+    invalid payload, a replay) and every request it refused (``overloaded``), per side and name, with the
+    name's tier and the reasons.  Summed by tier or by name, the totals agree by construction."""
+    rows = []
+    for side, snap in sides.items():
+        for name, c in sorted(((snap or {}).get("names") or {}).items()):
+            if not c.get("sent") and not c.get("dropped"):
+                continue
+            try:
+                qos = tier_of(name)
+            except Exception:  # a name of another registry: keep the row, tier unknown
+                qos = None
+            rows.append({"side": side, "name": name, "qos": qos, "sent": c.get("sent", 0),
+                         "dropped": c.get("dropped", 0), "drops": dict(c.get("drops") or {})})
+    return rows
 
 
 def phase_summary(series: list[dict[str, Any]], scenario: Scenario | None, params: dict[str, Any],
@@ -147,6 +196,41 @@ def phase_summary(series: list[dict[str, Any]], scenario: Scenario | None, param
     return out
 
 
+def swarm_path(path: str | None, scenario: Scenario | None, n: int) -> Path:
+    """Web UI: where swarm ``n``'s results go (``--results DIR/F`` -> ``DIR/swarm-N/F``)."""
+    if path:
+        p = Path(path)
+        return p.parent / f"swarm-{n}" / p.name
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    return Path("results") / f"{stamp}-{scenario.name if scenario else 'run'}-swarm{n}" / "results.json"
+
+
+CSV_COLUMNS = ("scope", "phase", "kind", "qos", "name", "sent", "count", "failures", "lost", "clock_skew", "behind",
+               "p50_us", "p90_us", "p99_us", "p99.9_us", "max_us")
+
+
+def write_latency_csv(results: dict[str, Any], directory: Path) -> Path:
+    """``latency.csv``: per entry and per phase, latencies in whole microseconds (Locust's own CSV rounds
+    its percentiles to whole milliseconds)."""
+    import csv
+
+    out = directory / "latency.csv"
+    with out.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(CSV_COLUMNS)
+        for e in results["entries"]:
+            lat = e["latency_us"]
+            figs = [lat[k] for k in ("p50", "p90", "p99", "p99.9", "max")] if lat["count"] else [""] * 5
+            w.writerow(["entry", "", e["kind"], e["qos"], e["name"], e.get("sent", ""), e["count"], e["failures"],
+                        e.get("lost", 0), e.get("clock_skew", 0), e.get("behind", 0), *figs])
+        for ph in results.get("phases", []):
+            h = Histogram.decode(ph["hdr"])
+            figs = [*h.percentiles([50, 90, 99, 99.9]), h.max] if h.count else [""] * 5
+            w.writerow(["phase", ph["phase"], ph["kind"], ph["qos"], "", "", ph["count"], ph["failures"], "", "", "",
+                        *figs])
+    return out
+
+
 def write_results(results: dict[str, Any], path: str | None, scenario: Scenario | None) -> Path:
     if path:
         p = Path(path)
@@ -186,12 +270,18 @@ def load_results(path: str | Path) -> dict[str, Any]:
 
 
 def format_table(results: dict[str, Any]) -> str:
-    """The run's latencies, to the microsecond (Locust's own table rounds to whole milliseconds)."""
+    """The run's latencies, to the microsecond (Locust's own table rounds to whole milliseconds), with the
+    delivery audit (lost), negative one-way samples (skew), the clock and the connections."""
     rows = []
     for r in results["entries"]:
         lat = r["latency_us"]
         has = lat["count"] > 0
         cells = [format_us(lat[k]) if has else "-" for k in ("p50", "p90", "p99", "p99.9", "max")]
-        rows.append((r["kind"], r["qos"], r["name"], r["count"], r["failures"], r["behind"], *cells))
-    return "\nnetharness latency (microsecond resolution)\n" + text_table(
-        ("kind", "qos", "name", "count", "fail", "behind", "p50", "p90", "p99", "p99.9", "max"), rows)
+        rows.append((r["kind"], r["qos"], r["name"], r.get("sent", "-") if r["kind"] != "event" else "-",
+                     r["count"], r["failures"], r.get("lost", 0), r.get("clock_skew", 0), r["behind"], *cells))
+    text = "\nnetharness latency (microsecond resolution)\n" + text_table(
+        ("kind", "qos", "name", "sent", "count", "fail", "lost", "skew", "behind", "p50", "p90", "p99", "p99.9",
+         "max"), rows)
+    from reports.aggregate import summary_lines
+
+    return text + "\n" + "\n".join(summary_lines(results))

@@ -5,8 +5,9 @@ plus ``params`` that the Locust command line may override (``--param skill_rate=
 the embedded server starts with.  Pacing is open-model, as wrk2 does it: every send has an intended time
 (the phase start plus k / rate, with a random per-player offset), latency is measured from that intended
 time, not from when the send actually happened (no coordinated omission), and a send that starts more than
-``behind_after`` late is counted as behind schedule, never silently skipped.  Requests never block the
-timeline: their answers are recorded when they arrive.
+``behind_after`` (default ``BEHIND_AFTER``, 50 ms: three 60 Hz ticks) after its intended time, measured
+after the wait (a sleep that overran, a frozen process), is counted as behind schedule, never skipped.
+Requests never block the timeline: their answers are recorded when they arrive.
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["Action", "Params", "Phase", "Scenario", "ScenarioError", "parse_params"]
+__all__ = ["BEHIND_AFTER", "Action", "Params", "Phase", "Scenario", "ScenarioError", "parse_params"]
 
 Params = dict[str, Any]
+#: Seconds late (actual start minus intended time) before a send counts as behind schedule.
+BEHIND_AFTER = 0.050
 Payload = Callable[[random.Random, Params, int], Any] | Mapping[str, Any] | None
 
 
@@ -67,7 +70,7 @@ class Scenario:
     params: Params = field(default_factory=dict)
     server: Callable[[Params], dict[str, Any]] | None = None  # the embedded server's game config
     repeat: bool = True  # start over after the last phase
-    behind_after: float = 0.010  # seconds late before a send counts as behind schedule
+    behind_after: float = BEHIND_AFTER  # seconds late before a send counts as behind schedule
 
     def with_params(self, overrides: Mapping[str, Any]) -> Params:
         unknown = sorted(set(overrides) - set(self.params))

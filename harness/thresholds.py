@@ -19,10 +19,14 @@ latency            p(N), avg, med, min, max, count             the harness's his
                                                                name, phase)
 failures           rate, count                                 failed / all sends and events
 behind_schedule    rate, count                                 sends that started late / all sends
+lost               rate, count                                 sends never acknowledged or answered by the
+                                                               end / all sends (tags: kind, qos, name)
+clock_skew         rate, count                                 negative one-way samples / all samples
 throughput         rate (per second), count                    samples / run duration
 timeouts, retries  rate, count                                 the players' dispatchers (tag: name)
-dropped            rate, count                                 both dispatchers' schedulers (tags: qos,
-                                                               name)
+dropped            rate, count                                 both dispatchers: envelopes dropped and
+                                                               requests refused, any reason (tags: qos,
+                                                               name; the same rows summed either way)
 saturation         ratio, longest_run                          scheduler ticks that ended with the tier's
                                                                frames waiting (tag: qos; both sides)
 sojourn            p(N), avg, med, max, count                  enqueue -> wire, both sides (tag: qos)
@@ -70,6 +74,8 @@ METRICS: dict[str, dict[str, Any]] = {
     "latency": {"aggs": ("p", *DURATION_AGGS, "count"), "tags": ("kind", "qos", "name", "phase")},
     "failures": {"aggs": ("rate", "count"), "tags": ("kind", "qos", "name", "phase")},
     "behind_schedule": {"aggs": ("rate", "count"), "tags": ("kind", "qos", "name")},
+    "lost": {"aggs": ("rate", "count"), "tags": ("kind", "qos", "name")},
+    "clock_skew": {"aggs": ("rate", "count"), "tags": ("kind", "qos", "name")},
     "throughput": {"aggs": ("rate", "count"), "tags": ("kind", "qos", "name")},
     "timeouts": {"aggs": ("rate", "count"), "tags": ("name",)},
     "retries": {"aggs": ("rate", "count"), "tags": ("name",)},
@@ -278,6 +284,11 @@ def _measure(t: Threshold, r: dict[str, Any]) -> float | None:
             return _hist_figure(t, merged(Histogram.decode(p["hdr"]) for p in rows))
         rows = [e for e in r["entries"] if _match(e, plain)]
         return _hist_figure(t, merged(Histogram.decode(e["latency_us"]["hdr"]) for e in rows))
+    if metric in ("lost", "clock_skew"):
+        rows = [e for e in r["entries"] if _match(e, plain)]
+        part = sum(e.get(metric, 0) for e in rows)
+        total = sum(e.get("sent", e["count"]) if metric == "lost" else e["count"] for e in rows)
+        return float(part) if t.agg == "count" else (part / total if total else 0.0)
     if metric in ("failures", "behind_schedule", "throughput"):
         rows = [e for e in r["entries"] if _match(e, plain)] if phase is None else \
             [p for p in r.get("phases", []) if p["phase"] == phase and _match(p, plain)]
@@ -297,7 +308,11 @@ def _measure(t: Threshold, r: dict[str, Any]) -> float | None:
         part = sum(n.get(metric, 0) for n in names)
         sent = sum(n.get("sent", 0) for n in names)
         return float(part) if t.agg == "count" else (part / sent if sent else None)
-    if metric == "dropped":
+    if metric == "dropped" and r.get("dropped") is not None:  # one table, summed by tier or by name alike
+        rows = [d for d in r["dropped"] if _match(d, tags)]
+        part, sent = sum(d["dropped"] for d in rows), sum(d["sent"] for d in rows)
+        return float(part) if t.agg == "count" else (part / (part + sent) if part + sent else 0.0)
+    if metric == "dropped":  # a results file from before the "dropped" table
         name = dict(tags).get("name")
         qos = dict(tags).get("qos")
         if name is not None:

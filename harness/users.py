@@ -7,9 +7,17 @@
 * request: from the send's intended time to the response (open model: coordinated omission corrected);
 * intent on a reliable channel: from the intended time to the server's acknowledgement (delivery);
   on another channel: from the intended time to the hand-off to the dispatcher;
-* event: one-way, from the server's ``ts_sent`` to arrival, on the server's clock (offset estimated).
+* event: one-way, from the server's ``ts_sent`` to arrival, on the server's clock (``transport.clock_offset``:
+  exactly 0 when both share one host's monotonic clock).  A negative sample is counted as ``clock_skew``,
+  never clamped; ``--sample-log`` keeps it raw.
 
-``ScenarioUser`` plays a ``harness.scenario.Scenario`` timeline.
+Delivery audit: every intent and request sent is counted (``sent``); a reliable intent never acknowledged or a
+request never answered by the time the user stops (after ``LOST_GRACE`` seconds of waiting for them) is
+``lost``, and fired to Locust as a failure.
+
+``ScenarioUser`` plays a ``harness.scenario.Scenario`` timeline; a send that starts more than the scenario's
+``behind_after`` after its intended time (measured after the wait) is counted ``behind`` (sends that start
+once Locust began stopping the users are not judged: the run's own shutdown held them up).
 """
 
 from __future__ import annotations
@@ -28,11 +36,18 @@ from dispatcher import Envelope, Meta, QoS
 from . import plugin
 from .game.schemas import SCHEMAS
 from .recorder import Entry
-from .scenario import Action, Scenario
+from .scenario import BEHIND_AFTER, Action, Scenario
 
-__all__ = ["DispatcherUser", "ReplayUser", "ScenarioUser"]
+__all__ = ["LOST_GRACE", "DispatcherUser", "LostError", "ReplayUser", "ScenarioUser"]
 
 _ids = itertools.count(1)
+_requests = itertools.count(1)
+#: Seconds a stopping user waits for its unacknowledged intents and unanswered requests before they are lost.
+LOST_GRACE = 1.0
+
+
+class LostError(Exception):
+    """Work still pending when the run ended: a reliable intent never acknowledged, a request never answered."""
 
 
 class DispatcherUser(User):
@@ -47,6 +62,7 @@ class DispatcherUser(User):
         self.client: dispatcher.Transport | None = None
         self.stopping = False
         self._acks: dict[tuple[str, int], tuple[float, Entry]] = {}  # reliable intents awaiting the ACK
+        self._pending: dict[int, tuple[float, Entry]] = {}  # requests awaiting their answer
         self._entries: dict[tuple[str, str, str], Entry] = {}
 
     def assign_player_id(self) -> int:
@@ -67,16 +83,29 @@ class DispatcherUser(User):
             self.state.connect_failures += 1
             self._fire("CONNECT", "connect", 0.0, 0, e)
             raise
-        core = self.client.core
-        core.ack_listener = self._on_ack
+        self.client.on_ack(self._on_ack)
         for name in self.state.registry.names:
             if name.startswith("Event."):
                 self.client.bus.on(name, self._event_recorder(name))
 
     def on_stop(self) -> None:
+        if self.client is not None:
+            st = self.state
+            st.draining += 1
+            try:
+                self._audit_lost()
+            finally:
+                st.draining -= 1
+            # The rest (stats snapshots, closing) costs CPU: it waits until every stopping player of this process
+            # has its answers, so that it does not delay theirs (their latency would be the harness's own).
+            deadline = time.monotonic() + LOST_GRACE
+            while st.draining > 0 and time.monotonic() < deadline:
+                gevent.sleep(0.01)
         self.stopping = True  # what our own close cuts short is not a failure of the system under test
         if self.client is not None:
-            self.state.add_client_stats(self.client.stats().snapshot(), self.client.runtime)
+            c = self.client
+            self.state.add_client_stats(c.stats().snapshot(), c.runtime)
+            self.state.add_clock(c.clock_domain, c.clock_offset, c.clock_error)
             self.client.close()
             self.client = None
 
@@ -105,13 +134,33 @@ class DispatcherUser(User):
         self.state.recorder.fail(e)
         self._fire(e.key[1], e.key[2], latency * 1000.0, 0, exc)
 
+    def _audit_lost(self) -> None:
+        """Wait up to ``LOST_GRACE`` for what is still in flight; whatever is left is lost (a failure)."""
+        deadline = time.monotonic() + LOST_GRACE
+        while (self._acks or self._pending) and time.monotonic() < deadline:
+            gevent.sleep(0.02)
+        pending = [*self._acks.values(), *self._pending.values()]
+        self._acks.clear()
+        self._pending.clear()
+        for intended, e in pending:
+            self.state.recorder.fail(e, lost=True)
+            what = "acknowledged" if e.key[0] == "intent" else "answered"
+            self._fire(e.key[1], e.key[2], (time.monotonic() - intended) * 1000.0, 0,
+                       LostError(f"lost: never {what} by the end of the run"))
+
     def _event_recorder(self, name: str) -> Any:
         def on_event(payload: Any, meta: Meta) -> None:
-            core = self.client.core if self.client is not None else None
-            if core is None:
+            client = self.client
+            if client is None:
                 return
-            latency = time.monotonic() + core.clock_offset - meta.ts_sent
-            self._ok(self._entry("event", meta.qos.name, name), max(0.0, latency))
+            latency = time.monotonic() + client.clock_offset - meta.ts_sent
+            e = self._entry("event", meta.qos.name, name)
+            if latency >= 0:
+                self._ok(e, latency)
+                return
+            e.skewed()  # counted, never clamped: the clock offset is off by more than this latency
+            if self.state.samples is not None:
+                self.state.samples.append((*e.key, latency))
 
         return on_event
 
@@ -130,13 +179,17 @@ class DispatcherUser(User):
         try:
             env = self.client.intent(name, payload, qos_override=qos)
         except dispatcher.DispatcherError as exc:
-            self._failed(self._entry("intent", qos or self._tier(name), name), time.monotonic() - intended, exc)
+            e = self._entry("intent", qos or self._tier(name), name)
+            e.sent += 1
+            self._failed(e, time.monotonic() - intended, exc)
             return
         if env is None:  # release mode dropped it: invalid payload
             e = self._entry("intent", qos or self._tier(name), name)
+            e.sent += 1
             self._failed(e, 0.0, dispatcher.ValidationError(name, "rejected by its schema"))
             return
         e = self._entry("intent", env.meta.qos.name, name)
+        e.sent += 1
         self.state.capture(self.player_id, env, "intent")
         if self.state.registry.channel_of(name).reliable:
             self._acks[(name, env.meta.seq)] = (intended, e)
@@ -149,17 +202,46 @@ class DispatcherUser(User):
         intended = time.monotonic() if intended is None else intended
         tier = qos or self._tier(name)
         e = self._entry("request", tier, name)
+        e.sent += 1
         try:
             p = self.client.request(name, payload, qos_override=qos, timeout=timeout)
         except dispatcher.DispatcherError as exc:
             self._failed(e, time.monotonic() - intended, exc)
             return
         self.state.capture(self.player_id, Envelope(name, payload, Meta(0, QoS[tier], time.monotonic())), "request")
-        p.and_then(lambda env: self._ok(e, time.monotonic() - intended)).catch(
-            lambda exc: self._failed(e, time.monotonic() - intended, exc))
+        rid = next(_requests)
+        self._pending[rid] = (intended, e)
+
+        def answered(env: Envelope) -> None:
+            if self._pending.pop(rid, None) is not None:  # not already counted lost
+                self._ok(e, time.monotonic() - intended)
+
+        def failed(exc: BaseException) -> None:
+            if self._pending.pop(rid, None) is not None:
+                self._failed(e, time.monotonic() - intended, exc)
+
+        p.and_then(answered).catch(failed)
 
     def _tier(self, name: str) -> str:
         return self.state.registry.channel_of(name).qos.name
+
+    def wait_until(self, intended: float, kind: str, qos: str | None, name: str, tolerance: float) -> None:
+        """Sleep until ``intended``, then measure how late the send really starts (a sleep can overrun, a
+        frozen process wakes up late): later than ``tolerance`` counts as behind schedule."""
+        delay = intended - time.monotonic()
+        if delay > 0:
+            gevent.sleep(delay)
+        actual = time.monotonic()
+        stopping = self.state.stopping_at
+        if stopping is not None and actual >= stopping:
+            return  # held up by the run's own shutdown (users stopping), not by the load: not scheduled work
+        late = actual - intended
+        self.state.recorder.late(late)
+        tier = qos or self._tier(name)
+        if late > tolerance:
+            self._entry(kind, tier, name).behind += 1
+        if self.state.sends is not None:
+            self.state.sends.append((kind, tier, name, intended, actual))
 
 
 class ScenarioUser(DispatcherUser):
@@ -180,11 +262,7 @@ class ScenarioUser(DispatcherUser):
         for intended, _phase, action, n in self.scenario.timeline(params, rng, start):
             if intended < joined:
                 continue  # the timeline is shared (phases line up across players); a late joiner skips the past
-            delay = intended - time.monotonic()
-            if delay > 0:
-                gevent.sleep(delay)
-            elif -delay > self.scenario.behind_after:
-                self._entry(action.kind, action.qos or self._tier(action.name), action.name).behind += 1
+            self.wait_until(intended, action.kind, action.qos, action.name, self.scenario.behind_after)
             self.perform(action, rng, params, n, intended)
         while True:  # a timeline that ends: stay connected (events keep coming) until the run ends
             gevent.sleep(3600)
@@ -217,10 +295,9 @@ class ReplayUser(DispatcherUser):
         t0 = self.state.start_time(self.environment) + 0.5
         for entry in script:
             intended = t0 + entry.t / scale
-            delay = intended - time.monotonic()
-            if delay > 0:
-                gevent.sleep(delay)
             env = entry.envelope
+            self.wait_until(intended, entry.kind if entry.kind == "request" else "intent", env.meta.qos.name,
+                            env.name, BEHIND_AFTER)
             if entry.kind == "request":
                 self.send_request(env.name, env.payload, intended=intended, qos=env.meta.qos.name)
             else:

@@ -191,13 +191,20 @@ def _routes(environment: Environment, view: QosView) -> None:
     def qos_page() -> Response:
         return Response(page(view.snapshot()), mimetype="text/html")
 
+    @app.route("/netharness/runs")
+    @auth
+    def runs() -> Response:  # every finished swarm's results and report paths
+        return Response(json.dumps(view.st.runs), mimetype="application/json")
+
+    @app.route("/netharness/report", defaults={"name": "report.html"})
     @app.route("/netharness/report/", defaults={"name": "report.html"})
     @app.route("/netharness/report/<path:name>")
     @auth
     def report(name: str) -> Response:
         path = view.report_path()
         if path is None:
-            return Response("no report yet: netharness writes one when a run ends\n", 404, mimetype="text/plain")
+            return Response("no swarm has finished yet: its report is written when it stops\n", 404,
+                            mimetype="text/plain")
         return send_from_directory(path.parent, path.name if name == "report.html" else name)
 
     @app.after_request

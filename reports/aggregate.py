@@ -15,7 +15,7 @@ from dispatcher.envelope import QoS
 from dispatcher.histogram import Histogram, merged
 from dispatcher.stats import format_us
 
-__all__ = ["TIERS", "Model", "Series", "build_model"]
+__all__ = ["TIERS", "Model", "Series", "build_model", "dropped_by", "summary_lines"]
 
 TIERS = tuple(q.name for q in QoS)
 PERCENTILES = (50, 90, 99, 99.9)
@@ -42,7 +42,8 @@ class Model:
     empty: bool
     meta: list[tuple[str, str]]
     verdicts: list[tuple[str, str, str, str]] | None  # (verdict, metric, expression, measured), failures first
-    entries: list[tuple[Any, ...]]  # kind, tier, name, count, failures, behind, p50, p90, p99, p99.9, max
+    entries: list[tuple[Any, ...]]  # kind, tier, name, sent, count, failures, lost, skew, behind, p50..max
+    summary: list[str]  # clock, schedule, delivery, connections: one line each
     phases_table: list[tuple[Any, ...]]  # phase, kind, tier, count, p50, p99, max
     counters: dict[str, list[tuple[Any, ...]]]  # side -> rows (name, *COUNTERS, drops by reason)
     peer: dict[str, list[tuple[str, int]]]  # side -> connection-level counters
@@ -51,7 +52,9 @@ class Model:
     over_time: dict[str, Series]  # tier -> per-second latency and throughput
     phase_marks: list[tuple[str, float]]  # (phase name, t on the series' axis)
     queue: dict[str, tuple[list[float], list[int], list[float]]]  # tier -> (t, queued msgs, sojourn p99 us)
-    saturation: dict[str, tuple[float, int, int]]  # tier -> (ratio, longest run, dropped)
+    saturation: dict[str, tuple[float, int, int]]  # tier -> (ratio, longest run, dropped: dropped_by("qos"))
+    dropped_tiers: list[tuple[str, int]]  # the same "dropped" table summed by tier ...
+    dropped_names: list[tuple[str, int]]  # ... and by name: equal totals
     baseline: list[tuple[Any, ...]] | None  # kind, tier, name, p50, base p50, d%, p99, base p99, d%, regressed
     regressions: int = 0
 
@@ -71,6 +74,7 @@ def build_model(results: dict[str, Any], baseline: dict[str, Any] | None = None)
         meta=_meta_rows(meta, results),
         verdicts=_verdicts(results.get("thresholds")),
         entries=_entry_rows(hists),
+        summary=summary_lines(results),
         phases_table=[(p["phase"], p["kind"], p["qos"], p["count"], _fmt_us(p.get("p50_us")),
                        _fmt_us(p.get("p99_us")), _fmt_us(p.get("max_us"))) for p in results.get("phases", [])],
         counters={side: _counter_rows(s) for side, s in sides.items()},
@@ -80,7 +84,10 @@ def build_model(results: dict[str, Any], baseline: dict[str, Any] | None = None)
         over_time=_over_time(results.get("series", [])),
         phase_marks=_phase_marks(meta),
         queue=_queue(sides.get("server")),
-        saturation=_saturation(sides),
+        saturation=_saturation(sides, dropped_by(results, "qos")),
+        dropped_tiers=sorted(dropped_by(results, "qos").items(), key=lambda kv: TIERS.index(kv[0])
+                             if kv[0] in TIERS else len(TIERS)),
+        dropped_names=sorted(dropped_by(results, "name").items()),
         baseline=base,
         regressions=sum(1 for row in base or [] if row[-1]),
     )
@@ -88,7 +95,8 @@ def build_model(results: dict[str, Any], baseline: dict[str, Any] | None = None)
 
 def _meta_rows(meta: dict[str, Any], results: dict[str, Any]) -> list[tuple[str, str]]:
     keys = ("scenario", "params", "users", "spawn_rate", "run_time_s", "duration_s", "start_time", "end_time",
-            "target", "embedded_server", "workers", "scheduler", "git_commit", "hostname", "locust", "python")
+            "target", "embedded_server", "workers", "scheduler", "clock", "git_commit", "hostname", "locust",
+            "python")
     rows = [(k, str(meta.get(k))) for k in keys if meta.get(k) not in (None, "", {})]
     conn = results.get("connections") or {}
     rows += [(k, str(v)) for k, v in conn.items()]
@@ -106,7 +114,9 @@ def _entry_rows(hists: list[tuple[dict[str, Any], Histogram]]) -> list[tuple[Any
     rows = []
     for e, h in hists:
         figs = [_fmt_us(v) for v in h.percentiles(PERCENTILES)] + [_fmt_us(h.max)] if h.count else ["-"] * 5
-        rows.append((e["kind"], e["qos"], e["name"], e["count"], e["failures"], e.get("behind", 0), *figs))
+        sent = e.get("sent", "-") if e["kind"] != "event" else "-"
+        rows.append((e["kind"], e["qos"], e["name"], sent, e["count"], e["failures"], e.get("lost", 0),
+                     e.get("clock_skew", 0), e.get("behind", 0), *figs))
     return rows
 
 
@@ -205,15 +215,57 @@ def _queue(server: dict[str, Any] | None) -> dict[str, tuple[list[float], list[i
     return out
 
 
-def _saturation(sides: dict[str, Any]) -> dict[str, tuple[float, int, int]]:
+def _saturation(sides: dict[str, Any], dropped: dict[str, int]) -> dict[str, tuple[float, int, int]]:
     out = {}
     for tier in TIERS:
         ts = [s["tiers"][tier] for s in sides.values() if s and tier in s.get("tiers", {})]
         ticks = sum(t["ticks"] for t in ts)
         sat = sum(t["saturated_ticks"] for t in ts)
         out[tier] = (sat / ticks if ticks else 0.0, max((t["longest_saturated_run"] for t in ts), default=0),
-                     sum(t["dropped"] for t in ts))
+                     dropped.get(tier, 0))
     return out
+
+
+def dropped_by(results: dict[str, Any], key: str) -> dict[str, int]:
+    """``dropped`` (envelopes dropped and requests refused, every reason, both sides) summed by ``"qos"`` or
+    ``"name"``: from the one ``dropped`` table of results.json, so both sums have the same total.  A results
+    file from before that table falls back to the dispatchers' per-name counters, named by their entries'
+    tiers."""
+    rows = results.get("dropped")
+    if rows is None:
+        tiers = {e["name"]: e["qos"] for e in results["entries"]}
+        rows = [{"name": n, "qos": tiers.get(n), "dropped": c.get("dropped", 0)}
+                for s in results["dispatcher"].values() if s for n, c in s.get("names", {}).items()]
+    out: dict[str, int] = {}
+    for row in rows:
+        if row["dropped"] and row.get(key) is not None:
+            out[row[key]] = out.get(row[key], 0) + row["dropped"]
+    return out
+
+
+def summary_lines(results: dict[str, Any]) -> list[str]:
+    """Clock, schedule, delivery and connections, one line each (console and report)."""
+    lines = []
+    clock = results["meta"].get("clock")
+    if clock:
+        off = clock["offset_s"]
+        shown = f"{off[0] * 1e6:+.0f}us .. {off[1] * 1e6:+.0f}us" if isinstance(off, list) else f"{off * 1e6:+.0f}us"
+        lines.append(f"clock: {clock['domain']} domain, offset {shown}, error bound "
+                     f"+/-{format_us(clock['error_bound_s'] * 1e6)} ({clock['players']} players)")
+    sch = results.get("schedule") or {}
+    if sch.get("scheduled"):
+        lat = sch["lateness_us"]
+        lines.append(f"schedule: {sch['behind']} of {sch['scheduled']} sends started more than "
+                     f"{format_us((sch['tolerance_s'] or 0) * 1e6)} late (lateness p99 {format_us(lat['p99'])}, "
+                     f"max {format_us(lat['max'])})")
+    ents = [e for e in results["entries"] if e["kind"] != "event"]
+    lost = sum(e.get("lost", 0) for e in ents)
+    lines.append(f"delivery: {sum(e.get('sent', 0) for e in ents)} sent, "
+                 f"{sum(e['count'] - e['failures'] for e in ents)} acknowledged or answered, "
+                 f"{sum(e['failures'] for e in ents) - lost} failed, {lost} lost")
+    conn = results.get("connections") or {}
+    lines.append("connections: " + ", ".join(f"{k}={v}" for k, v in conn.items()))
+    return lines
 
 
 def _baseline(hists: list[tuple[dict[str, Any], Histogram]], baseline: dict[str, Any]) -> list[tuple[Any, ...]]:

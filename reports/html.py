@@ -62,8 +62,15 @@ def render_html(m: Model, pngs: dict[str, bytes]) -> str:
     parts.append("</section>")
 
     parts.append('<section id="latency"><h2>Latency per envelope name</h2>')
-    parts.append(_table(("kind", "tier", "name", "count", "failures", "behind", "p50", "p90", "p99", "p99.9", "max"),
-                        m.entries, table_id="latency-table"))
+    parts.append(_table(("kind", "tier", "name", "sent", "count", "failures", "lost", "clock skew", "behind", "p50",
+                         "p90", "p99", "p99.9", "max"), m.entries, table_id="latency-table",
+                        row_class=lambda r: "fail" if r[6] else ""))
+    parts.append('<ul id="summary" class="note">' + "".join(f"<li>{escape(line)}</li>" for line in m.summary)
+                 + "</ul>")
+    parts.append('<p class="note">lost: sent but never acknowledged (reliable intents) or answered (requests) by '
+                 "the end of the run, counted as failures; clock skew: one-way samples that came out negative "
+                 "(counted, not in the latency figures); behind: sends that started later than the schedule's "
+                 "tolerance.</p>")
     if m.phases_table:
         parts.append("<p>Per phase of the timeline:</p>")
         parts.append(_table(("phase", "kind", "tier", "count", "p50", "p99", "max"), m.phases_table,
@@ -83,6 +90,14 @@ def render_html(m: Model, pngs: dict[str, bytes]) -> str:
         if stem in pngs:
             data = base64.b64encode(pngs[stem]).decode()
             parts.append(f'<h3>{escape(title)}</h3><img alt="{escape(title)}" src="data:image/png;base64,{data}">')
+    parts.append("</section>")
+
+    parts.append('<section id="dropped"><h2>Dropped and refused</h2><p class="note">Envelopes dropped and requests '
+                 "refused by either dispatcher, every reason, from one table: summed by tier and by name.</p>")
+    parts.append(_table(("tier", "dropped"), [*m.dropped_tiers, ("total", sum(n for _, n in m.dropped_tiers))],
+                        table_id="dropped-tiers"))
+    parts.append(_table(("name", "dropped"), [*m.dropped_names, ("total", sum(n for _, n in m.dropped_names))],
+                        table_id="dropped-names"))
     parts.append("</section>")
 
     parts.append('<section id="counters"><h2>Dispatcher counters</h2>')

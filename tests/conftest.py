@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import warnings
 from typing import Any
 
@@ -64,6 +65,22 @@ GAME_SCHEMAS = SchemaRegistry({
     "Intent.Stats.RequestSnapshot": s.table(version=s.integer(min=0)),
     "Event.Attributes.Updated": s.map_of(s.string(), s.integer()),
 })
+
+
+@pytest.fixture
+def browser() -> str:
+    """Chromium for the tests that open a report in a real browser: without it they skip with one line
+    naming the install command, unless ``NETHARNESS_REQUIRE_BROWSER=1`` (``.ci/run`` sets it after
+    installing Chromium), which makes a missing browser a failure."""
+    from reports.browser import BrowserError, chromium
+
+    try:
+        return chromium()
+    except BrowserError:
+        message = "no chromium on PATH: apt-get install chromium (or run bash .ci/run)"
+        if os.environ.get("NETHARNESS_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"{message}; NETHARNESS_REQUIRE_BROWSER=1 requires it")
+        pytest.skip(message)
 
 
 @pytest.fixture

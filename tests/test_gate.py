@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -36,10 +37,11 @@ def make_results() -> dict[str, Any]:
         "format": "netharness-results", "version": 1,
         "meta": {"duration_s": 10.0},
         "entries": [
-            {"kind": "request", "qos": "CRITICAL", "name": "Intent.Skills.Use", "count": 1001, "failures": 1,
-             "bytes": 0, "behind": 5, "latency_us": _hist(crit)},
-            {"kind": "event", "qos": "BACKGROUND", "name": "Event.Stats.Updated", "count": 100, "failures": 0,
-             "bytes": 0, "behind": 0, "latency_us": _hist([300_000] * 100)},
+            {"kind": "request", "qos": "CRITICAL", "name": "Intent.Skills.Use", "sent": 1001, "count": 1001,
+             "failures": 1, "lost": 1, "clock_skew": 0, "bytes": 0, "behind": 5, "latency_us": _hist(crit)},
+            {"kind": "event", "qos": "BACKGROUND", "name": "Event.Stats.Updated", "sent": 0, "count": 104,
+             "failures": 0, "lost": 0, "clock_skew": 4, "bytes": 0, "behind": 0,
+             "latency_us": _hist([300_000] * 100)},
         ],
         "series": [],
         "phases": [{"phase": "flood", "kind": "request", "qos": "CRITICAL", "count": 10, "failures": 0,
@@ -67,9 +69,14 @@ def _verdicts(table: dict[str, list[str]]) -> list[tuple[str, str, bool, str]]:
         ("latency{name:Event.Stats.Updated}", "avg < 1s", True, "299.9ms"),
         ("latency{phase:flood,qos:CRITICAL}", "p(99) < 6ms", True, "5.003ms"),
         ("latency{qos:HIGH}", "p(99) < 50ms", False, "no data"),
-        ("failures", "rate < 0.1%", True, "0.0908%"),
+        ("failures", "rate < 0.1%", True, "0.0905%"),
         ("failures", "count == 0", False, "1"),
-        ("behind_schedule", "rate < 1%", True, "0.454%"),
+        ("behind_schedule", "rate < 1%", True, "0.452%"),
+        ("lost", "count == 0", False, "1"),
+        ("lost{kind:request,qos:CRITICAL}", "rate < 0.1%", True, "0.0999%"),
+        ("lost{kind:event}", "count == 0", True, "0"),
+        ("clock_skew{kind:event}", "count == 0", False, "4"),
+        ("clock_skew", "rate < 1%", True, "0.362%"),
         ("throughput{qos:CRITICAL}", "rate > 100", True, "100.1"),
         ("timeouts", "count == 0", False, "1"),
         ("retries", "rate < 1%", True, "0.3%"),
@@ -84,6 +91,24 @@ def _verdicts(table: dict[str, list[str]]) -> list[tuple[str, str, bool, str]]:
 def test_verdicts(key: str, expr: str, passed: bool, shown: str) -> None:
     [(_, _, ok, measured)] = _verdicts({key: [expr]})
     assert (ok, measured) == (passed, shown)
+
+
+def test_dropped_is_one_table_summed_by_tier_or_by_name() -> None:
+    """Envelopes dropped and requests refused, every reason: the same rows whichever way they are summed."""
+    results = make_results()
+    results["dropped"] = [
+        {"side": "server", "name": "Intent.Stats.RequestSnapshot", "qos": "BACKGROUND", "sent": 0, "dropped": 776,
+         "drops": {"overloaded": 776}},
+        {"side": "server", "name": "Event.Stats.Updated", "qos": "BACKGROUND", "sent": 200, "dropped": 24,
+         "drops": {"queue_full": 24}},
+        {"side": "client", "name": "Intent.Skills.Use", "qos": "CRITICAL", "sent": 1001, "dropped": 0, "drops": {}},
+    ]
+    table = {"dropped{qos:BACKGROUND}": ["count == 800"],
+             "dropped{name:Intent.Stats.RequestSnapshot}": ["count == 776"],
+             "dropped{name:Event.Stats.Updated}": ["rate < 11%"], "dropped{qos:CRITICAL}": ["count == 0"],
+             "dropped": ["count == 800"]}
+    verdicts = evaluate(parse_thresholds({"thresholds": table}), results)
+    assert [(v.threshold.key, v.passed) for v in verdicts if not v.passed] == []
 
 
 MALFORMED = [
@@ -174,11 +199,50 @@ def test_locust_run_with_an_impossible_threshold_exits_1(tmp_path: Path) -> None
     assert json.loads((tmp_path / "r.json").read_text())["thresholds"]["passed"] is False
 
 
-def test_locust_mixed_run_passes_the_project_defaults(tmp_path: Path) -> None:
+def _cpu_stall_us() -> float | None:
+    """Microseconds tasks of this machine spent waiting for a CPU (Linux PSI), or None where there is no PSI."""
+    try:
+        some = Path("/proc/pressure/cpu").read_text().splitlines()[0]
+    except OSError:
+        return None
+    return float(some.rsplit("total=", 1)[1])
+
+
+def _mixed_defaults_run(tmp_path: Path) -> tuple[subprocess.CompletedProcess[str], list[str], float | None]:
+    """One run through the project's thresholds: its result, the failed verdicts, and the share of the run's
+    wall time that this machine's tasks spent waiting for a CPU (None without PSI)."""
+    stall0, t0 = _cpu_stall_us(), time.monotonic()
     p = _locust("-f", "scenarios/mixed.py", "-u", "10", "-r", "10", "-t", "10s", "--param", "calm_s=4",
                 "--param", "flood_s=6", "--thresholds", "scenarios/thresholds.toml",
                 "--results", str(tmp_path / "r.json"))
-    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-2000:]
+    stall1, wall = _cpu_stall_us(), time.monotonic() - t0
+    failed = [v["metric"] for v in json.loads((tmp_path / "r.json").read_text())["thresholds"]["verdicts"]
+              if not v["passed"]] if (tmp_path / "r.json").exists() else []
+    stall = (stall1 - stall0) / 1e6 / wall if stall0 is not None and stall1 is not None else None
+    return p, failed, stall
+
+
+#: A run during which the machine's tasks waited for a CPU this share of the time or more was contended.
+CONTENDED = 0.25
+
+
+def test_locust_mixed_run_passes_the_project_defaults(tmp_path: Path) -> None:
+    """Why this failed once on a busy machine: the CRITICAL latency thresholds (absolute, p99 < 50 ms) failed
+    while other engineers' runs held both cores (p99 85-148 ms measured so; 4 ms on an idle machine), and the
+    assertion showed only the tail of stdout, Locust's error table of refused snapshots, not the verdicts.
+    (A second way to the same symptom is fixed in the plugin: an exception at the end of the run made Locust
+    fall back to "any failure -> exit 1".)  So the verdicts are in the message, and a run whose only
+    failures are latency thresholds while the CPU was contended (Linux PSI: tasks waited for a CPU a quarter
+    of the time or more) is run again, twice at most; any other failure fails at once."""
+    runs = []
+    for _ in range(3):
+        p, failed, stall = _mixed_defaults_run(tmp_path)
+        runs.append(f"failed {failed or 'nothing'}, CPU stall {'n/a' if stall is None else f'{stall:.0%}'}")
+        contended = stall is not None and stall >= CONTENDED
+        if p.returncode == 0 or not failed or not all(m.startswith("latency") for m in failed) or not contended:
+            break
+    verdicts = p.stdout[p.stdout.find("thresholds:"):p.stdout.find("netharness: report written")]
+    assert p.returncode == 0, "; ".join(runs) + "\n" + verdicts + "\n" + p.stderr[-2000:]
     assert "0 failed" in p.stdout
 
 

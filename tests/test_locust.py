@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -28,13 +29,16 @@ def _run(args: list[str], timeout: float = 90, **kw: Any) -> subprocess.Complete
     return subprocess.run([*LOCUST, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, **kw)
 
 
-def _servers() -> list[str]:
-    out = subprocess.run(["pgrep", "-af", "harness serve"], capture_output=True, text=True, check=False).stdout
-    return [line for line in out.splitlines() if "pgrep" not in line]
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs (a zombie awaiting its reaper does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def test_skills_headless_run(tmp_path: Path) -> None:
-    before = _servers()
     res = tmp_path / "results.json"
     p = _run(["-f", "scenarios/skills.py", "--headless", "-u", "20", "-r", "20", "-t", "6s", "--results", str(res)])
     assert p.returncode == 0, p.stderr[-3000:]
@@ -49,7 +53,17 @@ def test_skills_headless_run(tmp_path: Path) -> None:
     assert results["meta"]["embedded_server"] is True and results["meta"]["users"] == 20
     assert results["dispatcher"]["server"]["peer"]["connections"] >= 20  # the server's own stats came back
     assert results["dispatcher"]["client"]["names"]["Intent.Skills.Use"]["sent"] > 0
-    assert _servers() == before  # no server process left behind
+    # The embedded server this run started (its PID is logged) is gone: tracked by PID, never by name.
+    pids = re.findall(r"embedded game server on tcp://\S+ \(pid (\d+)\)", p.stderr)
+    assert len(pids) == 1, p.stderr[-2000:]
+    assert not _alive(int(pids[0]))
+    # latency.csv beside results.json: the same figures, in microseconds, per entry (and per phase).
+    rows = list(csv.DictReader((tmp_path / "latency.csv").open()))
+    by_key = {(r["kind"], r["qos"], r["name"]): r for r in rows if r["scope"] == "entry"}
+    for e in results["entries"]:
+        row = by_key[(e["kind"], e["qos"], e["name"])]
+        assert int(row["p50_us"]) == e["latency_us"]["p50"] and int(row["lost"]) == e["lost"] == 0
+        assert int(row["clock_skew"]) == e["clock_skew"] == 0
 
 
 def _free_port() -> int:

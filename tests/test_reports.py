@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 import subprocess
 import sys
@@ -62,13 +63,9 @@ def test_report_from_a_recorded_run(recorded: Path, tmp_path: Path) -> None:
     assert "calm" in html and "flood" in html  # the per-phase table
 
 
-def test_report_in_a_real_headless_chromium(recorded: Path, tmp_path: Path) -> None:
-    from reports.browser import BrowserError, chromium, dump_dom, screenshot
+def test_report_in_a_real_headless_chromium(browser: str, recorded: Path, tmp_path: Path) -> None:
+    from reports.browser import dump_dom, screenshot
 
-    try:
-        chromium()
-    except BrowserError as e:
-        pytest.fail(f"{e}: .ci/run installs it")
     page = write_report(json.loads(recorded.read_text()), tmp_path)
     shot = screenshot(page, tmp_path / "shot.png", width=1200, height=1600)
     img = mpimg.imread(shot)
@@ -130,3 +127,43 @@ def test_report_command_writes_html_and_pngs(recorded: Path, tmp_path: Path,
     assert capsys.readouterr().out.strip() == f"report: {tmp_path / 'r' / 'report.html'}"
     assert sorted(p.name for p in (tmp_path / "r").iterdir()) == sorted(
         ["report.html", *(f"{s}.png" for s in PLOTS)])
+
+
+@pytest.mark.parametrize(("require", "code", "outcome"), [("", 0, "1 skipped"), ("1", 1, "1 error")])
+def test_browser_test_without_chromium_skips_unless_required(tmp_path: Path, require: str, code: int,
+                                                              outcome: str) -> None:
+    """A fresh machine has no Chromium: the browser test skips with one line naming the install command
+    (before the module's Locust run starts), unless NETHARNESS_REQUIRE_BROWSER=1 (CI) makes it fail."""
+    env = {**os.environ, "PATH": str(tmp_path), "NETHARNESS_REQUIRE_BROWSER": require}
+    p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider",
+                        "tests/test_reports.py::test_report_in_a_real_headless_chromium"], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == code, p.stdout[-2000:]
+    assert outcome in p.stdout
+    lines = [line for line in p.stdout.splitlines() if "apt-get install chromium" in line]
+    assert len(lines) == 1 if code == 0 else len(lines) >= 1, p.stdout[-2000:]
+
+
+def test_dropped_summed_by_tier_equals_dropped_summed_by_name(recorded: Path, tmp_path: Path) -> None:
+    """One definition of dropped (envelopes dropped and requests refused, every reason, both sides)."""
+    from harness.thresholds import evaluate, parse_thresholds
+    from reports.aggregate import TIERS, dropped_by
+
+    results = json.loads(recorded.read_text())
+    by_tier, by_name = dropped_by(results, "qos"), dropped_by(results, "name")
+    assert sum(by_tier.values()) == sum(by_name.values()) > 0  # mixed.py floods: snapshots are refused/dropped
+    tier_of = {row["name"]: row["qos"] for row in results["dropped"]}
+    for tier in TIERS:
+        assert by_tier.get(tier, 0) == sum(n for name, n in by_name.items() if tier_of[name] == tier)
+    # The gate sums the same table either way.
+    table = {"thresholds": {f"dropped{{qos:{t}}}": ["count >= 0"] for t in TIERS}
+             | {f"dropped{{name:{n}}}": ["count >= 0"] for n in by_name}}
+    measured = {v.threshold.key: v.measured for v in evaluate(parse_thresholds(table), results)}
+    assert sum(measured[f"dropped{{qos:{t}}}"] or 0 for t in TIERS) == sum(measured[f"dropped{{name:{n}}}"] or 0
+                                                                           for n in by_name)
+    # The report's tables and its saturation chart show the same figures.
+    model = build_model(results)
+    assert dict(model.dropped_tiers) == by_tier and dict(model.dropped_names) == by_name
+    assert {t: v[2] for t, v in model.saturation.items() if v[2]} == by_tier
+    html = write_report(results, tmp_path).read_text()
+    assert f"<td>total</td><td>{sum(by_tier.values())}</td>" in html
