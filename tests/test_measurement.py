@@ -37,7 +37,16 @@ class Run:
         self.err: list[str] = []
         self.out = ""
         self._spawned = threading.Event()
-        threading.Thread(target=self._read_err, daemon=True).start()
+        # Each pipe has exactly one reader (under gevent's monkey patching, which importing locust in another
+        # test module applies, two readers of one pipe raise "reentrant call").
+        self._readers = [threading.Thread(target=self._read_err, daemon=True),
+                         threading.Thread(target=self._read_out, daemon=True)]
+        for t in self._readers:
+            t.start()
+
+    def _read_out(self) -> None:
+        assert self.proc.stdout is not None
+        self.out = self.proc.stdout.read()
 
     def _read_err(self) -> None:
         assert self.proc.stderr is not None
@@ -52,9 +61,11 @@ class Run:
 
     def finish(self, timeout: float = 120) -> int:
         try:
-            self.out, _ = self.proc.communicate(timeout=timeout)
+            self.proc.wait(timeout=timeout)
         finally:
             self.stop()
+        for t in self._readers:
+            t.join(timeout=10)
         return self.proc.returncode
 
     def stop(self) -> None:
