@@ -132,7 +132,7 @@ class Sender(CoreBase):
         ``since`` into the local handlers and bus, oldest first, marked ``meta.replayed``.  A replayed request
         runs its handlers; their answer goes nowhere.  Returns how many were replayed."""
         if self.replay_buffer is None:
-            raise LocalProtocolError("replay is off for this transport; init it with replay={'enabled': True}")
+            raise LocalProtocolError(self.replay_off_message())
         if channel is not None and channel not in self.registry.channels:
             raise LocalProtocolError(
                 f"no channel {channel!r} in the registry; channels: {', '.join(self.registry.channels)}")
@@ -151,6 +151,11 @@ class Sender(CoreBase):
                     log.exception("handler for %s raised on replay: %s", env.name, e)
             n += 1
         return n
+
+    def replay_off_message(self) -> str:
+        return (f"replay is off on this {self.role}: its config has replay.enabled=False.  Pass "
+                "replay={'enabled': True} to init(...), to loopback(...) (both peers), or to this side only "
+                f"with loopback({self.role}={{'replay': {{'enabled': True}}}})")
 
     # -- retries and re-sends --------------------------------------------------------------------------
 
