@@ -139,5 +139,5 @@ def test_bad_options_are_clear_errors_everywhere(registry: ChannelRegistry, opti
 
 
 def test_loopback_side_overrides_must_be_dicts(registry: ChannelRegistry) -> None:
-    with pytest.raises(LocalProtocolError, match="server=.... is a dict"):
+    with pytest.raises(LocalProtocolError, match=r"server=.... is a dict"):
         dispatcher.loopback(registry, server="fifo")  # type: ignore[arg-type]
