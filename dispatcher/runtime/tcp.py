@@ -1,10 +1,11 @@
 """The TCP runtime: the core on real gevent sockets.
 
 Cooperative all the way: it uses gevent's sockets, events and greenlets directly, so it runs inside Locust
-(monkey-patched) and in plain scripts alike; a blocking ``promise.result()`` yields to the other greenlets.
-Per connection a reader greenlet feeds the core and a writer greenlet sends what the core queued (woken
-when the core marks the connection dirty, so writes never interleave); one timer greenlet per transport
-drives ``handle_timer``.  A client whose connection drops reconnects with jittered exponential backoff and
+(monkey-patched) and in plain scripts alike; a blocking ``promise.result()`` yields to the other greenlets
+(a ``gevent.hub.Waiter``; its deadline is a core timer, not a gevent ``Timeout``).  Per connection one
+reader greenlet feeds the core; whoever flushes writes the core's bytes directly (non-blocking), and a
+writer greenlet exists only while the socket's buffer is full; one timer greenlet per transport drives
+``handle_timer``.  A client whose connection drops reconnects with jittered exponential backoff and
 resumes its session; a server keeps a lost player's session for the core's ``resume_grace``.
 """
 
@@ -28,16 +29,19 @@ import gevent
 import gevent.event
 import gevent.server
 import gevent.socket
+from gevent.hub import Waiter
 
 from ..core import SERVER_PEER, Dispatcher
 from ..errors import ConnectionClosed, LocalProtocolError, RemoteProtocolError
 from ..promise import Promise
+from ..timers import Timers
 from ..wire import Close, encode_control
 
 __all__ = ["TcpClientRuntime", "TcpServerRuntime"]
 
 log = logging.getLogger("dispatcher.tcp")
 _READ = 65536
+_PREAUTH_READ = 4096  # before authentication (a HELLO is far smaller)
 _LINGER_SECONDS = 1.0  # after our CLOSE, how long the peer has to close its side
 _LINGER_BYTES = 4 << 20  # and how much of its input we read and discard meanwhile
 _TRIM_AFTER = 1  # closed connections after which freed memory is returned to the OS (at most every 0.5 s)
@@ -60,6 +64,7 @@ class _Base:
         self.core = core
         self.closed = False
         self._conns: dict[Hashable, _Conn] = {}
+        self._hub = gevent.get_hub()
         self._timer_wake = gevent.event.Event()
         self._timer_at: float | None = None
         self._timer = gevent.spawn(self._timer_loop)
@@ -68,18 +73,43 @@ class _Base:
         return time.monotonic()
 
     def flush(self) -> None:
+        """Write what the core queued, from the calling greenlet (never blocking: what the socket does not
+        take at once goes to that connection's writer greenlet), and wake the timer greenlet if the core now
+        needs waking earlier."""
+        conns = self._conns
         for key in self.core.take_dirty():
-            conn = self._conns.get(key)
+            conn = conns.get(key)
             if conn is not None:
-                conn.wake.set()
+                conn.flush()
         nt = self.core.next_timer()
         if nt is not None and (self._timer_at is None or nt < self._timer_at):
             self._timer_wake.set()
 
     def wait(self, promise: Promise[Any], timeout: float | None) -> None:
-        done = gevent.event.Event()
-        promise.finally_(done.set)
-        done.wait(timeout)
+        """Block the calling greenlet until ``promise`` settles or ``timeout`` passes.  No gevent ``Timeout``
+        per call: the deadline is an entry in the core's timer heap, fired by the one timer greenlet."""
+        if promise.done():
+            return
+        hub = self._hub
+        if gevent.getcurrent() is hub:
+            raise LocalProtocolError("Promise.result() cannot block inside the gevent hub; use and_then/catch")
+        waiter: Waiter[Any] = Waiter(hub)
+        run_callback = hub.loop.run_callback
+        switch = waiter.switch
+
+        def wake(*_: Any) -> None:
+            run_callback(switch, None)
+
+        promise.finally_(wake)
+        deadline = None
+        if timeout is not None:
+            deadline = self.core.timers.schedule(self.now() + timeout, wake, None)
+            if self._timer_at is None or deadline[0] < self._timer_at:
+                self._timer_wake.set()
+        try:
+            waiter.get()
+        finally:
+            Timers.cancel(deadline)
 
     def _timer_loop(self) -> None:
         while not self.closed:
@@ -108,39 +138,108 @@ class _Base:
 
 
 class _Conn:
-    """One socket: a reader and a writer greenlet around the core's session ``key``.
+    """One socket around the core's session ``key``: read by one greenlet; written directly by whichever
+    greenlet flushes (the socket is non-blocking underneath: a write never waits).  Only when the socket's
+    buffer is full does a writer greenlet exist, to send the rest and whatever queues meanwhile, in order.
 
-    Closing is graceful: once the session is closed (either side sent CLOSE), the writer sends what is left
-    (our CLOSE), half-closes, and gives the peer ``_LINGER_SECONDS`` to close its side, while the reader
-    reads and discards what still arrives.  Closing a socket with unread input would reset the connection
-    and could destroy our CLOSE frame (the reason) on its way.
+    Closing is graceful: once the session is closed (either side sent CLOSE) and what is left (our CLOSE) is
+    written, the socket is half-closed and the peer gets ``_LINGER_SECONDS`` to close its side, while the
+    reader reads and discards what still arrives.  Closing a socket with unread input would reset the
+    connection and could destroy our CLOSE frame (the reason) on its way.
     """
+
+    __slots__ = ("dead", "eof", "key", "pending", "raw", "rt", "shut", "sock", "writer")
 
     def __init__(self, rt: _Base, sock: gevent.socket.socket, key: Hashable) -> None:
         self.rt = rt
         self.sock = sock
+        self.raw: Any = getattr(sock, "_sock", sock)  # the OS socket (non-blocking under gevent)
         self.key = key
-        self.wake = gevent.event.Event()
         self.dead = False
         self.eof = False
+        self.shut = False  # our side is half-closed
+        self.pending: bytes | memoryview = b""  # written by the writer greenlet
+        self.writer: gevent.Greenlet | None = None
         with contextlib.suppress(OSError):
             sock.setsockopt(_stdsocket.IPPROTO_TCP, _stdsocket.TCP_NODELAY, 1)
         rt._conns[key] = self
-        self.writer = gevent.spawn(self._write_loop)
-        self.wake.set()
+
+    # -- writing ------------------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Write what the core has for this connection now, from the calling greenlet, without blocking."""
+        if self.dead or self.writer is not None or self.shut:
+            return  # a writer greenlet is busy and pulls again when done
+        data = self.rt.core.data_to_send(self.rt.now(), self.key)
+        if data:
+            try:
+                n = self.raw.send(data)
+            except BlockingIOError:
+                n = 0
+            except OSError:
+                self.kill()
+                return
+            if n < len(data):
+                self.pending = memoryview(data)[n:]
+                self.writer = gevent.spawn(self._drain)
+                return
+        if self._session_closed():
+            self._half_close()
+
+    def _drain(self) -> None:
+        """The writer greenlet: send what the socket did not take, then anything queued since, then exit."""
+        core, rt = self.rt.core, self.rt
+        try:
+            while not self.dead:
+                if self.pending:
+                    self.sock.sendall(self.pending)
+                    self.pending = b""
+                data = core.data_to_send(rt.now(), self.key)
+                if not data:
+                    break
+                self.pending = data
+        except OSError:
+            self.writer = None
+            self.kill()
+            return
+        self.writer = None
+        if not self.dead:
+            nt = core.next_timer()  # pulling may have armed the next tick's timer
+            if nt is not None and (rt._timer_at is None or nt < rt._timer_at):
+                rt._timer_wake.set()
+            if self._session_closed():
+                self._half_close()
+
+    def _half_close(self) -> None:
+        if self.shut or self.dead:
+            return
+        self.shut = True
+        try:
+            self.sock.shutdown(_stdsocket.SHUT_WR)
+        except OSError:
+            self.kill()
+            return
+        if self.eof:  # the peer is done sending: nothing to wait for
+            self.kill()
+        else:
+            gevent.spawn_later(_LINGER_SECONDS, self.kill)
+
+    # -- reading ------------------------------------------------------------------------------------
 
     def read_loop(self) -> None:
         core, rt = self.rt.core, self.rt
         drained = 0
         try:
             while not self.dead:
+                c = core.session_or_none(self.key)
                 try:
-                    data = self.sock.recv(_READ)
+                    # Small reads until the peer authenticates: a half-open handshake holds little.
+                    data = self.sock.recv(_READ if c is not None and c.open else _PREAUTH_READ)
                 except OSError:
                     break
                 if not data:
                     break
-                if self._session_closed():
+                if c is None or c.closed:
                     drained += len(data)
                     if drained > _LINGER_BYTES:
                         break
@@ -149,43 +248,26 @@ class _Conn:
                 with contextlib.suppress(RemoteProtocolError):
                     core.receive_data(data, rt.now(), self.key)
                 rt.flush()
-                if self._session_closed():
-                    self.wake.set()
+                if not self.shut and self._session_closed():
+                    self.flush()
         finally:
             if self._session_closed() and not self.dead:
                 # The peer may have half-closed right after the frame that made us close: our CLOSE (the
-                # reason) is still queued.  The writer sends it before the socket goes.
+                # reason) may still be queued.  Send it before the socket goes.
                 self.eof = True
-                self.wake.set()
-                self.writer.join(timeout=_LINGER_SECONDS)
+                self.flush()
+                if self.writer is not None:
+                    self.writer.join(timeout=_LINGER_SECONDS)
             self.kill()
 
     def _session_closed(self) -> bool:
-        try:
-            return self.rt.core.session(self.key).closed
-        except LocalProtocolError:
-            return True
+        c = self.rt.core.session_or_none(self.key)
+        return c is None or c.closed
 
-    def _write_loop(self) -> None:
-        core, rt = self.rt.core, self.rt
-        try:
-            while not self.dead:
-                self.wake.wait()
-                self.wake.clear()
-                data = core.data_to_send(rt.now(), self.key)
-                rt.flush()  # pulling may have armed the next tick's timer
-                if data:
-                    self.sock.sendall(data)
-                if self._session_closed():
-                    self.sock.shutdown(_stdsocket.SHUT_WR)
-                    if self.eof:  # the peer is done sending: nothing to wait for
-                        self.kill()
-                    else:
-                        gevent.spawn_later(_LINGER_SECONDS, self.kill)
-                    return
-        except OSError:
-            pass
-        self.kill()
+    def join(self, timeout: float) -> None:
+        """Wait until what is queued is written (the writer greenlet, if one is busy)."""
+        if self.writer is not None:
+            self.writer.join(timeout=timeout)
 
     def kill(self) -> None:
         if self.dead:
@@ -194,7 +276,8 @@ class _Conn:
         with contextlib.suppress(OSError):
             self.sock.shutdown(_stdsocket.SHUT_RDWR)
         self.sock.close()
-        self.wake.set()
+        if self.writer is not None and self.writer is not gevent.getcurrent():
+            self.writer.kill(block=False)
         self.rt._connection_done(self)
 
 
@@ -234,7 +317,7 @@ class TcpServerRuntime(_Base):
         conn = _Conn(self, sock, key)
         self.flush()
         conn.read_loop()
-        conn.writer.join(timeout=5)
+        conn.join(timeout=5)
 
     def _admit(self, host: str) -> str | None:
         """Why a new connection from ``host`` is refused (the global cap, or too many connections from it
@@ -284,7 +367,7 @@ class TcpServerRuntime(_Base):
         self._server.stop(timeout=0)
         self.core.close(self.now())
         self.flush()
-        writers = [c.writer for c in list(self._conns.values())]
+        writers = [c.writer for c in list(self._conns.values()) if c.writer is not None]
         gevent.joinall(writers, timeout=drain)
         for c in list(self._conns.values()):
             c.kill()
@@ -382,7 +465,7 @@ class TcpClientRuntime(_Base):
         conn = self._conns.get(SERVER_PEER)
         if conn is not None:
             self.flush()
-            conn.writer.join(timeout=1.0)  # the CLOSE the transport queued
+            conn.join(timeout=1.0)  # the CLOSE the transport queued
         self.closed = True
         if self._reconnecting is not None:
             self._reconnecting.kill()
