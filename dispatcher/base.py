@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from .bus import EventBus, HandlerTable
 from .clocksync import ClockSync
 from .connection import Connection, NameInfo, State
-from .envelope import Envelope, QoS
+from .envelope import Envelope, Meta, QoS
 from .errors import ConnectionClosed, LocalProtocolError, RemoteProtocolError
 from .limits import Limits
 from .qos import SchedulerConfig
@@ -88,6 +88,8 @@ class CoreBase:
     _tick_at: dict[Hashable, float]
     _warned: set[str]
     _ack_listeners: list[AckListener]
+    _charges: Callable[[Connection, NameInfo, float], bool] | None
+    _latency: Callable[[int, Meta, float], None] | None
 
     # -- queueing ------------------------------------------------------------------------------------
 

@@ -169,7 +169,9 @@ class Connection:
         "close_code",
         "close_frame",
         "close_message",
+        "closed",
         "decoder",
+        "handshaking",
         "held",
         "hello_sent",
         "key",
@@ -178,6 +180,7 @@ class Connection:
         "n_channels",
         "nacks",
         "nonce",
+        "open",
         "opened",
         "out",
         "partial_since",
@@ -201,6 +204,8 @@ class Connection:
         self.key = key
         self.role: Role = role
         self.state = State.AWAITING_AUTH
+        self.open = self.closed = False
+        self.handshaking = True
         self.player_id: int | None = None
         self.session_id: str | None = None
         self.resume_secret: str | None = None
@@ -237,6 +242,10 @@ class Connection:
     def enter(self, state: State, limits: Limits) -> None:
         """Move to ``state``: the decoder takes that state's admitted frame types and size limit."""
         self.state = state
+        # Plain attributes, not properties: the hot path reads them for every frame.
+        self.open = state == State.OPEN
+        self.closed = state in (State.CLOSING, State.CLOSED)
+        self.handshaking = state == State.AWAITING_AUTH
         if state == State.OPEN and not self.windows:
             self.windows = [ReceiveWindow() for _ in range(self.n_channels)]
         self.decoder.admits = ADMITS[(self.role, state)]
@@ -246,18 +255,6 @@ class Connection:
     @property
     def decoder_max(self) -> int:
         return self.decoder._max
-
-    @property
-    def open(self) -> bool:
-        return self.state == State.OPEN
-
-    @property
-    def closed(self) -> bool:
-        return self.state in (State.CLOSING, State.CLOSED)
-
-    @property
-    def handshaking(self) -> bool:
-        return self.state == State.AWAITING_AUTH
 
     def __repr__(self) -> str:
         return f"<Connection {self.key!r} player={self.player_id} {self.state.value}>"

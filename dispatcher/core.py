@@ -72,6 +72,9 @@ class Dispatcher(Receiver, Sender):
         self.config = cfg
         self.role = role
         self.impl: RoleImpl = ServerRole(self) if role == "server" else ClientRole(self)
+        # The role's per-envelope steps, bound once (None: this role has no such step).
+        self._charges = self.impl.charge if role == "server" else None
+        self._latency = self.impl.latency if role == "client" else None
         self.registry = registry
         self.schemas = cfg.schemas if cfg.schemas is not None else SchemaRegistry(None)
         self.schemas.check_names(registry.names)

@@ -44,6 +44,12 @@ _FEED_CHUNK = 1 << 16
 #: ``max_buffer_size`` per connection up front.
 _READ_SIZE = 4096
 ALL_TYPES: frozenset[int] = frozenset(int(t) for t in FrameType)
+#: The fewest bytes an envelope frame's fields other than the payload take (array header, six small ints;
+#: a float ``ts_sent`` takes 8 more).
+_MIN_HEAD = 7
+_TIERS = tuple(QoS)
+_FLAG_BITS = Bits.REPLAYABLE_SET | Bits.RELIABLE_SET
+_NO_FLAGS = Flags.of()
 
 
 def _num(v: Any) -> str:
@@ -170,14 +176,18 @@ class FrameDecoder:
                 if "exceeds max_" in str(e):  # msgpack's per-object limits, set from max_frame_size
                     raise self._too_big("frame") from None
                 raise bad(f"undecodable msgpack: {type(e).__name__}: {escape(str(e), 120)}") from None
-            end = int(up.tell())
+            end = up.tell()
             size, self._start = end - self._start, end
             if size > self.limit:
                 raise self._too_big(f"frame of {size} bytes is")
             if type(obj) is not list or not obj or type(obj[0]) is not int:
                 raise bad(f"a frame is an array starting with its type, got {describe(obj)}")
-            self._admit(obj[0])
-            if obj[0] == FrameType.CHUNK:
+            t = obj[0]
+            if t not in self.admits:
+                self._admit(t)
+            if t == 0:  # the hot path: an envelope
+                return self._envelope(obj, size)
+            if t == FrameType.CHUNK:
                 whole = self._chunk(obj)
                 if whole is None:
                     continue
@@ -286,16 +296,24 @@ class FrameDecoder:
                     if n > 10 and f[10] is not None:
                         ts_ack = check_time(f[10], "ts_ack")
         payload = f[6]
-        if type(payload) in (list, dict) and size > self.max_depth and _depth_over(payload, self.max_depth):
+        # Each level of nesting costs the payload at least one byte, and the frame's other fields at least
+        # _MIN_HEAD: a smaller frame cannot be too deep (most are), so it is not walked.
+        head = _MIN_HEAD + 8 if type(ts) is float else _MIN_HEAD
+        if (type(payload) is list or type(payload) is dict) and size - head > self.max_depth \
+                and _depth_over(payload, self.max_depth):
             raise bad(f"payload nested deeper than {self.max_depth} levels")
         stamp = self.player_id
         if stamp is not None:
             if player_id is not None and player_id != stamp:
                 self.spoofed += 1
             player_id = stamp
-        flags = Flags.of(
-            replayable=bool(bits & Bits.REPLAYABLE) if bits & Bits.REPLAYABLE_SET else None,
-            reliable=bool(bits & Bits.RELIABLE) if bits & Bits.RELIABLE_SET else None,
-        )
-        meta = Meta(seq, QoS(qos), ts_sent, ts_ack, player_id, trace_id, flags, bool(bits & Bits.RESPONSE), reply_to)
+        if bits & _FLAG_BITS:
+            flags = Flags.of(
+                replayable=bool(bits & Bits.REPLAYABLE) if bits & Bits.REPLAYABLE_SET else None,
+                reliable=bool(bits & Bits.RELIABLE) if bits & Bits.RELIABLE_SET else None,
+            )
+        else:
+            flags = _NO_FLAGS
+        meta = Meta(seq, _TIERS[qos], ts_sent, ts_ack, player_id, trace_id, flags, bool(bits & Bits.RESPONSE),
+                    reply_to)
         return EnvelopeFrame(Envelope(self._names[wid], payload, meta), wid, bits, size)
