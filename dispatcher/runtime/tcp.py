@@ -100,7 +100,7 @@ class _Base:
         def wake(*_: Any) -> None:
             run_callback(switch, None)
 
-        promise.finally_(wake)
+        promise._subscribe(wake)  # the runtime is part of the package: no finally_ wrapper per wait
         deadline = None
         if timeout is not None:
             deadline = self.core.timers.schedule(self.now() + timeout, wake, None)
