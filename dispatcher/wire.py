@@ -16,8 +16,8 @@ The handshake (protocol version 2) is challenge-response::
 
 ``proof = auth.prove(token, player_id, nonce)``; a resume also carries
 ``resume_proof = auth.prove_resume(resume_secret, player_id, session, nonce)``.  ``clock_id`` names the
-sender's monotonic clock (boot id + clock name): equal ids mean one shared clock.  ``FrameDecoder``
-(``dispatcher.decoder``) decodes a byte stream.
+sender's monotonic clock (boot id + clock name): equal ids mean one shared clock.
+``dispatcher.decoder.FrameDecoder`` decodes a byte stream.
 """
 
 from __future__ import annotations
@@ -257,7 +257,8 @@ def check_time(v: Any, what: str) -> float:
 
 
 def __getattr__(name: str) -> Any:
-    """``wire.FrameDecoder`` (it lives in ``decoder``, which needs the frames above)."""
+    """``wire.FrameDecoder``, the old home of ``decoder.FrameDecoder`` (imported when asked for: ``decoder``
+    needs this module, so a module-level import here would make the two a circle)."""
     if name == "FrameDecoder":
         from .decoder import FrameDecoder
 

@@ -9,11 +9,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dispatcher import ChannelRegistry, Envelope, Flags, Meta, QoS, RemoteProtocolError
+from dispatcher.decoder import FrameDecoder
 from dispatcher.wire import (
     Bits,
     Close,
     EnvelopeFrame,
-    FrameDecoder,
     Hello,
     Nack,
     Ping,

@@ -36,14 +36,11 @@ from ..errors import ConnectionClosed, LocalProtocolError, RemoteProtocolError
 from ..promise import Promise
 from ..timers import Timers
 from ..wire import Close, encode_control
+from .tcpconn import Conn
 
 __all__ = ["TcpClientRuntime", "TcpServerRuntime"]
 
 log = logging.getLogger("dispatcher.tcp")
-_READ = 65536
-_PREAUTH_READ = 4096  # before authentication (a HELLO is far smaller)
-_LINGER_SECONDS = 1.0  # after our CLOSE, how long the peer has to close its side
-_LINGER_BYTES = 4 << 20  # and how much of its input we read and discard meanwhile
 _TRIM_AFTER = 1  # closed connections after which freed memory is returned to the OS (at most every 0.5 s)
 
 
@@ -63,7 +60,7 @@ class _Base:
     def __init__(self, core: Dispatcher) -> None:
         self.core = core
         self.closed = False
-        self._conns: dict[Hashable, _Conn] = {}
+        self._conns: dict[Hashable, Conn] = {}
         self._hub = gevent.get_hub()
         self._timer_wake = gevent.event.Event()
         self._timer_at: float | None = None
@@ -122,7 +119,7 @@ class _Base:
             self.core.handle_timer(self.now())
             self.flush()
 
-    def _connection_done(self, conn: _Conn) -> None:
+    def _connection_done(self, conn: Conn) -> None:
         """A connection's socket is gone: forget a closed session, detach an open one."""
         if self._conns.get(conn.key) is conn:
             del self._conns[conn.key]
@@ -135,150 +132,6 @@ class _Base:
         else:
             self.core.connection_lost(self.now(), conn.key)
         self.flush()
-
-
-class _Conn:
-    """One socket around the core's session ``key``: read by one greenlet; written directly by whichever
-    greenlet flushes (the socket is non-blocking underneath: a write never waits).  Only when the socket's
-    buffer is full does a writer greenlet exist, to send the rest and whatever queues meanwhile, in order.
-
-    Closing is graceful: once the session is closed (either side sent CLOSE) and what is left (our CLOSE) is
-    written, the socket is half-closed and the peer gets ``_LINGER_SECONDS`` to close its side, while the
-    reader reads and discards what still arrives.  Closing a socket with unread input would reset the
-    connection and could destroy our CLOSE frame (the reason) on its way.
-    """
-
-    __slots__ = ("dead", "eof", "key", "pending", "raw", "rt", "shut", "sock", "writer")
-
-    def __init__(self, rt: _Base, sock: gevent.socket.socket, key: Hashable) -> None:
-        self.rt = rt
-        self.sock = sock
-        self.raw: Any = getattr(sock, "_sock", sock)  # the OS socket (non-blocking under gevent)
-        self.key = key
-        self.dead = False
-        self.eof = False
-        self.shut = False  # our side is half-closed
-        self.pending: bytes | memoryview = b""  # written by the writer greenlet
-        self.writer: gevent.Greenlet | None = None
-        with contextlib.suppress(OSError):
-            sock.setsockopt(_stdsocket.IPPROTO_TCP, _stdsocket.TCP_NODELAY, 1)
-        rt._conns[key] = self
-
-    # -- writing ------------------------------------------------------------------------------------
-
-    def flush(self) -> None:
-        """Write what the core has for this connection now, from the calling greenlet, without blocking."""
-        if self.dead or self.writer is not None or self.shut:
-            return  # a writer greenlet is busy and pulls again when done
-        data = self.rt.core.data_to_send(self.rt.now(), self.key)
-        if data:
-            try:
-                n = self.raw.send(data)
-            except BlockingIOError:
-                n = 0
-            except OSError:
-                self.kill()
-                return
-            if n < len(data):
-                self.pending = memoryview(data)[n:]
-                self.writer = gevent.spawn(self._drain)
-                return
-        if self._session_closed():
-            self._half_close()
-
-    def _drain(self) -> None:
-        """The writer greenlet: send what the socket did not take, then anything queued since, then exit."""
-        core, rt = self.rt.core, self.rt
-        try:
-            while not self.dead:
-                if self.pending:
-                    self.sock.sendall(self.pending)
-                    self.pending = b""
-                data = core.data_to_send(rt.now(), self.key)
-                if not data:
-                    break
-                self.pending = data
-        except OSError:
-            self.writer = None
-            self.kill()
-            return
-        self.writer = None
-        if not self.dead:
-            nt = core.next_timer()  # pulling may have armed the next tick's timer
-            if nt is not None and (rt._timer_at is None or nt < rt._timer_at):
-                rt._timer_wake.set()
-            if self._session_closed():
-                self._half_close()
-
-    def _half_close(self) -> None:
-        if self.shut or self.dead:
-            return
-        self.shut = True
-        try:
-            self.sock.shutdown(_stdsocket.SHUT_WR)
-        except OSError:
-            self.kill()
-            return
-        if self.eof:  # the peer is done sending: nothing to wait for
-            self.kill()
-        else:
-            gevent.spawn_later(_LINGER_SECONDS, self.kill)
-
-    # -- reading ------------------------------------------------------------------------------------
-
-    def read_loop(self) -> None:
-        core, rt = self.rt.core, self.rt
-        drained = 0
-        try:
-            while not self.dead:
-                c = core.session_or_none(self.key)
-                try:
-                    # Small reads until the peer authenticates: a half-open handshake holds little.
-                    data = self.sock.recv(_READ if c is not None and c.open else _PREAUTH_READ)
-                except OSError:
-                    break
-                if not data:
-                    break
-                if c is None or c.closed:
-                    drained += len(data)
-                    if drained > _LINGER_BYTES:
-                        break
-                    continue
-                # On a RemoteProtocolError the core closed the session and queued a CLOSE saying why.
-                with contextlib.suppress(RemoteProtocolError):
-                    core.receive_data(data, rt.now(), self.key)
-                rt.flush()
-                if not self.shut and self._session_closed():
-                    self.flush()
-        finally:
-            if self._session_closed() and not self.dead:
-                # The peer may have half-closed right after the frame that made us close: our CLOSE (the
-                # reason) may still be queued.  Send it before the socket goes.
-                self.eof = True
-                self.flush()
-                if self.writer is not None:
-                    self.writer.join(timeout=_LINGER_SECONDS)
-            self.kill()
-
-    def _session_closed(self) -> bool:
-        c = self.rt.core.session_or_none(self.key)
-        return c is None or c.closed
-
-    def join(self, timeout: float) -> None:
-        """Wait until what is queued is written (the writer greenlet, if one is busy)."""
-        if self.writer is not None:
-            self.writer.join(timeout=timeout)
-
-    def kill(self) -> None:
-        if self.dead:
-            return
-        self.dead = True
-        with contextlib.suppress(OSError):
-            self.sock.shutdown(_stdsocket.SHUT_RDWR)
-        self.sock.close()
-        if self.writer is not None and self.writer is not gevent.getcurrent():
-            self.writer.kill(block=False)
-        self.rt._connection_done(self)
 
 
 class TcpServerRuntime(_Base):
@@ -314,7 +167,7 @@ class TcpServerRuntime(_Base):
         self._unauth.setdefault(addr[0], set()).add(key)
         self._host_of[key] = addr[0]
         self.core.open_session(self.now(), key)
-        conn = _Conn(self, sock, key)
+        conn = Conn(self, sock, key)
         self.flush()
         conn.read_loop()
         conn.join(timeout=5)
@@ -340,7 +193,7 @@ class TcpServerRuntime(_Base):
         except LocalProtocolError:
             return False
 
-    def _connection_done(self, conn: _Conn) -> None:
+    def _connection_done(self, conn: Conn) -> None:
         host = self._host_of.pop(conn.key, None)
         keys = self._unauth.get(host) if host is not None else None
         if keys is not None:
@@ -416,11 +269,11 @@ class TcpClientRuntime(_Base):
 
     def _start(self, sock: gevent.socket.socket) -> None:
         sock.settimeout(None)
-        conn = _Conn(self, sock, SERVER_PEER)
+        conn = Conn(self, sock, SERVER_PEER)
         self.flush()
         gevent.spawn(conn.read_loop)
 
-    def _connection_done(self, conn: _Conn) -> None:
+    def _connection_done(self, conn: Conn) -> None:
         if self._conns.get(conn.key) is conn:
             del self._conns[conn.key]
         s = self.core.session()
