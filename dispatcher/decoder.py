@@ -81,7 +81,7 @@ def _ext_hook(code: int, data: bytes) -> Any:
 class FrameDecoder:
     """Incremental decoder for one connection's byte stream."""
 
-    __slots__ = ("_error", "_fed", "_input", "_max", "_names", "_partial_bytes", "_partials", "_start",
+    __slots__ = ("_error", "_fed", "_input", "_max", "_names", "_partial_bytes", "_partials", "_queued", "_start",
                  "_unpacker", "admits", "chunk_budget", "limit", "max_depth", "oversized", "player_id", "spoofed")
 
     def __init__(self, names: Sequence[str], max_frame_size: int = DEFAULT_MAX_FRAME_SIZE, *,
@@ -103,6 +103,7 @@ class FrameDecoder:
         self._partial_bytes = 0
         self._error: str | None = None
         self._input: deque[memoryview] = deque()
+        self._queued = 0  # bytes in _input
         self._fed = 0  # bytes given to the unpacker
         self._start = 0  # where the frame being decoded starts (the unpacker's tell() runs ahead in a partial one)
         m = max_frame_size
@@ -115,13 +116,14 @@ class FrameDecoder:
     @property
     def buffered(self) -> int:
         """Bytes received that do not yet make a whole frame (a partial frame), plus unread input."""
-        return self._fed - self._start + sum(len(v) for v in self._input)
+        return self._fed - self._start + self._queued
 
     def receive(self, data: bytes | bytearray | memoryview) -> None:
         if self._error is not None:
             raise bad(f"connection already failed: {self._error}")
         if data:
-            self._input.append(memoryview(data))
+            self._input.append(data if type(data) is memoryview else memoryview(data))
+            self._queued += len(data)
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Frame]:
         self.receive(data)
@@ -148,16 +150,18 @@ class FrameDecoder:
             raise
 
     def _feed_some(self) -> None:
-        view = self._input.popleft()
+        piece = self._input.popleft()
         step = min(_FEED_CHUNK, self.limit + 1)
-        piece, rest = view[:step], view[step:]
-        if len(rest):
-            self._input.appendleft(rest)
+        if len(piece) > step:
+            self._input.appendleft(piece[step:])
+            piece = piece[:step]
+        n = len(piece)
+        self._queued -= n
         try:
             self._unpacker.feed(piece)
         except msgpack.BufferFull:
             raise self._too_big("frame") from None
-        self._fed += len(piece)
+        self._fed += n
 
     def _too_big(self, what: str) -> RemoteProtocolError:
         self.oversized = True

@@ -21,7 +21,7 @@ from typing import Any
 from .base import SERVER_PEER, CoreBase, Handler
 from .connection import Connection, NameInfo, State
 from .envelope import Envelope, Flags, Meta
-from .errors import RemoteError, RemoteProtocolError, ValidationError
+from .errors import LocalProtocolError, RemoteError, RemoteProtocolError, ValidationError
 from .promise import Promise
 from .sequence import DUPLICATE, IN_ORDER, LATE
 from .stats import NameStats
@@ -41,10 +41,11 @@ from .wire import (
     Welcome,
     encode_control,
     encode_envelope,
-    pack_payload,
 )
 
 __all__ = ["Receiver"]
+
+_NO_FLAGS = Flags.of()
 
 _HANDSHAKE = (Challenge, Hello, Welcome)
 
@@ -344,15 +345,15 @@ class Receiver(CoreBase):
             self.stats[name].validation_errors += 1
             self._nack(c, info, req.meta.seq, "handler_error", f"the response is invalid: {reason}", now, key)
             return
+        seq = c.seq[info.chan] + 1
+        env = Envelope(name, payload, Meta(seq, self._declared(info), now, now, c.player_id,
+                                           req.meta.trace_id, _NO_FLAGS, True, req.meta.seq))
         try:
-            body = pack_payload(payload)
-        except Exception as e:
+            frame = encode_envelope(env, info.wire_id, 0)
+        except LocalProtocolError as e:
             self._nack(c, info, req.meta.seq, "handler_error", f"the response cannot be sent: {e}", now, key)
             return
-        c.seq[info.chan] += 1
-        env = Envelope(name, payload, Meta(c.seq[info.chan], self._declared(info), now, now, c.player_id,
-                                           req.meta.trace_id, Flags.of(), True, req.meta.seq))
-        frame = encode_envelope(env, info.wire_id, 0, body)
+        c.seq[info.chan] = seq
         c.answered.store(key, frame)
         self._send(c, info, env, frame, now, droppable=False)  # someone is waiting for it
 
