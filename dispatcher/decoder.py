@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import msgpack
@@ -50,6 +50,7 @@ _MIN_HEAD = 7
 _TIERS = tuple(QoS)
 _FLAG_BITS = Bits.REPLAYABLE_SET | Bits.RELIABLE_SET
 _NO_FLAGS = Flags.of()
+_NOTHING = object()
 
 
 def _num(v: Any) -> str:
@@ -82,7 +83,8 @@ class FrameDecoder:
     """Incremental decoder for one connection's byte stream."""
 
     __slots__ = ("_error", "_fed", "_input", "_max", "_names", "_partial_bytes", "_partials", "_queued", "_start",
-                 "_unpacker", "admits", "chunk_budget", "limit", "max_depth", "oversized", "player_id", "spoofed")
+                 "_unpacker", "admits", "chunk_budget", "failure", "limit", "max_depth", "oversized", "player_id",
+                 "spoofed")
 
     def __init__(self, names: Sequence[str], max_frame_size: int = DEFAULT_MAX_FRAME_SIZE, *,
                  limit: int | None = None, admits: frozenset[int] = ALL_TYPES,
@@ -94,6 +96,7 @@ class FrameDecoder:
         self.player_id: int | None = None
         self.spoofed = 0
         self.oversized = False  # the failure was a frame over the size limit (else: malformed)
+        self.failure: RemoteProtocolError | None = None
         self._max = max_frame_size
         self.limit = max_frame_size if limit is None else min(limit, max_frame_size)
         self.admits = admits
@@ -133,20 +136,54 @@ class FrameDecoder:
         return out
 
     def next_frame(self) -> Frame | None:
+        return next(self.frames(), None)
+
+    def frames(self) -> Iterator[Frame]:
+        """The complete frames buffered, one at a time and lazily: the connection may change state (and so
+        what is admitted) between two.  All state is in the decoder: a generator left unfinished loses
+        nothing.  A ``RemoteProtocolError`` is also kept as ``failure``."""
         if self._error is not None:
             raise bad(f"connection already failed: {self._error}")
+        up = self._unpacker
         try:
             while True:
-                fr = self._next_complete()
-                if fr is not None:
-                    return fr
+                if self._start != self._fed:
+                    try:
+                        obj = next(up)
+                    except StopIteration:
+                        obj = _NOTHING
+                    except Exception as e:
+                        if "exceeds max_" in str(e):  # msgpack's per-object limits, set from max_frame_size
+                            raise self._too_big("frame") from None
+                        raise bad(f"undecodable msgpack: {type(e).__name__}: {escape(str(e), 120)}") from None
+                    if obj is not _NOTHING:
+                        end = up.tell()
+                        size, self._start = end - self._start, end
+                        if size > self.limit:
+                            raise self._too_big(f"frame of {size} bytes is")
+                        if type(obj) is not list or not obj or type(obj[0]) is not int:
+                            raise bad(f"a frame is an array starting with its type, got {describe(obj)}")
+                        t = obj[0]
+                        if t not in self.admits:
+                            self._admit(t)
+                        if t == 0:  # the hot path: an envelope
+                            yield self._envelope(obj, size)
+                            continue
+                        if t == FrameType.CHUNK:
+                            whole = self._chunk(obj)
+                            if whole is None:
+                                continue
+                            obj, size = whole
+                        yield self._parse(obj, size)
+                        continue
                 if self._fed - self._start > self.limit:  # the frame in progress is already too big
                     raise self._too_big("frame")
                 if not self._input:
-                    return None
+                    return
                 self._feed_some()
         except RemoteProtocolError as e:
             self._error = str(e)
+            self.failure = e
             raise
 
     def _feed_some(self) -> None:
@@ -166,37 +203,6 @@ class FrameDecoder:
     def _too_big(self, what: str) -> RemoteProtocolError:
         self.oversized = True
         return bad(f"{what} larger than the {self.limit}-byte limit")
-
-    def _next_complete(self) -> Frame | None:
-        up = self._unpacker
-        while True:
-            if self._start == self._fed:
-                return None
-            try:
-                obj = next(up)
-            except StopIteration:
-                return None
-            except Exception as e:
-                if "exceeds max_" in str(e):  # msgpack's per-object limits, set from max_frame_size
-                    raise self._too_big("frame") from None
-                raise bad(f"undecodable msgpack: {type(e).__name__}: {escape(str(e), 120)}") from None
-            end = up.tell()
-            size, self._start = end - self._start, end
-            if size > self.limit:
-                raise self._too_big(f"frame of {size} bytes is")
-            if type(obj) is not list or not obj or type(obj[0]) is not int:
-                raise bad(f"a frame is an array starting with its type, got {describe(obj)}")
-            t = obj[0]
-            if t not in self.admits:
-                self._admit(t)
-            if t == 0:  # the hot path: an envelope
-                return self._envelope(obj, size)
-            if t == FrameType.CHUNK:
-                whole = self._chunk(obj)
-                if whole is None:
-                    continue
-                obj, size = whole
-            return self._parse(obj, size)
 
     def _admit(self, t: int) -> None:
         if t not in self.admits:

@@ -59,23 +59,21 @@ class Receiver(CoreBase):
             return
         self.stats.count("bytes_in", len(data))
         n = 0
+        dec = c.decoder
         try:
-            c.decoder.receive(data)
-            while not c.closed:
-                try:
-                    fr = c.decoder.next_frame()
-                except RemoteProtocolError as e:
-                    self.stats.count("not_admitted" if e.code == "not_admitted" else
-                                     "oversized_frames" if c.decoder.oversized else "malformed_frames")
-                    raise
-                if fr is None:
-                    break
+            dec.receive(data)
+            for fr in dec.frames():
                 n += 1
                 if type(fr) is EnvelopeFrame:
                     self._on_envelope(c, fr, now)
                 else:
                     c = self._frame(c, fr, now)
+                if c.closed:
+                    break
         except RemoteProtocolError as e:
+            if e is dec.failure:
+                self.stats.count("not_admitted" if e.code == "not_admitted" else
+                                 "oversized_frames" if dec.oversized else "malformed_frames")
             self._protocol_failure(c, e, now)
             raise
         finally:
@@ -182,7 +180,9 @@ class Receiver(CoreBase):
                 c.acks[info.chan] = [meta.seq]
             else:
                 acks.append(meta.seq)
-        if not self._authorise_budget(c, info, meta, bits, now):
+        charges = self._charges
+        if charges is not None and not charges(c, info, now):
+            self._refuse_budget(c, info, meta, bits, now)
             return
         window = c.windows[info.chan]
         if meta.seq == window.highest + 1:  # in order (ReceiveWindow.check's first case)
@@ -222,12 +222,15 @@ class Receiver(CoreBase):
     def _authorise_budget(self, c: Connection, info: NameInfo, meta: Meta, bits: int, now: float) -> bool:
         if self._charges is None or self._charges(c, info, now):
             return True
+        self._refuse_budget(c, info, meta, bits, now)
+        return False
+
+    def _refuse_budget(self, c: Connection, info: NameInfo, meta: Meta, bits: int, now: float) -> None:
         self.stats.count("rate_limited")
         self.stats.drop(info.name, "rate_limited")
         if bits & Bits.REQUEST:
             self._nack(c, info, meta.seq, "rate_limited",
                        f"more than {self._rates[info.chan]:g} envelopes/s on channel {info.channel.name}", now)
-        return False
 
     def _sequence(self, c: Connection, info: NameInfo, st: NameStats, meta: Meta, bits: int, now: float) -> bool:
         window = c.windows[info.chan]
