@@ -82,9 +82,29 @@ def _ext_hook(code: int, data: bytes) -> Any:
 class FrameDecoder:
     """Incremental decoder for one connection's byte stream."""
 
-    __slots__ = ("_error", "_fed", "_input", "_max", "_names", "_partial_bytes", "_partials", "_queued", "_start",
-                 "_unpacker", "admits", "chunk_budget", "failure", "limit", "max_depth", "oversized", "player_id",
-                 "spoofed")
+    __slots__ = (
+        "_error",
+        "_fed",
+        "_input",
+        "_limits",
+        "_max",
+        "_names",
+        "_partial_bytes",
+        "_partials",
+        "_queued",
+        "_small",
+        "_small_size",
+        "_start",
+        "_unpacker",
+        "admits",
+        "chunk_budget",
+        "failure",
+        "limit",
+        "max_depth",
+        "oversized",
+        "player_id",
+        "spoofed",
+    )
 
     def __init__(self, names: Sequence[str], max_frame_size: int = DEFAULT_MAX_FRAME_SIZE, *,
                  limit: int | None = None, admits: frozenset[int] = ALL_TYPES,
@@ -109,17 +129,60 @@ class FrameDecoder:
         self._queued = 0  # bytes in _input
         self._fed = 0  # bytes given to the unpacker
         self._start = 0  # where the frame being decoded starts (the unpacker's tell() runs ahead in a partial one)
+        # The streaming unpacker is made when the limit first reaches the full frame size (a connection's
+        # login): a msgpack Unpacker is a ~40 kB object, and an unauthenticated connection should cost little.
+        # Until then (``limit`` below the maximum) frames are small and decoded whole from ``_small``.
+        self._unpacker: Any = None
+        self._small = bytearray()
+        self._small_size = 0
         m = max_frame_size
-        self._unpacker = msgpack.Unpacker(
-            max_buffer_size=m + _FEED_CHUNK, read_size=_READ_SIZE, raw=False, strict_map_key=False, use_list=True,
-            ext_hook=_ext_hook, max_str_len=m, max_bin_len=m, max_array_len=m, max_map_len=m // 2, max_ext_len=m)
+        self._limits = {"max_str_len": m, "max_bin_len": m, "max_array_len": m, "max_map_len": m // 2,
+                        "max_ext_len": m}
 
     # -- bytes in, frames out ----------------------------------------------------------------------
 
     @property
     def buffered(self) -> int:
         """Bytes received that do not yet make a whole frame (a partial frame), plus unread input."""
-        return self._fed - self._start + self._queued
+        return self._fed - self._start + self._queued + len(self._small)
+
+    def _make_unpacker(self) -> Any:
+        self._unpacker = msgpack.Unpacker(max_buffer_size=self._max + _FEED_CHUNK, read_size=_READ_SIZE, raw=False,
+                                          strict_map_key=False, use_list=True, ext_hook=_ext_hook, **self._limits)
+        self._fed = self._start = 0
+        if self._small:  # what followed the last small frame goes first
+            self._input.appendleft(memoryview(bytes(self._small)))
+            self._queued += len(self._small)
+            self._small = bytearray()
+        return self._unpacker
+
+    def _next_small(self) -> Any:
+        """Small mode: the next whole object in the input, or ``_NOTHING`` (wait for more); the size is in
+        ``_small_size``."""
+        buf = self._small
+        while self._input:
+            piece = self._input.popleft()
+            self._queued -= len(piece)
+            buf += piece
+        if not buf:
+            return _NOTHING
+        try:
+            obj = msgpack.unpackb(buf, raw=False, strict_map_key=False, use_list=True, ext_hook=_ext_hook,
+                                  **self._limits)
+            rest = b""
+        except msgpack.ExtraData as e:
+            obj, rest = e.unpacked, e.extra
+        except Exception as e:
+            if "incomplete input" in str(e):
+                if len(buf) > self.limit:  # the frame in progress is already too big
+                    raise self._too_big("frame") from None
+                return _NOTHING
+            if "exceeds max_" in str(e):
+                raise self._too_big("frame") from None
+            raise bad(f"undecodable msgpack: {type(e).__name__}: {escape(str(e), 120)}") from None
+        self._small_size = len(buf) - len(rest)
+        self._small = bytearray(rest)
+        return obj
 
     def receive(self, data: bytes | bytearray | memoryview) -> None:
         if self._error is not None:
@@ -144,8 +207,15 @@ class FrameDecoder:
         nothing.  A ``RemoteProtocolError`` is also kept as ``failure``."""
         if self._error is not None:
             raise bad(f"connection already failed: {self._error}")
-        up = self._unpacker
         try:
+            while self._unpacker is None and self.limit < self._max:  # small mode (before authentication)
+                obj = self._next_small()
+                if obj is _NOTHING:
+                    return
+                fr = self._whole(obj, self._small_size)
+                if fr is not None:
+                    yield fr
+            up = self._unpacker if self._unpacker is not None else self._make_unpacker()
             while True:
                 if self._start != self._fed:
                     try:
@@ -203,6 +273,24 @@ class FrameDecoder:
     def _too_big(self, what: str) -> RemoteProtocolError:
         self.oversized = True
         return bad(f"{what} larger than the {self.limit}-byte limit")
+
+    def _whole(self, obj: Any, size: int) -> Frame | None:
+        """A whole decoded object as a frame (None: a CHUNK of a message still incomplete)."""
+        if size > self.limit:
+            raise self._too_big(f"frame of {size} bytes is")
+        if type(obj) is not list or not obj or type(obj[0]) is not int:
+            raise bad(f"a frame is an array starting with its type, got {describe(obj)}")
+        t = obj[0]
+        if t not in self.admits:
+            self._admit(t)
+        if t == 0:
+            return self._envelope(obj, size)
+        if t == FrameType.CHUNK:
+            whole = self._chunk(obj)
+            if whole is None:
+                return None
+            obj, size = whole
+        return self._parse(obj, size)
 
     def _admit(self, t: int) -> None:
         if t not in self.admits:

@@ -209,6 +209,7 @@ class TcpServerRuntime(_Base):
         """Give the memory of many closed connections back to the OS (glibc keeps freed heap otherwise)."""
         self._trimmer = None
         self._gone = 0
+        self.core.timers.compact()  # the closed connections' cancelled watchdogs
         gc.collect()  # dead connections' reference cycles (greenlets, sockets) first
         if _malloc_trim is not None:
             _malloc_trim(0)
