@@ -97,6 +97,7 @@ class CoreBase:
     _rates: list[float]
     _reliable: list[bool]
     _info: dict[str, NameInfo]
+    _sendable: dict[str, NameInfo]
     _ns: list[NameStats]
     _lat: list[list[Callable[[float], None]]]
     _sessions: dict[Hashable, Connection]

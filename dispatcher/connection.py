@@ -79,11 +79,16 @@ class Bucket:
         self.rate, self.burst, self.tokens, self.t = rate, burst, burst, now
 
     def take(self, now: float) -> bool:
-        self.tokens = min(self.burst, self.tokens + max(0.0, now - self.t) * self.rate)
+        tokens = self.tokens
+        if now > self.t:
+            tokens += (now - self.t) * self.rate
+            if tokens > self.burst:
+                tokens = self.burst
         self.t = now
-        if self.tokens < 1.0:
+        if tokens < 1.0:
+            self.tokens = tokens
             return False
-        self.tokens -= 1.0
+        self.tokens = tokens - 1.0
         return True
 
 

@@ -134,6 +134,8 @@ class Dispatcher(Receiver, Sender):
                         registry.kind(n), n in registry.channel_of(n).coalesce)
             for n in registry.names
         }
+        # The names this side may send (the checks of ``_outgoing``, made once).
+        self._sendable = {n: i for n, i in self._info.items() if i.kind != self.impl.incoming}
         self._ns = self.stats.bind(registry.names)  # NameStats by wire id (the hot path's counters)
         self._lat = self.stats.bind_latency(registry.names)  # [wire id][tier] -> record_seconds
         self._sessions = {}

@@ -348,8 +348,10 @@ class Scheduler:
 
     def _finish(self, it: _Item, data: bytes, out: list[bytes], now: float, frame_len: int = 0) -> int:
         out.append(data)
-        self._spend(len(data), whole=True)
-        self._forget(it)
+        self._bytes -= len(data)
+        self._msgs -= 1
+        if it.key is not None:
+            self._forget(it)
         self.pending -= 1
         self._count[it.tier] -= 1
         self._qbytes[it.tier] -= frame_len or len(data)

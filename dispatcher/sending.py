@@ -41,11 +41,15 @@ class Sender(CoreBase):
 
         ``coalesce_key``: while the link is saturated, a queued envelope of the same name and key is
         replaced by this one (names the registry lists under ``coalesce`` coalesce by name alone)."""
-        info = self._outgoing(name, "intent")
-        c = self._client_session()
+        info = self._sendable.get(name)
+        if info is None or info.kind != "intent":
+            info = self._outgoing(name, "intent")  # raises, saying why
+        c = self._sessions.get(SERVER_PEER)
+        if c is None or c.closed:
+            c = self._client_session()  # raises, saying why
         if not self._valid_out(name, payload):
             return None
-        qos = self._tier(info, qos_override)
+        qos = self._channel_qos[info.chan] if qos_override is None else self._tier(info, qos_override)
         bits = Bits.REQUIRE_SUBSCRIBER if (self.require_subscriber if require_subscriber is None
                                            else require_subscriber) else 0
         flags = Flags.of(replayable, reliable)
