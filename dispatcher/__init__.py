@@ -15,6 +15,7 @@ from typing import Any
 from . import replay
 from .auth import make_secret, make_token
 from .bus import EventBus, Subscription
+from .config import DispatcherConfig, ReplayConfig, RequestConfig, SessionConfig
 from .core import Dispatcher
 from .envelope import Envelope, Flags, Meta, QoS
 from .errors import (
@@ -31,6 +32,7 @@ from .errors import (
 )
 from .limits import Limits
 from .promise import Promise
+from .qos import SchedulerConfig
 from .registry import Channel, ChannelRegistry, Direction
 from .runtime.clock import MonotonicClock, VirtualClock, host_clock_id
 from .runtime.loopback import LoopbackHub, loopback
@@ -44,6 +46,7 @@ __all__ = [
     "ConnectionClosed",
     "Direction",
     "Dispatcher",
+    "DispatcherConfig",
     "DispatcherError",
     "Envelope",
     "EventBus",
@@ -59,8 +62,12 @@ __all__ = [
     "RegistryWarning",
     "RemoteError",
     "RemoteProtocolError",
+    "ReplayConfig",
+    "RequestConfig",
     "RequestTimeout",
+    "SchedulerConfig",
     "SchemaRegistry",
+    "SessionConfig",
     "Stats",
     "Subscription",
     "Transport",
@@ -81,7 +88,8 @@ def init(*, peer: str, channel_registry: ChannelRegistry, listen: tuple[str, int
          connect: tuple[str, int] | None = None, secret: bytes | str | None = None,
          server_info: dict[str, Any] | None = None,
          player_id: int | None = None, token: str | None = None, connect_timeout: float = 5.0,
-         reconnect: bool = True, reconnect_timeout: float = 30.0, **options: Any) -> Transport:
+         reconnect: bool = True, reconnect_timeout: float = 30.0, config: DispatcherConfig | None = None,
+         **options: Any) -> Transport:
     """Start a TCP transport (seed: ``Networking.init``).
 
     ``peer="server"`` with ``listen=(host, port)`` (port 0: any free one; ``transport.address`` says which)
@@ -90,8 +98,8 @@ def init(*, peer: str, channel_registry: ChannelRegistry, listen: tuple[str, int
     the server welcomed it, and raises ``RemoteProtocolError`` if refused (bad token, registry mismatch) or
     ``ConnectionClosed`` if nothing answers.  A server's ``server_info`` (a small dict, at most
     ``limits.server_info_bytes`` packed) reaches every client in its WELCOME (``transport.server_info``).
-    Other ``options`` go to the core (``schemas``, ``mode``, ``qos_overrides``, ``replay``, ``scheduler``,
-    ``stats``, ``rate_limits``, ``limits``, ...).
+    ``config`` (a ``DispatcherConfig``) and/or its keyword ``options`` (``schemas``, ``mode``,
+    ``qos_overrides``, ``replay``, ``scheduler``, ``stats``, ``rate_limits``, ``limits``, ...) configure the core.
     """
     if peer not in ("server", "client"):
         raise LocalProtocolError(f"peer must be 'server' or 'client', got {peer!r}")
@@ -99,14 +107,16 @@ def init(*, peer: str, channel_registry: ChannelRegistry, listen: tuple[str, int
         raise LocalProtocolError("a server takes listen=(host, port); a client takes connect=(host, port)")
     from .runtime.tcp import TcpClientRuntime, TcpServerRuntime  # gevent is imported only when used
 
-    options.setdefault("clock_id", host_clock_id())
+    cfg = DispatcherConfig.of(config, **options)
+    if not cfg.session.clock_id:
+        cfg = cfg.with_options(clock_id=host_clock_id())
 
     if peer == "server":
         assert listen is not None
-        core = Dispatcher("server", channel_registry, secret=make_secret() if secret is None else secret,
-                          server_info=server_info, **options)
+        core = Dispatcher("server", channel_registry, cfg, secret=make_secret() if secret is None else secret,
+                          server_info=server_info)
         return Transport(core, TcpServerRuntime(core, (listen[0], int(listen[1]))))
     assert connect is not None
-    core = Dispatcher("client", channel_registry, player_id=player_id, token=token, **options)
+    core = Dispatcher("client", channel_registry, cfg, player_id=player_id, token=token)
     return Transport(core, TcpClientRuntime(core, (connect[0], int(connect[1])), connect_timeout=connect_timeout,
                                             reconnect=reconnect, reconnect_timeout=reconnect_timeout))

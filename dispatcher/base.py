@@ -10,16 +10,16 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable, Hashable
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 from .bus import EventBus, HandlerTable
 from .clocksync import ClockSync
 from .connection import Connection, NameInfo, State
-from .envelope import Envelope, QoS
+from .envelope import Envelope, Meta, QoS
 from .errors import ConnectionClosed, LocalProtocolError, RemoteProtocolError
 from .limits import Limits
 from .qos import SchedulerConfig
-from .registry import ChannelRegistry
+from .registry import ChannelRegistry, Kind
 from .replay import ReplayBuffer
 from .schema import SchemaRegistry
 from .stats import NameStats, Stats
@@ -27,10 +27,7 @@ from .text import escape
 from .timers import Timer, Timers
 from .wire import Close, Nack, encode_control
 
-if TYPE_CHECKING:
-    from .roles import RoleImpl
-
-__all__ = ["SERVER_PEER", "CoreBase", "Handler", "Logger", "Mode", "Role", "log"]
+__all__ = ["SERVER_PEER", "CoreBase", "Handler", "Logger", "Mode", "Role", "RoleSteps", "log"]
 
 log = logging.getLogger("dispatcher")
 
@@ -44,9 +41,29 @@ AckListener = Callable[[Envelope, float], Any]
 SERVER_PEER = "server"
 
 
+class RoleSteps(Protocol):
+    """What the dispatching layer asks of its role (``roles.ServerRole`` / ``roles.ClientRole``)."""
+
+    name: str
+    peer: str
+    incoming: Kind
+
+    def open(self, c: Connection, now: float) -> None: ...
+
+    def handshake(self, c: Connection, fr: object, now: float) -> Connection: ...
+
+    def expects(self, info: NameInfo, meta: Meta) -> bool: ...
+
+    def charge(self, c: Connection, info: NameInfo, now: float) -> bool: ...
+
+    def lost(self, c: Connection, now: float) -> None: ...
+
+    def latency(self, wire_id: int, meta: Meta, now: float) -> None: ...
+
+
 class CoreBase:
     role: Role
-    impl: RoleImpl
+    impl: RoleSteps
     registry: ChannelRegistry
     schemas: SchemaRegistry
     mode: Mode
@@ -80,6 +97,7 @@ class CoreBase:
     _rates: list[float]
     _reliable: list[bool]
     _info: dict[str, NameInfo]
+    _sendable: dict[str, NameInfo]
     _ns: list[NameStats]
     _lat: list[list[Callable[[float], None]]]
     _sessions: dict[Hashable, Connection]
@@ -88,6 +106,8 @@ class CoreBase:
     _tick_at: dict[Hashable, float]
     _warned: set[str]
     _ack_listeners: list[AckListener]
+    _charges: Callable[[Connection, NameInfo, float], bool] | None
+    _latency: Callable[[int, Meta, float], None] | None
 
     # -- queueing ------------------------------------------------------------------------------------
 
@@ -181,6 +201,14 @@ class CoreBase:
             self.stats.count("log_lines_suppressed")
             return
         log.warning(fmt, *args)
+
+    # -- implemented by the halves (declared here so that roles need only this class) -------------------
+
+    def _resend(self, c: Connection, now: float) -> None:
+        raise NotImplementedError
+
+    def _new_connection(self, key: Hashable, now: float) -> Connection:
+        raise NotImplementedError
 
     # -- names and timers ----------------------------------------------------------------------------
 

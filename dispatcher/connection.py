@@ -79,11 +79,16 @@ class Bucket:
         self.rate, self.burst, self.tokens, self.t = rate, burst, burst, now
 
     def take(self, now: float) -> bool:
-        self.tokens = min(self.burst, self.tokens + max(0.0, now - self.t) * self.rate)
+        tokens = self.tokens
+        if now > self.t:
+            tokens += (now - self.t) * self.rate
+            if tokens > self.burst:
+                tokens = self.burst
         self.t = now
-        if self.tokens < 1.0:
+        if tokens < 1.0:
+            self.tokens = tokens
             return False
-        self.tokens -= 1.0
+        self.tokens = tokens - 1.0
         return True
 
 
@@ -169,7 +174,9 @@ class Connection:
         "close_code",
         "close_frame",
         "close_message",
+        "closed",
         "decoder",
+        "handshaking",
         "held",
         "hello_sent",
         "key",
@@ -178,6 +185,7 @@ class Connection:
         "n_channels",
         "nacks",
         "nonce",
+        "open",
         "opened",
         "out",
         "partial_since",
@@ -201,6 +209,8 @@ class Connection:
         self.key = key
         self.role: Role = role
         self.state = State.AWAITING_AUTH
+        self.open = self.closed = False
+        self.handshaking = True
         self.player_id: int | None = None
         self.session_id: str | None = None
         self.resume_secret: str | None = None
@@ -237,6 +247,10 @@ class Connection:
     def enter(self, state: State, limits: Limits) -> None:
         """Move to ``state``: the decoder takes that state's admitted frame types and size limit."""
         self.state = state
+        # Plain attributes, not properties: the hot path reads them for every frame.
+        self.open = state == State.OPEN
+        self.closed = state in (State.CLOSING, State.CLOSED)
+        self.handshaking = state == State.AWAITING_AUTH
         if state == State.OPEN and not self.windows:
             self.windows = [ReceiveWindow() for _ in range(self.n_channels)]
         self.decoder.admits = ADMITS[(self.role, state)]
@@ -246,18 +260,6 @@ class Connection:
     @property
     def decoder_max(self) -> int:
         return self.decoder._max
-
-    @property
-    def open(self) -> bool:
-        return self.state == State.OPEN
-
-    @property
-    def closed(self) -> bool:
-        return self.state in (State.CLOSING, State.CLOSED)
-
-    @property
-    def handshaking(self) -> bool:
-        return self.state == State.AWAITING_AUTH
 
     def __repr__(self) -> str:
         return f"<Connection {self.key!r} player={self.player_id} {self.state.value}>"

@@ -17,17 +17,16 @@ import heapq
 import random
 import time
 from collections.abc import Callable, Hashable, Mapping
-from typing import Any, Literal
+from typing import Any
 
-from .base import SERVER_PEER, AckListener, Handler, Logger, Mode, Role
+from .base import SERVER_PEER, AckListener, Handler, Logger, Role
 from .bus import EventBus, HandlerTable
 from .clocksync import ClockSync, Domain
+from .config import DispatcherConfig
 from .connection import Answers, Connection, NameInfo, State
 from .decoder import FrameDecoder
-from .envelope import QoS
 from .errors import LocalProtocolError, RegistryError
-from .limits import Limits
-from .qos import Scheduler, SchedulerConfig
+from .qos import Scheduler
 from .receiving import Receiver
 from .registry import ChannelRegistry
 from .replay import ReplayBuffer
@@ -36,7 +35,7 @@ from .schema import SchemaRegistry
 from .sending import Sender
 from .stats import NullStats, Stats
 from .timers import Timers
-from .wire import DEFAULT_MAX_FRAME_SIZE, pack_payload
+from .wire import pack_payload
 
 __all__ = ["SERVER_PEER", "Dispatcher", "Handler", "Logger", "Session"]
 
@@ -50,75 +49,58 @@ class Dispatcher(Receiver, Sender):
         self,
         role: Role,
         registry: ChannelRegistry,
+        config: DispatcherConfig | None = None,
         *,
-        schemas: SchemaRegistry | Mapping[str, Any] | None = None,
-        mode: Mode = "dev",
-        qos_overrides: Mapping[str, str | int | QoS] | None = None,
-        qos_policy: Literal["warn", "clamp"] = "warn",
-        require_subscriber: bool = False,
-        stats: bool = True,
         player_id: int | None = None,
         token: str | None = None,
         secret: bytes | str | None = None,
-        seed: int | None = None,
-        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
-        request_timeout: float = 5.0,
-        retry_backoff: float = 0.1,
-        retry_backoff_max: float = 2.0,
-        dedup_window: int = 1024,
-        dedup_bytes: int = 1 << 20,
-        scheduler: SchedulerConfig | str | Mapping[str, Any] | None = None,
-        replay: bool | dict[str, Any] | None = None,
-        rate_limits: Mapping[str, float] | None = None,
-        handshake_timeout: float | None = None,
-        resume_grace: float = 30.0,
-        clock_sync_interval: float = 5.0,
-        limits: Limits | Mapping[str, Any] | None = None,
-        clock_id: str = "",
         server_info: Mapping[str, Any] | None = None,
         wall_clock: Callable[[], float] = time.time,
+        **options: Any,
     ) -> None:
+        """``config`` (a ``DispatcherConfig``) and/or its keyword ``options`` (``mode``, ``scheduler``,
+        ``replay``, ``limits``, ``request_timeout``, ... see ``config.OPTIONS``); ``player_id``/``token``
+        (a client) and ``secret``/``server_info`` (a server) say who this peer is."""
         if role not in ("server", "client"):
             raise LocalProtocolError(f"peer must be 'server' or 'client', got {role!r}")
-        if mode not in ("dev", "release"):
-            raise LocalProtocolError(f"mode must be 'dev' or 'release', got {mode!r}")
-        if qos_policy not in ("warn", "clamp"):
-            raise LocalProtocolError(f"qos_policy must be 'warn' or 'clamp', got {qos_policy!r}")
         if not isinstance(registry, ChannelRegistry):
             raise LocalProtocolError(
                 f"channel_registry must be a ChannelRegistry (use ChannelRegistry.load or .from_dict), "
                 f"got {type(registry).__name__}"
             )
+        cfg = DispatcherConfig.of(config, **options)
+        self.config = cfg
         self.role = role
         self.impl: RoleImpl = ServerRole(self) if role == "server" else ClientRole(self)
+        # The role's per-envelope steps, bound once (None: this role has no such step).
+        self._charges = self.impl.charge if role == "server" else None
+        self._latency = self.impl.latency if role == "client" else None
         self.registry = registry
-        self.schemas = schemas if isinstance(schemas, SchemaRegistry) else SchemaRegistry(schemas)
+        self.schemas = cfg.schemas if cfg.schemas is not None else SchemaRegistry(None)
         self.schemas.check_names(registry.names)
-        self.mode = mode
-        self.qos_policy = qos_policy
-        self.require_subscriber = require_subscriber
-        self.stats = Stats() if stats else NullStats()
+        self.mode = cfg.mode
+        self.qos_policy = cfg.qos_policy
+        self.require_subscriber = cfg.require_subscriber
+        self.stats = Stats() if cfg.stats else NullStats()
         self.player_id = player_id
         self.token = token
         self.secret = secret
-        self.max_frame_size = max_frame_size
-        self.request_timeout = request_timeout
-        self.retry_backoff = retry_backoff
-        self.retry_backoff_max = retry_backoff_max
-        self.dedup_window = dedup_window
-        self.dedup_bytes = dedup_bytes
-        self.rng = random.Random(seed)
-        try:
-            self.scheduler = SchedulerConfig.from_options(scheduler)
-            self.replay_buffer = ReplayBuffer.from_options(registry.hash, replay)
-            lim = Limits.from_options(limits)
-            if handshake_timeout is not None:
-                lim = Limits.from_options({**_fields(lim), "handshake_timeout": handshake_timeout})
-        except ValueError as e:
-            raise LocalProtocolError(str(e)) from None
+        self.max_frame_size = cfg.max_frame_size
+        req = cfg.requests
+        self.request_timeout = req.timeout
+        self.retry_backoff = req.retry_backoff
+        self.retry_backoff_max = req.retry_backoff_max
+        self.dedup_window = req.dedup_window
+        self.dedup_bytes = req.dedup_bytes
+        self.rng = random.Random(cfg.seed)
+        self.scheduler = cfg.scheduler
+        rc = cfg.replay
+        self.replay_buffer = (ReplayBuffer(registry.hash, buffer_size=rc.buffer_size, max_age=rc.max_age)
+                              if rc.enabled else None)
+        lim = cfg.limits
         self.limits = lim
         self.server_info = self._check_server_info(server_info)
-        self.clock_id = clock_id
+        self.clock_id = cfg.session.clock_id
         self.wall_clock = wall_clock
         self.bus = EventBus()
         self.handlers = HandlerTable()
@@ -126,23 +108,20 @@ class Dispatcher(Receiver, Sender):
         self._ack_listeners = []
         self._ack_legacy: AckListener | None = None
         self.clock = ClockSync()
-        self.resume_grace = resume_grace
-        self.clock_sync_interval = clock_sync_interval
+        self.resume_grace = cfg.session.resume_grace
+        self.clock_sync_interval = cfg.session.clock_sync_interval
         self.timers = Timers()
 
         chan_index = {name: i for i, name in enumerate(registry.channels)}
         self._channel_qos = [ch.qos for ch in registry.channels.values()]
-        for ch_name, tier in (qos_overrides or {}).items():
+        for ch_name, tier in cfg.qos_overrides:
             if ch_name not in chan_index:
                 raise RegistryError(
                     f"qos_overrides names channel {ch_name!r}, which the registry does not declare; "
                     f"channels: {', '.join(chan_index)}"
                 )
-            try:
-                self._channel_qos[chan_index[ch_name]] = QoS.parse(tier)
-            except ValueError as e:
-                raise RegistryError(f"qos_overrides[{ch_name!r}]: {e}") from None
-        rates = dict(rate_limits or {})
+            self._channel_qos[chan_index[ch_name]] = tier
+        rates = cfg.rate_limit_map()
         default_rate = float(rates.pop("default", 500.0))
         for ch_name in rates:
             if ch_name not in chan_index:
@@ -155,6 +134,8 @@ class Dispatcher(Receiver, Sender):
                         registry.kind(n), n in registry.channel_of(n).coalesce)
             for n in registry.names
         }
+        # The names this side may send (the checks of ``_outgoing``, made once).
+        self._sendable = {n: i for n, i in self._info.items() if i.kind != self.impl.incoming}
         self._ns = self.stats.bind(registry.names)  # NameStats by wire id (the hot path's counters)
         self._lat = self.stats.bind_latency(registry.names)  # [wire id][tier] -> record_seconds
         self._sessions = {}
@@ -278,6 +259,9 @@ class Dispatcher(Receiver, Sender):
         except KeyError:
             raise LocalProtocolError(f"no session for peer {peer!r}") from None
 
+    def session_or_none(self, peer: Hashable = SERVER_PEER) -> Connection | None:
+        return self._sessions.get(peer)
+
     @property
     def sessions(self) -> list[Connection]:
         return list(self._sessions.values())
@@ -352,7 +336,3 @@ class Dispatcher(Receiver, Sender):
                 if c is not None and not c.closed:
                     self._dirty[peer] = None  # the runtime pulls its next tick's worth
         self.timers.fire(now)
-
-
-def _fields(lim: Limits) -> dict[str, Any]:
-    return {f: getattr(lim, f) for f in lim.__dataclass_fields__}

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import msgpack
@@ -44,6 +44,13 @@ _FEED_CHUNK = 1 << 16
 #: ``max_buffer_size`` per connection up front.
 _READ_SIZE = 4096
 ALL_TYPES: frozenset[int] = frozenset(int(t) for t in FrameType)
+#: The fewest bytes an envelope frame's fields other than the payload take (array header, six small ints;
+#: a float ``ts_sent`` takes 8 more).
+_MIN_HEAD = 7
+_TIERS = tuple(QoS)
+_FLAG_BITS = Bits.REPLAYABLE_SET | Bits.RELIABLE_SET
+_NO_FLAGS = Flags.of()
+_NOTHING = object()
 
 
 def _num(v: Any) -> str:
@@ -75,8 +82,29 @@ def _ext_hook(code: int, data: bytes) -> Any:
 class FrameDecoder:
     """Incremental decoder for one connection's byte stream."""
 
-    __slots__ = ("_error", "_fed", "_input", "_max", "_names", "_partial_bytes", "_partials", "_start",
-                 "_unpacker", "admits", "chunk_budget", "limit", "max_depth", "oversized", "player_id", "spoofed")
+    __slots__ = (
+        "_error",
+        "_fed",
+        "_input",
+        "_limits",
+        "_max",
+        "_names",
+        "_partial_bytes",
+        "_partials",
+        "_queued",
+        "_small",
+        "_small_size",
+        "_start",
+        "_unpacker",
+        "admits",
+        "chunk_budget",
+        "failure",
+        "limit",
+        "max_depth",
+        "oversized",
+        "player_id",
+        "spoofed",
+    )
 
     def __init__(self, names: Sequence[str], max_frame_size: int = DEFAULT_MAX_FRAME_SIZE, *,
                  limit: int | None = None, admits: frozenset[int] = ALL_TYPES,
@@ -88,6 +116,7 @@ class FrameDecoder:
         self.player_id: int | None = None
         self.spoofed = 0
         self.oversized = False  # the failure was a frame over the size limit (else: malformed)
+        self.failure: RemoteProtocolError | None = None
         self._max = max_frame_size
         self.limit = max_frame_size if limit is None else min(limit, max_frame_size)
         self.admits = admits
@@ -97,25 +126,70 @@ class FrameDecoder:
         self._partial_bytes = 0
         self._error: str | None = None
         self._input: deque[memoryview] = deque()
+        self._queued = 0  # bytes in _input
         self._fed = 0  # bytes given to the unpacker
         self._start = 0  # where the frame being decoded starts (the unpacker's tell() runs ahead in a partial one)
+        # The streaming unpacker is made when the limit first reaches the full frame size (a connection's
+        # login): a msgpack Unpacker is a ~40 kB object, and an unauthenticated connection should cost little.
+        # Until then (``limit`` below the maximum) frames are small and decoded whole from ``_small``.
+        self._unpacker: Any = None
+        self._small = bytearray()
+        self._small_size = 0
         m = max_frame_size
-        self._unpacker = msgpack.Unpacker(
-            max_buffer_size=m + _FEED_CHUNK, read_size=_READ_SIZE, raw=False, strict_map_key=False, use_list=True,
-            ext_hook=_ext_hook, max_str_len=m, max_bin_len=m, max_array_len=m, max_map_len=m // 2, max_ext_len=m)
+        self._limits = {"max_str_len": m, "max_bin_len": m, "max_array_len": m, "max_map_len": m // 2,
+                        "max_ext_len": m}
 
     # -- bytes in, frames out ----------------------------------------------------------------------
 
     @property
     def buffered(self) -> int:
         """Bytes received that do not yet make a whole frame (a partial frame), plus unread input."""
-        return self._fed - self._start + sum(len(v) for v in self._input)
+        return self._fed - self._start + self._queued + len(self._small)
+
+    def _make_unpacker(self) -> Any:
+        self._unpacker = msgpack.Unpacker(max_buffer_size=self._max + _FEED_CHUNK, read_size=_READ_SIZE, raw=False,
+                                          strict_map_key=False, use_list=True, ext_hook=_ext_hook, **self._limits)
+        self._fed = self._start = 0
+        if self._small:  # what followed the last small frame goes first
+            self._input.appendleft(memoryview(bytes(self._small)))
+            self._queued += len(self._small)
+            self._small = bytearray()
+        return self._unpacker
+
+    def _next_small(self) -> Any:
+        """Small mode: the next whole object in the input, or ``_NOTHING`` (wait for more); the size is in
+        ``_small_size``."""
+        buf = self._small
+        while self._input:
+            piece = self._input.popleft()
+            self._queued -= len(piece)
+            buf += piece
+        if not buf:
+            return _NOTHING
+        try:
+            obj = msgpack.unpackb(buf, raw=False, strict_map_key=False, use_list=True, ext_hook=_ext_hook,
+                                  **self._limits)
+            rest = b""
+        except msgpack.ExtraData as e:
+            obj, rest = e.unpacked, e.extra
+        except Exception as e:
+            if "incomplete input" in str(e):
+                if len(buf) > self.limit:  # the frame in progress is already too big
+                    raise self._too_big("frame") from None
+                return _NOTHING
+            if "exceeds max_" in str(e):
+                raise self._too_big("frame") from None
+            raise bad(f"undecodable msgpack: {type(e).__name__}: {escape(str(e), 120)}") from None
+        self._small_size = len(buf) - len(rest)
+        self._small = bytearray(rest)
+        return obj
 
     def receive(self, data: bytes | bytearray | memoryview) -> None:
         if self._error is not None:
             raise bad(f"connection already failed: {self._error}")
         if data:
-            self._input.append(memoryview(data))
+            self._input.append(data if type(data) is memoryview else memoryview(data))
+            self._queued += len(data)
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Frame]:
         self.receive(data)
@@ -125,64 +199,98 @@ class FrameDecoder:
         return out
 
     def next_frame(self) -> Frame | None:
+        return next(self.frames(), None)
+
+    def frames(self) -> Iterator[Frame]:
+        """The complete frames buffered, one at a time and lazily: the connection may change state (and so
+        what is admitted) between two.  All state is in the decoder: a generator left unfinished loses
+        nothing.  A ``RemoteProtocolError`` is also kept as ``failure``."""
         if self._error is not None:
             raise bad(f"connection already failed: {self._error}")
         try:
-            while True:
-                fr = self._next_complete()
+            while self._unpacker is None and self.limit < self._max:  # small mode (before authentication)
+                obj = self._next_small()
+                if obj is _NOTHING:
+                    return
+                fr = self._whole(obj, self._small_size)
                 if fr is not None:
-                    return fr
+                    yield fr
+            up = self._unpacker if self._unpacker is not None else self._make_unpacker()
+            while True:
+                if self._start != self._fed:
+                    try:
+                        obj = next(up)
+                    except StopIteration:
+                        obj = _NOTHING
+                    except Exception as e:
+                        if "exceeds max_" in str(e):  # msgpack's per-object limits, set from max_frame_size
+                            raise self._too_big("frame") from None
+                        raise bad(f"undecodable msgpack: {type(e).__name__}: {escape(str(e), 120)}") from None
+                    if obj is not _NOTHING:
+                        end = up.tell()
+                        size, self._start = end - self._start, end
+                        if size > self.limit:
+                            raise self._too_big(f"frame of {size} bytes is")
+                        if type(obj) is not list or not obj or type(obj[0]) is not int:
+                            raise bad(f"a frame is an array starting with its type, got {describe(obj)}")
+                        t = obj[0]
+                        if t not in self.admits:
+                            self._admit(t)
+                        if t == 0:  # the hot path: an envelope
+                            yield self._envelope(obj, size)
+                            continue
+                        if t == FrameType.CHUNK:
+                            whole = self._chunk(obj)
+                            if whole is None:
+                                continue
+                            obj, size = whole
+                        yield self._parse(obj, size)
+                        continue
                 if self._fed - self._start > self.limit:  # the frame in progress is already too big
                     raise self._too_big("frame")
                 if not self._input:
-                    return None
+                    return
                 self._feed_some()
         except RemoteProtocolError as e:
             self._error = str(e)
+            self.failure = e
             raise
 
     def _feed_some(self) -> None:
-        view = self._input.popleft()
+        piece = self._input.popleft()
         step = min(_FEED_CHUNK, self.limit + 1)
-        piece, rest = view[:step], view[step:]
-        if len(rest):
-            self._input.appendleft(rest)
+        if len(piece) > step:
+            self._input.appendleft(piece[step:])
+            piece = piece[:step]
+        n = len(piece)
+        self._queued -= n
         try:
             self._unpacker.feed(piece)
         except msgpack.BufferFull:
             raise self._too_big("frame") from None
-        self._fed += len(piece)
+        self._fed += n
 
     def _too_big(self, what: str) -> RemoteProtocolError:
         self.oversized = True
         return bad(f"{what} larger than the {self.limit}-byte limit")
 
-    def _next_complete(self) -> Frame | None:
-        up = self._unpacker
-        while True:
-            if self._start == self._fed:
+    def _whole(self, obj: Any, size: int) -> Frame | None:
+        """A whole decoded object as a frame (None: a CHUNK of a message still incomplete)."""
+        if size > self.limit:
+            raise self._too_big(f"frame of {size} bytes is")
+        if type(obj) is not list or not obj or type(obj[0]) is not int:
+            raise bad(f"a frame is an array starting with its type, got {describe(obj)}")
+        t = obj[0]
+        if t not in self.admits:
+            self._admit(t)
+        if t == 0:
+            return self._envelope(obj, size)
+        if t == FrameType.CHUNK:
+            whole = self._chunk(obj)
+            if whole is None:
                 return None
-            try:
-                obj = next(up)
-            except StopIteration:
-                return None
-            except Exception as e:
-                if "exceeds max_" in str(e):  # msgpack's per-object limits, set from max_frame_size
-                    raise self._too_big("frame") from None
-                raise bad(f"undecodable msgpack: {type(e).__name__}: {escape(str(e), 120)}") from None
-            end = int(up.tell())
-            size, self._start = end - self._start, end
-            if size > self.limit:
-                raise self._too_big(f"frame of {size} bytes is")
-            if type(obj) is not list or not obj or type(obj[0]) is not int:
-                raise bad(f"a frame is an array starting with its type, got {describe(obj)}")
-            self._admit(obj[0])
-            if obj[0] == FrameType.CHUNK:
-                whole = self._chunk(obj)
-                if whole is None:
-                    continue
-                obj, size = whole
-            return self._parse(obj, size)
+            obj, size = whole
+        return self._parse(obj, size)
 
     def _admit(self, t: int) -> None:
         if t not in self.admits:
@@ -286,16 +394,24 @@ class FrameDecoder:
                     if n > 10 and f[10] is not None:
                         ts_ack = check_time(f[10], "ts_ack")
         payload = f[6]
-        if type(payload) in (list, dict) and size > self.max_depth and _depth_over(payload, self.max_depth):
+        # Each level of nesting costs the payload at least one byte, and the frame's other fields at least
+        # _MIN_HEAD: a smaller frame cannot be too deep (most are), so it is not walked.
+        head = _MIN_HEAD + 8 if type(ts) is float else _MIN_HEAD
+        if (type(payload) is list or type(payload) is dict) and size - head > self.max_depth \
+                and _depth_over(payload, self.max_depth):
             raise bad(f"payload nested deeper than {self.max_depth} levels")
         stamp = self.player_id
         if stamp is not None:
             if player_id is not None and player_id != stamp:
                 self.spoofed += 1
             player_id = stamp
-        flags = Flags.of(
-            replayable=bool(bits & Bits.REPLAYABLE) if bits & Bits.REPLAYABLE_SET else None,
-            reliable=bool(bits & Bits.RELIABLE) if bits & Bits.RELIABLE_SET else None,
-        )
-        meta = Meta(seq, QoS(qos), ts_sent, ts_ack, player_id, trace_id, flags, bool(bits & Bits.RESPONSE), reply_to)
+        if bits & _FLAG_BITS:
+            flags = Flags.of(
+                replayable=bool(bits & Bits.REPLAYABLE) if bits & Bits.REPLAYABLE_SET else None,
+                reliable=bool(bits & Bits.RELIABLE) if bits & Bits.RELIABLE_SET else None,
+            )
+        else:
+            flags = _NO_FLAGS
+        meta = Meta(seq, _TIERS[qos], ts_sent, ts_ack, player_id, trace_id, flags, bool(bits & Bits.RESPONSE),
+                    reply_to)
         return EnvelopeFrame(Envelope(self._names[wid], payload, meta), wid, bits, size)

@@ -8,18 +8,34 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import UnknownNameError
 
 if TYPE_CHECKING:
+    from .base import Handler
     from .bus import Subscription
-    from .core import Handler
     from .envelope import Envelope
     from .promise import Promise
-    from .transport import Transport
+    from .registry import ChannelRegistry
 
-__all__ = ["EventHelpers", "IntentHelpers"]
+__all__ = ["EventHelpers", "IntentHelpers", "Sends"]
+
+
+class Sends(Protocol):
+    """What the helpers need of a transport (``transport.Transport`` is one; this module does not import it,
+    so the two modules form no import circle)."""
+
+    @property
+    def registry(self) -> ChannelRegistry: ...
+
+    def intent(self, *args: Any, **options: Any) -> Envelope | None: ...
+
+    def request(self, *args: Any, **options: Any) -> Promise[Envelope]: ...
+
+    def on(self, name: str, handler: Handler) -> Subscription: ...
+
+    def emit(self, *args: Any, **options: Any) -> list[Envelope]: ...
 
 
 class _Namespace:
@@ -44,7 +60,7 @@ class _Namespace:
         return sorted(self._items)
 
 
-def _tree(transport: Transport, prefix: str, make: Any) -> dict[str, _Namespace]:
+def _tree(transport: Sends, prefix: str, make: Any) -> dict[str, _Namespace]:
     tree: dict[str, dict[str, Any]] = {}
     for name in transport.registry.names:
         kind, channel, leaf = name.split(".", 2)
@@ -57,7 +73,7 @@ def _tree(transport: Transport, prefix: str, make: Any) -> dict[str, _Namespace]
 class IntentHelper:
     __slots__ = ("_t", "name")
 
-    def __init__(self, transport: Transport, name: str) -> None:
+    def __init__(self, transport: Sends, name: str) -> None:
         self._t = transport
         self.name = name
 
@@ -74,7 +90,7 @@ class IntentHelper:
 class EventHelper:
     __slots__ = ("_t", "name")
 
-    def __init__(self, transport: Transport, name: str) -> None:
+    def __init__(self, transport: Sends, name: str) -> None:
         self._t = transport
         self.name = name
 
@@ -91,12 +107,12 @@ class EventHelper:
 class IntentHelpers(_Namespace):
     __slots__ = ()
 
-    def __init__(self, transport: Transport) -> None:
+    def __init__(self, transport: Sends) -> None:
         super().__init__("intents", _tree(transport, "Intent", IntentHelper))
 
 
 class EventHelpers(_Namespace):
     __slots__ = ()
 
-    def __init__(self, transport: Transport) -> None:
+    def __init__(self, transport: Sends) -> None:
         super().__init__("events", _tree(transport, "Event", EventHelper))

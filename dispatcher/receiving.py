@@ -21,7 +21,7 @@ from typing import Any
 from .base import SERVER_PEER, CoreBase, Handler
 from .connection import Connection, NameInfo, State
 from .envelope import Envelope, Flags, Meta
-from .errors import RemoteError, RemoteProtocolError, ValidationError
+from .errors import LocalProtocolError, RemoteError, RemoteProtocolError, ValidationError
 from .promise import Promise
 from .sequence import DUPLICATE, IN_ORDER, LATE
 from .stats import NameStats
@@ -41,10 +41,11 @@ from .wire import (
     Welcome,
     encode_control,
     encode_envelope,
-    pack_payload,
 )
 
 __all__ = ["Receiver"]
+
+_NO_FLAGS = Flags.of()
 
 _HANDSHAKE = (Challenge, Hello, Welcome)
 
@@ -58,20 +59,21 @@ class Receiver(CoreBase):
             return
         self.stats.count("bytes_in", len(data))
         n = 0
+        dec = c.decoder
         try:
-            c.decoder.receive(data)
-            while not c.closed:
-                try:
-                    fr = c.decoder.next_frame()
-                except RemoteProtocolError as e:
-                    self.stats.count("not_admitted" if e.code == "not_admitted" else
-                                     "oversized_frames" if c.decoder.oversized else "malformed_frames")
-                    raise
-                if fr is None:
-                    break
+            dec.receive(data)
+            for fr in dec.frames():
                 n += 1
-                c = self._frame(c, fr, now)
+                if type(fr) is EnvelopeFrame:
+                    self._on_envelope(c, fr, now)
+                else:
+                    c = self._frame(c, fr, now)
+                if c.closed:
+                    break
         except RemoteProtocolError as e:
+            if e is dec.failure:
+                self.stats.count("not_admitted" if e.code == "not_admitted" else
+                                 "oversized_frames" if dec.oversized else "malformed_frames")
             self._protocol_failure(c, e, now)
             raise
         finally:
@@ -162,21 +164,31 @@ class Receiver(CoreBase):
 
     def _on_envelope(self, c: Connection, fr: EnvelopeFrame, now: float) -> None:
         env, bits = fr.envelope, fr.bits
+        meta = env.meta
         info = self._info[env.name]
         st = self._ns[fr.wire_id]
-        if not self._authorise_direction(c, info, st, env.meta, bits, now):
+        # Each step's common case is tested inline; the step's method handles the rest (and says why).
+        if not self.impl.expects(info, meta):
+            self._authorise_direction(c, info, st, meta, bits, now)
             return
-        env = self._authorise_tier(info, env)
-        meta = env.meta
+        if meta.qos < self._channel_qos[info.chan]:
+            env = self._authorise_tier(info, env)
+            meta = env.meta
         if bits & Bits.ACK_REQUESTED:  # acknowledged whatever happens next: the sender must stop re-sending
             acks = c.acks.get(info.chan)
             if acks is None:
                 c.acks[info.chan] = [meta.seq]
             else:
                 acks.append(meta.seq)
-        if not self._authorise_budget(c, info, meta, bits, now):
+        charges = self._charges
+        if charges is not None and not charges(c, info, now):
+            self._refuse_budget(c, info, meta, bits, now)
             return
-        if not self._sequence(c, info, st, meta, bits, now):
+        window = c.windows[info.chan]
+        if meta.seq == window.highest + 1:  # in order (ReceiveWindow.check's first case)
+            window.highest = meta.seq
+            window.gap = 0
+        elif not self._sequence(c, info, st, meta, bits, now):
             return
         st.received += 1
         st.bytes_in += fr.size
@@ -208,14 +220,17 @@ class Receiver(CoreBase):
         return Envelope(env.name, env.payload, replace(env.meta, qos=declared))
 
     def _authorise_budget(self, c: Connection, info: NameInfo, meta: Meta, bits: int, now: float) -> bool:
-        if self.impl.charge(c, info, now):
+        if self._charges is None or self._charges(c, info, now):
             return True
+        self._refuse_budget(c, info, meta, bits, now)
+        return False
+
+    def _refuse_budget(self, c: Connection, info: NameInfo, meta: Meta, bits: int, now: float) -> None:
         self.stats.count("rate_limited")
         self.stats.drop(info.name, "rate_limited")
         if bits & Bits.REQUEST:
             self._nack(c, info, meta.seq, "rate_limited",
                        f"more than {self._rates[info.chan]:g} envelopes/s on channel {info.channel.name}", now)
-        return False
 
     def _sequence(self, c: Connection, info: NameInfo, st: NameStats, meta: Meta, bits: int, now: float) -> bool:
         window = c.windows[info.chan]
@@ -261,7 +276,8 @@ class Receiver(CoreBase):
 
     def _deliver(self, c: Connection, info: NameInfo, st: NameStats, env: Envelope, bits: int, wire_id: int,
                  now: float) -> None:
-        self.impl.latency(wire_id, env.meta, now)
+        if self._latency is not None:
+            self._latency(wire_id, env.meta, now)
         if self.replay_buffer is not None:
             self.replay_buffer.push(env, "in", now)
         self.bus.emit(info.name, env.payload, env.meta)
@@ -332,15 +348,15 @@ class Receiver(CoreBase):
             self.stats[name].validation_errors += 1
             self._nack(c, info, req.meta.seq, "handler_error", f"the response is invalid: {reason}", now, key)
             return
+        seq = c.seq[info.chan] + 1
+        env = Envelope(name, payload, Meta(seq, self._declared(info), now, now, c.player_id,
+                                           req.meta.trace_id, _NO_FLAGS, True, req.meta.seq))
         try:
-            body = pack_payload(payload)
-        except Exception as e:
+            frame = encode_envelope(env, info.wire_id, 0)
+        except LocalProtocolError as e:
             self._nack(c, info, req.meta.seq, "handler_error", f"the response cannot be sent: {e}", now, key)
             return
-        c.seq[info.chan] += 1
-        env = Envelope(name, payload, Meta(c.seq[info.chan], self._declared(info), now, now, c.player_id,
-                                           req.meta.trace_id, Flags.of(), True, req.meta.seq))
-        frame = encode_envelope(env, info.wire_id, 0, body)
+        c.seq[info.chan] = seq
         c.answered.store(key, frame)
         self._send(c, info, env, frame, now, droppable=False)  # someone is waiting for it
 

@@ -18,8 +18,8 @@ from .timers import Timer, Timers
 from .wire import PROTOCOL_VERSION, Challenge, Close, Hello, Ping, Welcome, encode_control
 
 if TYPE_CHECKING:
+    from .base import CoreBase
     from .connection import NameInfo
-    from .core import Dispatcher
 
 __all__ = ["ClientRole", "RoleImpl", "ServerRole"]
 
@@ -29,7 +29,7 @@ class RoleImpl:
     peer: str  # what the other side is
     incoming: Kind  # the kind of envelope this side subscribes to and receives
 
-    def __init__(self, core: Dispatcher) -> None:
+    def __init__(self, core: CoreBase) -> None:
         self.core = core
 
     def open(self, c: Connection, now: float) -> None:

@@ -174,9 +174,8 @@ def array(item: Validator, *, min_len: int = 0, max_len: int | None = None) -> V
         if max_len is not None and len(v) > max_len:
             return _fail(p, f"array of {len(v)} items is longer than {max_len}")
         for i, x in enumerate(v):
-            ok, reason = sub(x, f"{p}[{i}]")
-            if not ok:
-                return False, reason
+            if sub(x, "") is not _OK:  # validators are pure: run again with the path, for the reason
+                return False, sub(x, f"{p}[{i}]")[1]
         return _OK
 
     return _Node(check)
@@ -192,12 +191,10 @@ def map_of(key: Validator, value: Validator, *, max_len: int | None = None) -> V
         if max_len is not None and len(v) > max_len:
             return _fail(p, f"table of {len(v)} entries is larger than {max_len}")
         for k, x in v.items():
-            ok, reason = ksub(k, f"{p}<key {k!r}>" if p else f"<key {k!r}>")
-            if not ok:
-                return False, reason
-            ok, reason = vsub(x, _at(p, k))
-            if not ok:
-                return False, reason
+            if ksub(k, "") is not _OK:  # the path (with the key's repr) is made only for a reason
+                return False, ksub(k, f"{p}<key {k!r}>" if p else f"<key {k!r}>")[1]
+            if vsub(x, "") is not _OK:
+                return False, vsub(x, _at(p, k))[1]
         return _OK
 
     return _Node(check)
@@ -221,9 +218,8 @@ def table(*, extra: bool = False, **fields: Validator) -> Validator:
                 if extra:
                     continue
                 return _fail(p, f"unknown field {k!r}; allowed fields: {known}")
-            ok, reason = s(x, _at(p, k))
-            if not ok:
-                return False, reason
+            if s(x, "") is not _OK:  # the path is made only for a reason
+                return False, s(x, _at(p, k))[1]
         return _OK
 
     return _Node(check)

@@ -41,11 +41,15 @@ class Sender(CoreBase):
 
         ``coalesce_key``: while the link is saturated, a queued envelope of the same name and key is
         replaced by this one (names the registry lists under ``coalesce`` coalesce by name alone)."""
-        info = self._outgoing(name, "intent")
-        c = self._client_session()
+        info = self._sendable.get(name)
+        if info is None or info.kind != "intent":
+            info = self._outgoing(name, "intent")  # raises, saying why
+        c = self._sessions.get(SERVER_PEER)
+        if c is None or c.closed:
+            c = self._client_session()  # raises, saying why
         if not self._valid_out(name, payload):
             return None
-        qos = self._tier(info, qos_override)
+        qos = self._channel_qos[info.chan] if qos_override is None else self._tier(info, qos_override)
         bits = Bits.REQUIRE_SUBSCRIBER if (self.require_subscriber if require_subscriber is None
                                            else require_subscriber) else 0
         flags = Flags.of(replayable, reliable)
@@ -132,7 +136,7 @@ class Sender(CoreBase):
         ``since`` into the local handlers and bus, oldest first, marked ``meta.replayed``.  A replayed request
         runs its handlers; their answer goes nowhere.  Returns how many were replayed."""
         if self.replay_buffer is None:
-            raise LocalProtocolError("replay is off for this transport; init it with replay={'enabled': True}")
+            raise LocalProtocolError(self.replay_off_message())
         if channel is not None and channel not in self.registry.channels:
             raise LocalProtocolError(
                 f"no channel {channel!r} in the registry; channels: {', '.join(self.registry.channels)}")
@@ -151,6 +155,11 @@ class Sender(CoreBase):
                     log.exception("handler for %s raised on replay: %s", env.name, e)
             n += 1
         return n
+
+    def replay_off_message(self) -> str:
+        return (f"replay is off on this {self.role}: its config has replay.enabled=False.  Pass "
+                "replay={'enabled': True} to init(...), to loopback(...) (both peers), or to this side only "
+                f"with loopback({self.role}={{'replay': {{'enabled': True}}}})")
 
     # -- retries and re-sends --------------------------------------------------------------------------
 

@@ -206,12 +206,16 @@ class Stats:
         return [[self.histogram(n, q).record_seconds for q in _TIERS] for n in names]
 
     def sent(self, nbytes: list[int], sojourns: list[list[float]]) -> None:
-        for t, b, soj in zip(self.tiers, nbytes, sojourns, strict=True):
-            if b:
-                t.bytes_out += b
+        tiers = self.tiers
+        for i in range(4):
+            soj = sojourns[i]
             if soj:
+                t = tiers[i]
+                t.bytes_out += nbytes[i]
                 t.sent += len(soj)
                 t.sojourn.record_many_seconds(soj)
+            elif nbytes[i]:
+                tiers[i].bytes_out += nbytes[i]
 
     def dropped(self, tier: int, name: str | None, reason: str) -> None:
         t = self.tiers[tier]

@@ -35,6 +35,12 @@ class Timers:
         if entry is not None:
             entry[2] = entry[3] = None  # the argument too: a pending request and its timer point at each other
 
+    def compact(self) -> None:
+        """Drop cancelled timers now (they otherwise stay until their time comes): after many connections
+        closed, their watchdogs would keep small objects alive all over the allocator's arenas."""
+        self._heap = [e for e in self._heap if e[2] is not None]
+        heapq.heapify(self._heap)
+
     def next(self) -> float | None:
         h = self._heap
         while h and h[0][2] is None:

@@ -6,6 +6,7 @@ from collections.abc import Callable, Hashable, Iterable
 from typing import Any, Protocol
 
 from .bus import EventBus, Subscription
+from .config import DispatcherConfig
 from .core import Dispatcher, Handler
 from .envelope import Envelope, QoS
 from .errors import LocalProtocolError
@@ -74,6 +75,11 @@ class Transport:
         return self.core.secret
 
     @property
+    def config(self) -> DispatcherConfig:
+        """This peer's configuration (frozen; ``config.with_options(...)`` derives another)."""
+        return self.core.config
+
+    @property
     def server_info(self) -> dict[str, Any]:
         """Client: what the server's runtime said about itself in the WELCOME (e.g. the game config);
         server: what it sends."""
@@ -96,10 +102,51 @@ class Transport:
         """``"shared"`` (peers read one monotonic clock: same host) or ``"ntp"`` (estimated)."""
         return self.core.clock_domain
 
+    def now(self) -> float:
+        """This side's clock (seconds; the runtime's: monotonic, or a loopback hub's virtual clock)."""
+        return self.runtime.now()
+
+    def server_time(self) -> float:
+        """The server's clock now, as this side estimates it: ``now() + clock_offset`` (a server: ``now()``)."""
+        return self.runtime.now() + self.core.clock_offset
+
+    @property
+    def rtt(self) -> float | None:
+        """The last clock sample's round trip (client), or None."""
+        return self.core.rtt
+
     def on_ack(self, callback: Callable[[Envelope, float], Any]) -> Callable[[], None]:
         """``callback(envelope, now)`` when a reliable envelope this side sent is acknowledged by the peer;
         returns a handle that unsubscribes."""
         return self.core.on_ack(callback)
+
+    # -- connections -----------------------------------------------------------------------------
+
+    def players(self) -> list[int]:
+        """Player ids with an open session (a server; a client: its own id once welcomed)."""
+        if self.core.role == "client":
+            return [self.core.player_id] if self.core.player_id is not None and self.connected else []
+        return self.core.players()
+
+    @property
+    def connected(self) -> bool:
+        """A client: its session is open (not closed, not waiting for a reconnect).  A server: not closed."""
+        if self._closed:
+            return False
+        if self.core.role == "server":
+            return True
+        s = self.core.session_or_none()
+        return s is not None and s.open
+
+    @property
+    def reconnects(self) -> int:
+        """Times a TCP client reconnected after losing its connection (0 in-process)."""
+        return int(getattr(self.runtime, "reconnects", 0))
+
+    def flush(self) -> None:
+        """Deliver what the core queued now (sends already flush; for code that drives the core's timers or
+        queues another way, e.g. a game loop that emits in bulk with ``emit(..., flush=False)``)."""
+        self.runtime.flush()
 
     # -- the seed's API -------------------------------------------------------------------------
 
@@ -163,7 +210,7 @@ class Transport:
     def replay_buffer(self) -> ReplayBuffer:
         """The replay buffer (``dump(path)``, ``load(path)``, ``entries()``); needs ``replay=`` at init."""
         if self.core.replay_buffer is None:
-            raise LocalProtocolError("replay is off for this transport; init it with replay={'enabled': True}")
+            raise LocalProtocolError(self.core.replay_off_message())
         return self.core.replay_buffer
 
     def close(self) -> None:

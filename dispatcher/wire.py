@@ -16,8 +16,8 @@ The handshake (protocol version 2) is challenge-response::
 
 ``proof = auth.prove(token, player_id, nonce)``; a resume also carries
 ``resume_proof = auth.prove_resume(resume_secret, player_id, session, nonce)``.  ``clock_id`` names the
-sender's monotonic clock (boot id + clock name): equal ids mean one shared clock.  ``FrameDecoder``
-(``dispatcher.decoder``) decodes a byte stream.
+sender's monotonic clock (boot id + clock name): equal ids mean one shared clock.
+``dispatcher.decoder.FrameDecoder`` decodes a byte stream.
 """
 
 from __future__ import annotations
@@ -214,13 +214,19 @@ def flag_bits(env: Envelope) -> int:
 def encode_envelope(env: Envelope, wire_id: int, bits: int = 0, payload_bytes: bytes | None = None) -> bytes:
     """One envelope frame.  ``payload_bytes`` (from ``pack_payload``) lets a broadcast pack once."""
     m = env.meta
-    if payload_bytes is None:
-        payload_bytes = pack_payload(env.payload)
-    head = _packb((0, wire_id, m.seq, int(m.qos), bits | flag_bits(env), m.ts_sent))
+    if m.is_response or m.flags.reliable is not None or m.flags.replayable is not None:
+        bits |= flag_bits(env)
     tail: tuple[Any, ...] = (m.player_id, m.trace_id, m.reply_to, m.ts_ack)
     n = 4
     while n and tail[n - 1] is None:
         n -= 1
+    if payload_bytes is None:  # one pack of the whole frame
+        try:
+            return _packb((0, wire_id, m.seq, int(m.qos), bits, m.ts_sent, env.payload, *tail[:n]),
+                          use_bin_type=True)
+        except (TypeError, ValueError, OverflowError):
+            payload_bytes = pack_payload(env.payload)  # raises LocalProtocolError saying what is wrong
+    head = _packb((0, wire_id, m.seq, int(m.qos), bits, m.ts_sent))
     if n:
         tail_bytes = _packb(tail[:n])[1:]  # drop the fixarray header: the items join the frame's array
         return bytes((0x90 | (7 + n),)) + head[1:] + payload_bytes + tail_bytes
@@ -251,7 +257,8 @@ def check_time(v: Any, what: str) -> float:
 
 
 def __getattr__(name: str) -> Any:
-    """``wire.FrameDecoder`` (it lives in ``decoder``, which needs the frames above)."""
+    """``wire.FrameDecoder``, the old home of ``decoder.FrameDecoder`` (imported when asked for: ``decoder``
+    needs this module, so a module-level import here would make the two a circle)."""
     if name == "FrameDecoder":
         from .decoder import FrameDecoder
 

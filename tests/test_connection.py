@@ -360,3 +360,20 @@ def test_frames_pipelined_behind_the_hello_pass_the_small_pre_auth_limit() -> No
     assert len(burst) > 4096
     srv.receive_data(hello + burst, 0.0, "x")
     assert srv.session("x").open and srv.stats["Intent.Attributes.SpendPoints"].received == 200
+
+
+@pytest.mark.parametrize(("ts", "depth", "refused"), [
+    (b"\x00", 32, False), (b"\x00", 33, True),  # int ts_sent: the smallest frame head
+    (b"\xcb" + b"\x00" * 8, 32, False), (b"\xcb" + b"\x00" * 8, 33, True),  # float ts_sent
+])
+def test_the_depth_walk_is_skipped_only_for_frames_too_small_to_be_too_deep(ts: bytes, depth: int,
+                                                                          refused: bool) -> None:
+    from dispatcher.decoder import FrameDecoder
+
+    frame = bytes((0x97, 0, 0, 1, 0, 0)) + ts + b"\x91" * (depth - 1) + b"\x90"  # `depth` nested arrays
+    dec = FrameDecoder(REG.names, max_depth=32)
+    if refused:
+        with pytest.raises(RemoteProtocolError, match="nested deeper than 32"):
+            dec.feed(frame)
+    else:
+        assert len(dec.feed(frame)) == 1

@@ -20,11 +20,11 @@ import pytest
 import dispatcher
 from dispatcher import ChannelRegistry, Envelope, Meta, QoS
 from dispatcher.auth import prove
+from dispatcher.decoder import FrameDecoder
 from dispatcher.wire import (
     PROTOCOL_VERSION,
     Challenge,
     Close,
-    FrameDecoder,
     Hello,
     Welcome,
     encode_control,

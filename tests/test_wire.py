@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 from typing import Any
 
 import msgpack
@@ -9,11 +10,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dispatcher import ChannelRegistry, Envelope, Flags, Meta, QoS, RemoteProtocolError
+from dispatcher.decoder import FrameDecoder
 from dispatcher.wire import (
     Bits,
     Close,
     EnvelopeFrame,
-    FrameDecoder,
     Hello,
     Nack,
     Ping,
@@ -175,3 +176,40 @@ def test_frame_size_limit() -> None:
             dec.feed(data[i : i + 1000])
     assert i < len(data) - 1000  # it failed long before the end
     assert _envs(FrameDecoder(REG.names, max_frame_size=8192).feed(_frame(big))) == [big]
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(envelopes, min_size=1, max_size=4), st.lists(st.integers(0, 4096), max_size=6), st.data())
+def test_small_mode_before_login_decodes_like_the_streaming_unpacker(envs: list[Envelope], cuts: list[int],
+                                                                      data: st.DataObject) -> None:
+    """Before login (limit below the maximum) frames are decoded whole from a small buffer, then the streaming
+    unpacker takes over when the limit rises: any split of the bytes, and a rise after any frame, give the
+    same frames as one streaming decoder."""
+    hello = encode_control(Hello(2, REG.hash, 7, "p" * 64, 1.5))
+    stream = hello + b"".join(_frame(e) for e in envs)
+    want = FrameDecoder(REG.names).feed(stream)
+    small = FrameDecoder(REG.names, limit=1 << 16)
+    assert small.limit < 1 << 20
+    rise_after = data.draw(st.integers(1, len(want)))
+    got: list[Any] = []
+    points = sorted({min(c, len(stream)) for c in cuts} | {0, len(stream)})
+    for a, b in itertools.pairwise(points):
+        small.receive(stream[a:b])
+        for fr in small.frames():
+            got.append(fr)
+            if len(got) == rise_after:
+                small.limit = 1 << 20  # the connection logged in: the streaming unpacker from here on
+    assert got == want
+    assert small.buffered == 0
+
+
+def test_small_mode_refuses_an_oversized_or_malformed_frame_like_the_unpacker() -> None:
+    small = FrameDecoder(REG.names, limit=64)
+    with pytest.raises(RemoteProtocolError, match="larger than the 64-byte limit"):
+        small.feed(encode_control(Close("x" * 100, "y")))
+    with pytest.raises(RemoteProtocolError, match="undecodable msgpack"):
+        FrameDecoder(REG.names, limit=64).feed(b"\xc1")
+    partial = FrameDecoder(REG.names, limit=64)
+    assert partial.feed(encode_control(Close("a", "b"))[:-1]) == [] and partial.buffered > 0
+    with pytest.raises(RemoteProtocolError, match="larger than the 64-byte limit"):  # in progress, too big
+        FrameDecoder(REG.names, limit=64).feed(b"\x92\x04\xda\x01\x00" + b"z" * 100)

@@ -12,12 +12,13 @@ travel (``_transmit``) and adds events in virtual time.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
 from ..auth import make_secret, make_token
+from ..config import DispatcherConfig
 from ..core import SERVER_PEER, Dispatcher
-from ..errors import RemoteProtocolError
+from ..errors import LocalProtocolError, RemoteProtocolError
 from ..promise import Promise
 from ..registry import ChannelRegistry
 from ..transport import Transport
@@ -58,15 +59,27 @@ class LoopbackHub:
     """
 
     def __init__(self, channel_registry: ChannelRegistry, *, clock: Clock | None = None,
-                 secret: bytes | str | None = None, schemas: Any = None, mode: str = "dev",
-                 **server_options: Any) -> None:
+                 secret: bytes | str | None = None, config: DispatcherConfig | None = None,
+                 schemas: Any = None, mode: str | None = None, server_info: Mapping[str, Any] | None = None,
+                 server: Mapping[str, Any] | None = None, **server_options: Any) -> None:
+        """``config`` (and ``schemas``, ``mode``) configure every peer of the hub; ``server`` (a dict) and
+        ``server_options`` the server alone, ``connect(**client_options)`` one client."""
         self.registry = channel_registry
         self.clock = clock or MonotonicClock()
         self.secret = secret if secret is not None else make_secret()
-        # Both peers, unless connect() says otherwise; they read one clock, so their clock domain is shared.
-        self.shared: dict[str, Any] = {"schemas": schemas, "mode": mode, "clock_id": self.clock.id}
-        self.server_core = Dispatcher("server", channel_registry, secret=self.secret, **self.shared,
-                                      **server_options)
+        both: dict[str, Any] = {}
+        if schemas is not None:
+            both["schemas"] = schemas
+        if mode is not None:
+            both["mode"] = mode
+        cfg = DispatcherConfig.of(config, **both)
+        if not cfg.session.clock_id:  # they read one clock, so their clock domain is shared
+            cfg = cfg.with_options(clock_id=self.clock.id)
+        #: The configuration every peer starts from (``connect()`` options and ``server_options`` on top).
+        self.config = cfg
+        self.server_core = Dispatcher("server", channel_registry,
+                                      cfg.with_options(**{**server_options, **dict(server or {})}),
+                                      secret=self.secret, server_info=server_info)
         self.server = Transport(self.server_core, _Side(self, None))
         self._clients: dict[Hashable, Dispatcher] = {}  # by client id
         self._conn: dict[Hashable, Hashable] = {}  # client id -> its connection's key on the server
@@ -86,9 +99,8 @@ class LoopbackHub:
         self._n += 1
         pid = self._n if player_id is None else player_id
         cid = f"loopback-{self._n}"
-        core = Dispatcher("client", self.registry, player_id=pid,
-                          token=make_token(self.secret, pid) if token is None else token,
-                          **{**self.shared, **client_options})
+        core = Dispatcher("client", self.registry, self.config.with_options(**client_options), player_id=pid,
+                          token=make_token(self.secret, pid) if token is None else token)
         self._clients[cid] = core
         self._epoch[cid] = 0
         self._attach(cid)
@@ -276,9 +288,22 @@ class LoopbackHub:
 
 
 def loopback(channel_registry: ChannelRegistry, *, clock: Clock | None = None, player_id: int = 1,
-             client_options: dict[str, Any] | None = None, **options: Any) -> tuple[Transport, Transport]:
-    """An in-process ``(server, client)`` pair.  ``schemas`` and ``mode`` go to both peers, other
-    ``options`` to the server, ``client_options`` to the client.  ``server.runtime.hub`` adds players."""
-    hub = LoopbackHub(channel_registry, clock=clock, **options)
-    client = hub.connect(player_id=player_id, **(client_options or {}))
-    return hub.server, client
+             config: DispatcherConfig | None = None, server: Mapping[str, Any] | None = None,
+             client: Mapping[str, Any] | None = None, client_options: Mapping[str, Any] | None = None,
+             secret: bytes | str | None = None, server_info: Mapping[str, Any] | None = None,
+             token: str | None = None, **options: Any) -> tuple[Transport, Transport]:
+    """An in-process ``(server, client)`` pair.
+
+    ``config`` (a ``DispatcherConfig``) and the keyword ``options`` (``replay``, ``scheduler``, ``mode``,
+    ``schemas``, ``limits``, ...) configure BOTH peers; ``server={...}`` and ``client={...}`` add options for
+    one side only (``client_options`` is the old name of ``client``).  ``secret``/``server_info`` are the
+    server's, ``player_id``/``token`` the client's.  ``server.runtime.hub`` adds players."""
+    for side, extra in (("server", server), ("client", client), ("client_options", client_options)):
+        if extra is not None and not isinstance(extra, Mapping):
+            raise LocalProtocolError(f"loopback({side}=...) is a dict of options for that side, "
+                                     f"got {type(extra).__name__}")
+    shared = DispatcherConfig.of(config, **options)
+    hub = LoopbackHub(channel_registry, clock=clock, secret=secret, config=shared, server_info=server_info,
+                      server=server)
+    peer = hub.connect(player_id=player_id, token=token, **{**dict(client_options or {}), **dict(client or {})})
+    return hub.server, peer

@@ -1,10 +1,11 @@
 """The TCP runtime: the core on real gevent sockets.
 
 Cooperative all the way: it uses gevent's sockets, events and greenlets directly, so it runs inside Locust
-(monkey-patched) and in plain scripts alike; a blocking ``promise.result()`` yields to the other greenlets.
-Per connection a reader greenlet feeds the core and a writer greenlet sends what the core queued (woken
-when the core marks the connection dirty, so writes never interleave); one timer greenlet per transport
-drives ``handle_timer``.  A client whose connection drops reconnects with jittered exponential backoff and
+(monkey-patched) and in plain scripts alike; a blocking ``promise.result()`` yields to the other greenlets
+(a ``gevent.hub.Waiter``; its deadline is a core timer, not a gevent ``Timeout``).  Per connection one
+reader greenlet feeds the core; whoever flushes writes the core's bytes directly (non-blocking), and a
+writer greenlet exists only while the socket's buffer is full; one timer greenlet per transport drives
+``handle_timer``.  A client whose connection drops reconnects with jittered exponential backoff and
 resumes its session; a server keeps a lost player's session for the core's ``resume_grace``.
 """
 
@@ -28,18 +29,18 @@ import gevent
 import gevent.event
 import gevent.server
 import gevent.socket
+from gevent.hub import Waiter
 
 from ..core import SERVER_PEER, Dispatcher
 from ..errors import ConnectionClosed, LocalProtocolError, RemoteProtocolError
 from ..promise import Promise
+from ..timers import Timers
 from ..wire import Close, encode_control
+from .tcpconn import Conn
 
 __all__ = ["TcpClientRuntime", "TcpServerRuntime"]
 
 log = logging.getLogger("dispatcher.tcp")
-_READ = 65536
-_LINGER_SECONDS = 1.0  # after our CLOSE, how long the peer has to close its side
-_LINGER_BYTES = 4 << 20  # and how much of its input we read and discard meanwhile
 _TRIM_AFTER = 1  # closed connections after which freed memory is returned to the OS (at most every 0.5 s)
 
 
@@ -59,7 +60,8 @@ class _Base:
     def __init__(self, core: Dispatcher) -> None:
         self.core = core
         self.closed = False
-        self._conns: dict[Hashable, _Conn] = {}
+        self._conns: dict[Hashable, Conn] = {}
+        self._hub = gevent.get_hub()
         self._timer_wake = gevent.event.Event()
         self._timer_at: float | None = None
         self._timer = gevent.spawn(self._timer_loop)
@@ -68,18 +70,43 @@ class _Base:
         return time.monotonic()
 
     def flush(self) -> None:
+        """Write what the core queued, from the calling greenlet (never blocking: what the socket does not
+        take at once goes to that connection's writer greenlet), and wake the timer greenlet if the core now
+        needs waking earlier."""
+        conns = self._conns
         for key in self.core.take_dirty():
-            conn = self._conns.get(key)
+            conn = conns.get(key)
             if conn is not None:
-                conn.wake.set()
+                conn.flush()
         nt = self.core.next_timer()
         if nt is not None and (self._timer_at is None or nt < self._timer_at):
             self._timer_wake.set()
 
     def wait(self, promise: Promise[Any], timeout: float | None) -> None:
-        done = gevent.event.Event()
-        promise.finally_(done.set)
-        done.wait(timeout)
+        """Block the calling greenlet until ``promise`` settles or ``timeout`` passes.  No gevent ``Timeout``
+        per call: the deadline is an entry in the core's timer heap, fired by the one timer greenlet."""
+        if promise.done():
+            return
+        hub = self._hub
+        if gevent.getcurrent() is hub:
+            raise LocalProtocolError("Promise.result() cannot block inside the gevent hub; use and_then/catch")
+        waiter: Waiter[Any] = Waiter(hub)
+        run_callback = hub.loop.run_callback
+        switch = waiter.switch
+
+        def wake(*_: Any) -> None:
+            run_callback(switch, None)
+
+        promise._subscribe(wake)  # the runtime is part of the package: no finally_ wrapper per wait
+        deadline = None
+        if timeout is not None:
+            deadline = self.core.timers.schedule(self.now() + timeout, wake, None)
+            if self._timer_at is None or deadline[0] < self._timer_at:
+                self._timer_wake.set()
+        try:
+            waiter.get()
+        finally:
+            Timers.cancel(deadline)
 
     def _timer_loop(self) -> None:
         while not self.closed:
@@ -92,7 +119,7 @@ class _Base:
             self.core.handle_timer(self.now())
             self.flush()
 
-    def _connection_done(self, conn: _Conn) -> None:
+    def _connection_done(self, conn: Conn) -> None:
         """A connection's socket is gone: forget a closed session, detach an open one."""
         if self._conns.get(conn.key) is conn:
             del self._conns[conn.key]
@@ -105,97 +132,6 @@ class _Base:
         else:
             self.core.connection_lost(self.now(), conn.key)
         self.flush()
-
-
-class _Conn:
-    """One socket: a reader and a writer greenlet around the core's session ``key``.
-
-    Closing is graceful: once the session is closed (either side sent CLOSE), the writer sends what is left
-    (our CLOSE), half-closes, and gives the peer ``_LINGER_SECONDS`` to close its side, while the reader
-    reads and discards what still arrives.  Closing a socket with unread input would reset the connection
-    and could destroy our CLOSE frame (the reason) on its way.
-    """
-
-    def __init__(self, rt: _Base, sock: gevent.socket.socket, key: Hashable) -> None:
-        self.rt = rt
-        self.sock = sock
-        self.key = key
-        self.wake = gevent.event.Event()
-        self.dead = False
-        self.eof = False
-        with contextlib.suppress(OSError):
-            sock.setsockopt(_stdsocket.IPPROTO_TCP, _stdsocket.TCP_NODELAY, 1)
-        rt._conns[key] = self
-        self.writer = gevent.spawn(self._write_loop)
-        self.wake.set()
-
-    def read_loop(self) -> None:
-        core, rt = self.rt.core, self.rt
-        drained = 0
-        try:
-            while not self.dead:
-                try:
-                    data = self.sock.recv(_READ)
-                except OSError:
-                    break
-                if not data:
-                    break
-                if self._session_closed():
-                    drained += len(data)
-                    if drained > _LINGER_BYTES:
-                        break
-                    continue
-                # On a RemoteProtocolError the core closed the session and queued a CLOSE saying why.
-                with contextlib.suppress(RemoteProtocolError):
-                    core.receive_data(data, rt.now(), self.key)
-                rt.flush()
-                if self._session_closed():
-                    self.wake.set()
-        finally:
-            if self._session_closed() and not self.dead:
-                # The peer may have half-closed right after the frame that made us close: our CLOSE (the
-                # reason) is still queued.  The writer sends it before the socket goes.
-                self.eof = True
-                self.wake.set()
-                self.writer.join(timeout=_LINGER_SECONDS)
-            self.kill()
-
-    def _session_closed(self) -> bool:
-        try:
-            return self.rt.core.session(self.key).closed
-        except LocalProtocolError:
-            return True
-
-    def _write_loop(self) -> None:
-        core, rt = self.rt.core, self.rt
-        try:
-            while not self.dead:
-                self.wake.wait()
-                self.wake.clear()
-                data = core.data_to_send(rt.now(), self.key)
-                rt.flush()  # pulling may have armed the next tick's timer
-                if data:
-                    self.sock.sendall(data)
-                if self._session_closed():
-                    self.sock.shutdown(_stdsocket.SHUT_WR)
-                    if self.eof:  # the peer is done sending: nothing to wait for
-                        self.kill()
-                    else:
-                        gevent.spawn_later(_LINGER_SECONDS, self.kill)
-                    return
-        except OSError:
-            pass
-        self.kill()
-
-    def kill(self) -> None:
-        if self.dead:
-            return
-        self.dead = True
-        with contextlib.suppress(OSError):
-            self.sock.shutdown(_stdsocket.SHUT_RDWR)
-        self.sock.close()
-        self.wake.set()
-        self.rt._connection_done(self)
 
 
 class TcpServerRuntime(_Base):
@@ -231,10 +167,10 @@ class TcpServerRuntime(_Base):
         self._unauth.setdefault(addr[0], set()).add(key)
         self._host_of[key] = addr[0]
         self.core.open_session(self.now(), key)
-        conn = _Conn(self, sock, key)
+        conn = Conn(self, sock, key)
         self.flush()
         conn.read_loop()
-        conn.writer.join(timeout=5)
+        conn.join(timeout=5)
 
     def _admit(self, host: str) -> str | None:
         """Why a new connection from ``host`` is refused (the global cap, or too many connections from it
@@ -257,7 +193,7 @@ class TcpServerRuntime(_Base):
         except LocalProtocolError:
             return False
 
-    def _connection_done(self, conn: _Conn) -> None:
+    def _connection_done(self, conn: Conn) -> None:
         host = self._host_of.pop(conn.key, None)
         keys = self._unauth.get(host) if host is not None else None
         if keys is not None:
@@ -273,6 +209,7 @@ class TcpServerRuntime(_Base):
         """Give the memory of many closed connections back to the OS (glibc keeps freed heap otherwise)."""
         self._trimmer = None
         self._gone = 0
+        self.core.timers.compact()  # the closed connections' cancelled watchdogs
         gc.collect()  # dead connections' reference cycles (greenlets, sockets) first
         if _malloc_trim is not None:
             _malloc_trim(0)
@@ -284,7 +221,7 @@ class TcpServerRuntime(_Base):
         self._server.stop(timeout=0)
         self.core.close(self.now())
         self.flush()
-        writers = [c.writer for c in list(self._conns.values())]
+        writers = [c.writer for c in list(self._conns.values()) if c.writer is not None]
         gevent.joinall(writers, timeout=drain)
         for c in list(self._conns.values()):
             c.kill()
@@ -333,11 +270,11 @@ class TcpClientRuntime(_Base):
 
     def _start(self, sock: gevent.socket.socket) -> None:
         sock.settimeout(None)
-        conn = _Conn(self, sock, SERVER_PEER)
+        conn = Conn(self, sock, SERVER_PEER)
         self.flush()
         gevent.spawn(conn.read_loop)
 
-    def _connection_done(self, conn: _Conn) -> None:
+    def _connection_done(self, conn: Conn) -> None:
         if self._conns.get(conn.key) is conn:
             del self._conns[conn.key]
         s = self.core.session()
@@ -382,7 +319,7 @@ class TcpClientRuntime(_Base):
         conn = self._conns.get(SERVER_PEER)
         if conn is not None:
             self.flush()
-            conn.writer.join(timeout=1.0)  # the CLOSE the transport queued
+            conn.join(timeout=1.0)  # the CLOSE the transport queued
         self.closed = True
         if self._reconnecting is not None:
             self._reconnecting.kill()

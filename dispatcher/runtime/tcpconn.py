@@ -1,0 +1,185 @@
+"""One TCP connection of the TCP runtime (``tcp``): read by one greenlet, written directly by whichever
+greenlet flushes; a writer greenlet only while the socket's buffer is full."""
+
+from __future__ import annotations
+
+import contextlib
+import socket as _stdsocket
+from collections.abc import Hashable
+from typing import TYPE_CHECKING, Any, Protocol
+
+import gevent
+import gevent.socket
+
+from ..errors import RemoteProtocolError
+
+if TYPE_CHECKING:
+    import gevent.event
+
+    from ..core import Dispatcher
+
+__all__ = ["Conn", "Owner"]
+
+_READ = 65536
+_PREAUTH_READ = 4096  # before authentication (a HELLO is far smaller)
+_LINGER_SECONDS = 1.0  # after our CLOSE, how long the peer has to close its side
+_LINGER_BYTES = 4 << 20  # and how much of its input we read and discard meanwhile
+
+
+class Owner(Protocol):
+    """What a connection needs of its runtime (``tcp._Base``)."""
+
+    core: Dispatcher
+    _conns: dict[Hashable, Conn]
+    _timer_at: float | None
+    _timer_wake: gevent.event.Event
+
+    def now(self) -> float: ...
+
+    def flush(self) -> None: ...
+
+    def _connection_done(self, conn: Conn) -> None: ...
+
+
+class Conn:
+    """One socket around the core's session ``key``: read by one greenlet; written directly by whichever
+    greenlet flushes (the socket is non-blocking underneath: a write never waits).  Only when the socket's
+    buffer is full does a writer greenlet exist, to send the rest and whatever queues meanwhile, in order.
+
+    Closing is graceful: once the session is closed (either side sent CLOSE) and what is left (our CLOSE) is
+    written, the socket is half-closed and the peer gets ``_LINGER_SECONDS`` to close its side, while the
+    reader reads and discards what still arrives.  Closing a socket with unread input would reset the
+    connection and could destroy our CLOSE frame (the reason) on its way.
+    """
+
+    __slots__ = ("dead", "eof", "key", "pending", "raw", "rt", "shut", "sock", "writer")
+
+    def __init__(self, rt: Owner, sock: gevent.socket.socket, key: Hashable) -> None:
+        self.rt = rt
+        self.sock = sock
+        self.raw: Any = getattr(sock, "_sock", sock)  # the OS socket (non-blocking under gevent)
+        self.key = key
+        self.dead = False
+        self.eof = False
+        self.shut = False  # our side is half-closed
+        self.pending: bytes | memoryview = b""  # written by the writer greenlet
+        self.writer: gevent.Greenlet | None = None
+        with contextlib.suppress(OSError):
+            sock.setsockopt(_stdsocket.IPPROTO_TCP, _stdsocket.TCP_NODELAY, 1)
+        rt._conns[key] = self
+
+    # -- writing ------------------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Write what the core has for this connection now, from the calling greenlet, without blocking."""
+        if self.dead or self.writer is not None or self.shut:
+            return  # a writer greenlet is busy and pulls again when done
+        data = self.rt.core.data_to_send(self.rt.now(), self.key)
+        if data:
+            try:
+                n = self.raw.send(data)
+            except BlockingIOError:
+                n = 0
+            except OSError:
+                self.kill()
+                return
+            if n < len(data):
+                self.pending = memoryview(data)[n:]
+                self.writer = gevent.spawn(self._drain)
+                return
+        if self._session_closed():
+            self._half_close()
+
+    def _drain(self) -> None:
+        """The writer greenlet: send what the socket did not take, then anything queued since, then exit."""
+        core, rt = self.rt.core, self.rt
+        try:
+            while not self.dead:
+                if self.pending:
+                    self.sock.sendall(self.pending)
+                    self.pending = b""
+                data = core.data_to_send(rt.now(), self.key)
+                if not data:
+                    break
+                self.pending = data
+        except OSError:
+            self.writer = None
+            self.kill()
+            return
+        self.writer = None
+        if not self.dead:
+            nt = core.next_timer()  # pulling may have armed the next tick's timer
+            if nt is not None and (rt._timer_at is None or nt < rt._timer_at):
+                rt._timer_wake.set()
+            if self._session_closed():
+                self._half_close()
+
+    def _half_close(self) -> None:
+        if self.shut or self.dead:
+            return
+        self.shut = True
+        try:
+            self.sock.shutdown(_stdsocket.SHUT_WR)
+        except OSError:
+            self.kill()
+            return
+        if self.eof:  # the peer is done sending: nothing to wait for
+            self.kill()
+        else:
+            gevent.spawn_later(_LINGER_SECONDS, self.kill)
+
+    # -- reading ------------------------------------------------------------------------------------
+
+    def read_loop(self) -> None:
+        core, rt = self.rt.core, self.rt
+        drained = 0
+        try:
+            while not self.dead:
+                c = core.session_or_none(self.key)
+                try:
+                    # Small reads until the peer authenticates: a half-open handshake holds little.
+                    data = self.sock.recv(_READ if c is not None and c.open else _PREAUTH_READ)
+                except OSError:
+                    break
+                if not data:
+                    break
+                if c is None or c.closed:
+                    drained += len(data)
+                    if drained > _LINGER_BYTES:
+                        break
+                    continue
+                # On a RemoteProtocolError the core closed the session and queued a CLOSE saying why.
+                with contextlib.suppress(RemoteProtocolError):
+                    core.receive_data(data, rt.now(), self.key)
+                rt.flush()
+                if not self.shut and self._session_closed():
+                    self.flush()
+        finally:
+            if self._session_closed() and not self.dead:
+                # The peer may have half-closed right after the frame that made us close: our CLOSE (the
+                # reason) may still be queued.  Send it before the socket goes.
+                self.eof = True
+                self.flush()
+                if self.writer is not None:
+                    self.writer.join(timeout=_LINGER_SECONDS)
+            self.kill()
+
+    def _session_closed(self) -> bool:
+        c = self.rt.core.session_or_none(self.key)
+        return c is None or c.closed
+
+    def join(self, timeout: float) -> None:
+        """Wait until what is queued is written (the writer greenlet, if one is busy)."""
+        if self.writer is not None:
+            self.writer.join(timeout=timeout)
+
+    def kill(self) -> None:
+        if self.dead:
+            return
+        self.dead = True
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(_stdsocket.SHUT_RDWR)
+        self.sock.close()
+        if self.writer is not None and self.writer is not gevent.getcurrent():
+            self.writer.kill(block=False)
+        self.rt._connection_done(self)
