@@ -125,10 +125,14 @@ class CoreBase:
 
     def _nack(self, c: Connection, info: NameInfo, seq: int, code: str, message: str, now: float,
               key: tuple[int, int] | None = None) -> None:
-        frame = encode_control(Nack(info.wire_id, seq, code, escape(message, self.limits.reason_chars)))
-        if key is not None:
-            c.answered.store(key, frame)
-        if not c.nacks.take(now):
+        # The budget first: a suppressed NACK costs no escaping or encoding (unless a retransmission's
+        # cached answer needs the frame).
+        allowed = c.nacks.take(now)
+        if allowed or key is not None:
+            frame = encode_control(Nack(info.wire_id, seq, code, escape(message, self.limits.reason_chars)))
+            if key is not None:
+                c.answered.store(key, frame)
+        if not allowed:
             self.stats.count("nacks_suppressed")
             return
         self._push(c, frame, QoS.CRITICAL, now)

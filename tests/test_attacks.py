@@ -82,8 +82,11 @@ def test_2_the_retransmit_bit_does_not_bypass_the_rate_limit() -> None:
             answered[bits] = len(answers(collect(raw, quiet=0.5, limit=8.0)))
             raw.close()
         plain, retx = answered[REQ], answered[REQ | Bits.RETRANSMIT]
-        assert plain < 1500, answered  # the rate limit refused most of the burst
-        assert retx <= plain * 1.2 + 50, answered
+        # The rate limit refused most of each burst, retransmissions included (before: 3,000 of 3,000).  How
+        # many pass depends on how long the server took to read the burst (the bucket refills meanwhile,
+        # and fair reading paces a flooding connection), so the two are not compared to each other.
+        assert plain < 1500, answered
+        assert retx < 1500, answered
         assert_serves(srv)
 
 

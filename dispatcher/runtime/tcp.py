@@ -41,7 +41,11 @@ from .tcpconn import Conn
 __all__ = ["TcpClientRuntime", "TcpServerRuntime"]
 
 log = logging.getLogger("dispatcher.tcp")
-_TRIM_AFTER = 1  # closed connections after which freed memory is returned to the OS (at most every 0.5 s)
+# Freed memory goes back to the OS once connections stop closing for _TRIM_QUIET seconds (or every
+# _TRIM_EVERY seconds while they keep closing): a collection and a trim stall the server for milliseconds,
+# which must not recur during a flood of short connections.
+_TRIM_QUIET = 1.0
+_TRIM_EVERY = 10.0
 
 
 def _libc_trim() -> Any:
@@ -56,6 +60,9 @@ _malloc_trim = _libc_trim() if sys.platform.startswith("linux") else None
 
 class _Base:
     """Clock, flushing, timers and waits shared by both ends."""
+
+    #: The share of the CPU one connection's input may take (``tcpconn`` fair reading); None on a client.
+    fair_share: float | None = None
 
     def __init__(self, core: Dispatcher) -> None:
         self.core = core
@@ -137,12 +144,14 @@ class _Base:
 class TcpServerRuntime(_Base):
     """Accepts players on ``listen``; ``address`` is where it is bound."""
 
+    fair_share: float | None = 0.25
+
     def __init__(self, core: Dispatcher, listen: tuple[str, int], *, backlog: int = 1024) -> None:
         super().__init__(core)
         self._ids = itertools.count(1)
         self._unauth: dict[str, set[Hashable]] = {}  # by remote address: connections still in the handshake
         self._host_of: dict[Hashable, str] = {}
-        self._gone = 0  # connections closed since memory was last trimmed
+        self._gone = 0.0  # when the last connection closed (memory is trimmed once they stop closing)
         self._trimmer: gevent.Greenlet | None = None
         try:
             self._server = gevent.server.StreamServer(listen, self._handle, backlog=backlog)
@@ -201,14 +210,21 @@ class TcpServerRuntime(_Base):
             if not keys:
                 del self._unauth[host]  # type: ignore[arg-type]
         super()._connection_done(conn)
-        self._gone += 1
-        if self._gone >= _TRIM_AFTER and self._trimmer is None:
-            self._trimmer = gevent.spawn_later(0.5, self._trim)
+        self._gone = time.monotonic()
+        if self._trimmer is None:
+            self._trimmer = gevent.spawn(self._trim)
 
     def _trim(self) -> None:
-        """Give the memory of many closed connections back to the OS (glibc keeps freed heap otherwise)."""
+        """Give the memory of closed connections back to the OS (glibc keeps freed heap otherwise), once they
+        stop closing for a moment."""
+        start = time.monotonic()
+        while True:
+            t = time.monotonic()
+            wake = min(self._gone + _TRIM_QUIET, start + _TRIM_EVERY)
+            if t >= wake:
+                break
+            gevent.sleep(wake - t)
         self._trimmer = None
-        self._gone = 0
         self.core.timers.compact()  # the closed connections' cancelled watchdogs
         gc.collect()  # dead connections' reference cycles (greenlets, sockets) first
         if _malloc_trim is not None:

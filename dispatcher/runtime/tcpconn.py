@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import socket as _stdsocket
+import time
 from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -23,7 +24,14 @@ __all__ = ["Conn", "Owner"]
 _READ = 65536
 _PREAUTH_READ = 4096  # before authentication (a HELLO is far smaller)
 _LINGER_SECONDS = 1.0  # after our CLOSE, how long the peer has to close its side
-_LINGER_BYTES = 4 << 20  # and how much of its input we read and discard meanwhile
+_LINGER_BYTES = 2 << 20  # and how much of its input we read and discard meanwhile (a largest frame and more)
+_PREAUTH_LINGER_BYTES = 64 << 10  # the same for a peer that never authenticated (its frames are small)
+# Fair reading (server side): a connection reads at most _FAIR_READ bytes per turn and lets the others run
+# after each, and may spend at most ``fair_share`` of each _FAIR_WINDOW handling its input; past that its
+# reader sleeps to the window's end (TCP pushes back on the sender), so one flooding peer cannot stall the
+# honest ones.  An honest player uses a small fraction of a percent.
+_FAIR_READ = 4096
+_FAIR_WINDOW = 0.1
 
 
 class Owner(Protocol):
@@ -33,6 +41,8 @@ class Owner(Protocol):
     _conns: dict[Hashable, Conn]
     _timer_at: float | None
     _timer_wake: gevent.event.Event
+    #: The share of each _FAIR_WINDOW one connection may spend on its input (None: read as fast as it comes).
+    fair_share: float | None
 
     def now(self) -> float: ...
 
@@ -52,12 +62,14 @@ class Conn:
     connection and could destroy our CLOSE frame (the reason) on its way.
     """
 
-    __slots__ = ("dead", "eof", "key", "pending", "raw", "rt", "shut", "sock", "writer")
+    __slots__ = ("busy", "dead", "eof", "key", "pending", "raw", "rt", "shut", "sock", "window", "writer")
 
     def __init__(self, rt: Owner, sock: gevent.socket.socket, key: Hashable) -> None:
         self.rt = rt
         self.sock = sock
         self.raw: Any = getattr(sock, "_sock", sock)  # the OS socket (non-blocking under gevent)
+        self.window = 0.0  # fair reading: when the current window started, and the seconds spent in it
+        self.busy = 0.0
         self.key = key
         self.dead = False
         self.eof = False
@@ -132,28 +144,38 @@ class Conn:
 
     def read_loop(self) -> None:
         core, rt = self.rt.core, self.rt
+        share = rt.fair_share
+        full = _READ if share is None else _FAIR_READ
         drained = 0
+        authed = False
         try:
             while not self.dead:
                 c = core.session_or_none(self.key)
+                closed = c is None or c.closed
+                authed = authed or (c is not None and c.open)
                 try:
-                    # Small reads until the peer authenticates: a half-open handshake holds little.
-                    data = self.sock.recv(_READ if c is not None and c.open else _PREAUTH_READ)
+                    # Small reads until the peer authenticates: a half-open handshake holds little.  Input
+                    # after our CLOSE is only discarded: large reads, and a turn for the others after each.
+                    data = self.sock.recv(_READ if closed else full if c is not None and c.open else _PREAUTH_READ)
                 except OSError:
                     break
                 if not data:
                     break
-                if c is None or c.closed:
+                if closed:
                     drained += len(data)
-                    if drained > _LINGER_BYTES:
+                    if drained > (_LINGER_BYTES if authed else _PREAUTH_LINGER_BYTES):
                         break
+                    gevent.sleep(0)
                     continue
+                t0 = time.monotonic() if share is not None else 0.0
                 # On a RemoteProtocolError the core closed the session and queued a CLOSE saying why.
                 with contextlib.suppress(RemoteProtocolError):
                     core.receive_data(data, rt.now(), self.key)
                 rt.flush()
                 if not self.shut and self._session_closed():
                     self.flush()
+                if share is not None:
+                    self._pace(t0, share)
         finally:
             if self._session_closed() and not self.dead:
                 # The peer may have half-closed right after the frame that made us close: our CLOSE (the
@@ -163,6 +185,18 @@ class Conn:
                 if self.writer is not None:
                     self.writer.join(timeout=_LINGER_SECONDS)
             self.kill()
+
+    def _pace(self, t0: float, share: float) -> None:
+        """Fair reading: yield after every read; sleep out the window once this connection used its share."""
+        t1 = time.monotonic()
+        if t1 - self.window >= _FAIR_WINDOW:
+            self.window, self.busy = t1, 0.0
+        self.busy += t1 - t0
+        if self.busy > _FAIR_WINDOW * share:
+            self.rt.core.stats.count("reads_paced")
+            gevent.sleep(self.window + _FAIR_WINDOW - t1)
+        else:
+            gevent.sleep(0)
 
     def _session_closed(self) -> bool:
         c = self.rt.core.session_or_none(self.key)
