@@ -84,8 +84,8 @@ def render_config(config: GameConfig | None = None) -> str:
         if f.name in ("scheduler", "rate_limits", "limits"):
             continue
         out.append(_line(f.name, getattr(cfg, f.name), DOCS[f.name], getattr(base, f.name)))
-    out += ["", "# Intents per second a player may send, per channel (more are dropped and counted), e.g. Skills = 20.0;",
-            "# default: no limit.", "[game.rate_limits]"]
+    out += ["", "# Intents per second a player may send, per channel (more are dropped and counted),",
+            "# e.g. Skills = 20.0; default: no limit.", "[game.rate_limits]"]
     out += [f"{k} = {_toml(float(v))}" for k, v in cfg.rate_limits.items()]
     out += ["", "# The server's outbound scheduler, per connection.", "[game.scheduler]"]
     sched, sched_default = SchedulerConfig.from_options(cfg.scheduler or None), SchedulerConfig()
