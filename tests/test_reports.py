@@ -16,8 +16,7 @@ import pytest
 from matplotlib import image as mpimg
 
 from dispatcher.histogram import Histogram
-from reports.aggregate import build_model
-from reports.aggregate import headline
+from reports.aggregate import build_model, headline
 from reports.plots import BASELINE_PLOTS, PLOTS, time_label
 from reports.render import main as report_main
 from reports.render import write_report
