@@ -25,6 +25,7 @@ img{max-width:100%;border:1px solid #eee;margin:6px 0}.note{color:#666;font-size
 .tier{display:inline-block;width:10px;height:10px;border-radius:2px;margin-right:4px}
 .scroll{max-width:100%;overflow-x:auto}#headline{font-size:16px;margin:8px 0 4px}
 table.wide{font-size:12px}table.wide th{white-space:normal;vertical-align:bottom}
+table.wide th,table.wide td{padding:2px 4px}table.wide th:last-child{text-align:left}
 table.wide td:last-child{text-align:left;white-space:normal;min-width:160px}
 """
 

@@ -188,9 +188,11 @@ def saturation(m: Model) -> bytes:
     bars = ax.bar(tiers, ratios, color=[COLORS[t] for t in tiers])
     for bar, t in zip(bars, tiers, strict=True):
         _, longest, dropped = m.saturation.get(t, (0.0, 0, 0))
-        ax.annotate(f"longest run {longest} ticks, {dropped} dropped or refused", (bar.get_x() + bar.get_width() / 2,
-                    bar.get_height()), ha="center", va="bottom", fontsize=8, xytext=(0, 2), textcoords="offset points")
-    ax.set_ylim(0, 110)
+        ax.annotate(f"longest run {longest} ticks\n{dropped:,} dropped or refused",
+                    (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom", fontsize=8,
+                    xytext=(0, 2), textcoords="offset points")
+    ax.set_ylim(0, 125)
+    ax.set_yticks([0, 20, 40, 60, 80, 100])
     ax.set_ylabel("% of ticks saturated")
     ax.set_title("Saturation per tier (ticks that ended with the tier's frames waiting; both sides)")
     ax.grid(True, axis="y", alpha=0.3)
