@@ -141,3 +141,30 @@ def test_mixed_players_against_serve_scenario_mixed_see_the_flood(tmp_path: Path
     server = json.loads(stats.read_text())
     bg = server["tiers"]["BACKGROUND"]
     assert bg["ticks"] > 0 and bg["saturated_ticks"] / bg["ticks"] > 0.5, bg  # BACKGROUND saturated most ticks
+
+
+def _plugin_checks_the_server() -> bool:
+    """The Locust side calls check_server_config (harness/plugin.py adds --accept-server-config)."""
+    p = subprocess.run([sys.executable, "-m", "locust", "-f", "scenarios/mixed.py", "--help"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=60)
+    return "--accept-server-config" in p.stdout
+
+
+def test_mixed_against_a_plain_server_stops_with_one_line(tmp_path: Path) -> None:
+    if not _plugin_checks_the_server():
+        pytest.skip("harness/plugin.py does not call check_server_config yet (no --accept-server-config)")
+    res = tmp_path / "results.json"
+    with serve(tmp_path) as (url, _, secret, _stats):
+        common = ["-f", "scenarios/mixed.py", "--host", url, "--netharness-secret", secret, "--headless", "-u", "2",
+                  "-r", "2", "-t", "3s", "--only-summary", "--results", str(res)]
+        p = subprocess.run([sys.executable, "-m", "locust", *common], cwd=ROOT, capture_output=True, text=True,
+                           timeout=60)
+        assert p.returncode == 2, p.stderr[-2000:]
+        errors = [line for line in p.stderr.splitlines() if "error" in line]
+        assert len(errors) == 1 and "entity_rate=0 (needs 30)" in errors[0], p.stderr[-2000:]
+        assert "Traceback" not in p.stderr
+        p = subprocess.run([sys.executable, "-m", "locust", *common, "--accept-server-config"], cwd=ROOT,
+                           capture_output=True, text=True, timeout=60)
+    assert p.returncode in (0, 1), p.stderr[-2000:]
+    runs = json.loads(res.read_text())["meta"]["server_config"]
+    assert runs["entity_rate"] == 0.0 and runs["snapshot_bytes"] == 2048  # what the server ran, not the scenario
