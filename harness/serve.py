@@ -2,11 +2,15 @@
 
 Prints ``listening on tcp://HOST:PORT`` once bound (the first line of standard output), then one load line
 per second on standard error.  SIGTERM or SIGINT drains the queues, tells every player, and exits 0.
+
+The game config: ``--scenario NAME`` (with ``--param KEY=VALUE``) runs a scenario's game, as its embedded
+server would; ``--config FILE`` (TOML or JSON) sets keys on top.  Every key, its default and what it does:
+``netharness serve --print-config``, and the sample ``harness/game/game.example.toml``.  Players are told
+the config in the handshake, and a scenario run checks it.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import signal
@@ -21,22 +25,33 @@ import numpy as np
 import dispatcher
 from dispatcher.histogram import Histogram
 
+from .args import Parser, fail
+from .args import port as port_type
 from .game import load_registry
+from .game.configdoc import render_config
 from .game.schemas import SCHEMAS
 from .game.services import ConfigError, Game, GameConfig
+from .scenario import ScenarioError
+from .serverconfig import SCENARIOS, scenario_game_config
 
 SECRET_ENV = "NETHARNESS_SECRET"
 CAPTURE_LIMIT = 1_000_000  # envelopes per channel the server capture keeps
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="netharness serve", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = Parser(prog="netharness serve", description=__doc__)
     ap.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    ap.add_argument("--port", type=int, default=7777, help="port to bind; 0 picks a free one (default 7777)")
+    ap.add_argument("--port", type=port_type, default=7777, help="port to bind; 0 picks a free one (default 7777)")
     ap.add_argument("--secret", default=None,
                     help=f"the players' token secret (default: ${SECRET_ENV}, else a fresh one, printed)")
-    ap.add_argument("--config", default=None, help="game config (TOML): rates, sizes, costs, scheduler")
+    ap.add_argument("--scenario", default=None, choices=sorted(SCENARIOS), metavar="NAME",
+                    help=f"run this scenario's game config ({', '.join(SCENARIOS)})")
+    ap.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                    help="with --scenario: a scenario parameter, as the Locust run passes it (repeatable)")
+    ap.add_argument("--config", default=None,
+                    help="game config (TOML or JSON): rates, sizes, costs, scheduler, limits; on top of --scenario")
+    ap.add_argument("--print-config", action="store_true",
+                    help="print every config key with its value and default (TOML), and exit")
     ap.add_argument("--stats-out", default=None,
                     help="write the dispatcher stats (JSON) here on exit, and tier figures to FILE.live each second")
     ap.add_argument("--capture", default=None,
@@ -44,11 +59,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quiet", action="store_true", help="no per-second load lines")
     args = ap.parse_args(argv)
 
+    prog = "netharness serve"
+    if args.param and not args.scenario:
+        return fail(prog, "--param needs --scenario NAME (the scenario whose parameters they are)")
     try:
-        config = GameConfig.load(args.config) if args.config else GameConfig()
-    except ConfigError as e:
-        print(f"netharness serve: error: {e}", file=sys.stderr)
-        return 2
+        config = load_config(args.scenario, args.param, args.config)
+    except (ConfigError, ScenarioError) as e:
+        return fail(prog, str(e))
+    if args.print_config:
+        print(render_config(config), end="")
+        return 0
     secret = args.secret or os.environ.get(SECRET_ENV)
     generated = secret is None
     if generated:
@@ -61,9 +81,10 @@ def main(argv: list[str] | None = None) -> int:
                                  limits=config.limits or None,
                                  replay={"buffer_size": CAPTURE_LIMIT} if args.capture else None,
                                  server_info={"game": config.info()})
-    except dispatcher.DispatcherError as e:
-        print(f"netharness serve: error: {e}", file=sys.stderr)
-        return 2
+    except (dispatcher.DispatcherError, ValueError) as e:  # ValueError: a scheduler or limits option
+        return fail(prog, str(e))
+    except OSError as e:
+        return fail(prog, f"cannot listen on {args.host}:{args.port}: {e.strerror or e}")
     game = Game(server, config)
     assert server.address is not None
     host, port = server.address
@@ -89,6 +110,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"stopped: {stats['peer']['connections']} connections served, {game.handled} intents handled",
           file=sys.stderr, flush=True)
     return 0
+
+
+def load_config(scenario: str | None, params: list[str], path: str | None) -> GameConfig:
+    """The game config a server runs: a scenario's (with its parameters), then a config file's keys on top."""
+    table: dict[str, object] = scenario_game_config(scenario, params) if scenario else {}
+    where = "config"
+    if path:
+        table.update(GameConfig.read_table(path))
+        where = path
+    elif scenario:
+        where = f"scenario {scenario}"
+    return GameConfig.from_dict(table, where)
 
 
 class TierSeries:

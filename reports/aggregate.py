@@ -15,7 +15,7 @@ from dispatcher.envelope import QoS
 from dispatcher.histogram import Histogram, merged
 from dispatcher.stats import format_us
 
-__all__ = ["TIERS", "Model", "Series", "build_model", "dropped_by", "summary_lines"]
+__all__ = ["TIERS", "Model", "Series", "build_model", "dropped_by", "headline", "human_bytes", "summary_lines"]
 
 TIERS = tuple(q.name for q in QoS)
 PERCENTILES = (50, 90, 99, 99.9)
@@ -46,29 +46,41 @@ class Model:
     summary: list[str]  # clock, schedule, delivery, connections: one line each
     phases_table: list[tuple[Any, ...]]  # phase, kind, tier, count, p50, p99, max
     counters: dict[str, list[tuple[Any, ...]]]  # side -> rows (name, *COUNTERS, drops by reason)
-    peer: dict[str, list[tuple[str, int]]]  # side -> connection-level counters
+    peer: dict[str, list[tuple[str, Any]]]  # side -> connection-level counters (byte counts humanised)
     tier_hist: dict[str, tuple[list[float], list[int]]]  # tier -> (bucket values us, counts)
     spectrum: dict[str, tuple[list[float], list[float]]]  # tier -> (1/(1-p), value us)
     over_time: dict[str, Series]  # tier -> per-second latency and throughput
     phase_marks: list[tuple[str, float]]  # (phase name, t on the series' axis)
-    queue: dict[str, tuple[list[float], list[int], list[float]]]  # tier -> (t, queued msgs, sojourn p99 us)
+    queue: dict[str, tuple[list[float], list[int], list[float | None]]]  # tier -> (t, queued, sojourn p99 us
+    # or None: no frame of the tier left in that second)
     saturation: dict[str, tuple[float, int, int]]  # tier -> (ratio, longest run, dropped: dropped_by("qos"))
     dropped_tiers: list[tuple[str, int]]  # the same "dropped" table summed by tier ...
     dropped_names: list[tuple[str, int]]  # ... and by name: equal totals
     baseline: list[tuple[Any, ...]] | None  # kind, tier, name, p50, base p50, d%, p99, base p99, d%, regressed
     regressions: int = 0
+    partial_t: float | None = None  # the series' last second: the run ended inside it (throughput leaves it out)
+    headline: str = ""  # one sentence: the verdict, CRITICAL's p99 (calm vs flood), what was lost or dropped
+    params: list[tuple[str, str]] = field(default_factory=list)  # the scenario's parameters
+    server_config: list[tuple[str, str]] = field(default_factory=list)  # the game config the server ran
+    baseline_name: str | None = None  # the baseline's file
+    baseline_spectrum: dict[str, tuple[list[float], list[float]]] = field(default_factory=dict)
+    baseline_over_time: dict[str, Series] = field(default_factory=dict)
 
 
 def _fmt_us(v: float | None) -> str:
     return "-" if v is None else format_us(v)
 
 
-def build_model(results: dict[str, Any], baseline: dict[str, Any] | None = None) -> Model:
+def build_model(results: dict[str, Any], baseline: dict[str, Any] | None = None,
+                baseline_name: str | None = None) -> Model:
     meta = results["meta"]
     hists = [(e, Histogram.decode(e["latency_us"]["hdr"])) for e in results["entries"]]
     sides = {side: s for side, s in results["dispatcher"].items() if s}
     base = _baseline(hists, baseline) if baseline is not None else None
-    return Model(
+    base_hists = ([(e, Histogram.decode(e["latency_us"]["hdr"])) for e in baseline["entries"]]
+                  if baseline is not None else [])
+    series = results.get("series", [])
+    model = Model(
         title=f"netharness report: {meta.get('scenario') or 'run'}",
         empty=not any(h.count for _, h in hists),
         meta=_meta_rows(meta, results),
@@ -78,7 +90,8 @@ def build_model(results: dict[str, Any], baseline: dict[str, Any] | None = None)
         phases_table=[(p["phase"], p["kind"], p["qos"], p["count"], _fmt_us(p.get("p50_us")),
                        _fmt_us(p.get("p99_us")), _fmt_us(p.get("max_us"))) for p in results.get("phases", [])],
         counters={side: _counter_rows(s) for side, s in sides.items()},
-        peer={side: [(k, v) for k, v in s.get("peer", {}).items() if v] for side, s in sides.items()},
+        peer={side: [(k, f"{human_bytes(v)} ({v:,} B)" if "bytes" in k and isinstance(v, int | float) else v)
+                     for k, v in s.get("peer", {}).items() if v] for side, s in sides.items()},
         tier_hist=_tier_hist(hists),
         spectrum=_spectrum(hists),
         over_time=_over_time(results.get("series", [])),
@@ -90,14 +103,84 @@ def build_model(results: dict[str, Any], baseline: dict[str, Any] | None = None)
         dropped_names=sorted(dropped_by(results, "name").items()),
         baseline=base,
         regressions=sum(1 for row in base or [] if row[-1]),
+        partial_t=float(max(r["t"] for r in series)) if series else None,
+        params=[(str(k), _value(v)) for k, v in (meta.get("params") or {}).items()],
+        server_config=_flat(meta.get("server_config") or {}),
+        baseline_name=baseline_name,
+        baseline_spectrum=_spectrum(base_hists),
+        baseline_over_time=_over_time(baseline.get("series", [])) if baseline is not None else {},
     )
+    model.headline = headline(model, results)
+    return model
+
+
+def _value(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, dict):
+        return ", ".join(f"{k}={_value(x)}" for k, x in v.items()) or "-"
+    if isinstance(v, list | tuple):
+        return ", ".join(_value(x) for x in v) or "-"
+    return str(v)
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
+    """``{"scheduler": {"mode": "fifo"}}`` -> ``[("scheduler.mode", "fifo")]``."""
+    out: list[tuple[str, str]] = []
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out += _flat(v, f"{prefix}{k}.")
+        else:
+            out.append((f"{prefix}{k}", _value(v)))
+    return out
+
+
+def human_bytes(n: float) -> str:
+    """1234567 -> "1.2 MB" (decimal units, as network figures are)."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n:.0f} B"
+
+
+def headline(m: Model, results: dict[str, Any]) -> str:
+    """One sentence at the top of the report: did it keep its promises, CRITICAL's p99 (per phase when the
+    timeline has several), and what was lost, dropped or refused."""
+    if m.empty:
+        return "This run recorded no samples: nothing to judge."
+    if m.verdicts is None:
+        verdict = "Not gated"
+    else:
+        failed = sum(1 for v in m.verdicts if v[0] == "FAIL")
+        verdict = (f"FAILED: {failed} of {len(m.verdicts)} thresholds missed" if failed
+                   else f"PASSED: all {len(m.verdicts)} thresholds held")
+    crit = [h for e, h in _decoded(results) if e["qos"] == "CRITICAL" and e["kind"] != "event" and h.count]
+    parts = [verdict]
+    if crit:
+        phases = [p for p in results.get("phases") or [] if p["qos"] == "CRITICAL" and p["kind"] == "request"
+                  and p.get("p99_us") is not None]
+        p99 = format_us(merged(crit).percentile(99))
+        if len(phases) > 1:
+            parts.append(f"CRITICAL p99 {p99} (" + ", ".join(f"{p['phase']} {format_us(p['p99_us'])}"
+                                                             for p in phases) + ")")
+        else:
+            parts.append(f"CRITICAL p99 {p99}")
+    lost = sum(e.get("lost", 0) for e in results["entries"])
+    dropped = sum(n for _, n in m.dropped_tiers)
+    worst = max(m.dropped_tiers, key=lambda kv: kv[1])[0] if m.dropped_tiers else None
+    parts.append(f"{lost:,} lost, {dropped:,} dropped or refused" + (f" (mostly {worst})" if worst else ""))
+    return "; ".join(parts) + "."
+
+
+def _decoded(results: dict[str, Any]) -> list[tuple[dict[str, Any], Histogram]]:
+    return [(e, Histogram.decode(e["latency_us"]["hdr"])) for e in results["entries"]]
 
 
 def _meta_rows(meta: dict[str, Any], results: dict[str, Any]) -> list[tuple[str, str]]:
-    keys = ("scenario", "params", "users", "spawn_rate", "run_time_s", "duration_s", "start_time", "end_time",
+    keys = ("scenario", "users", "spawn_rate", "run_time_s", "duration_s", "start_time", "end_time",
             "target", "embedded_server", "workers", "scheduler", "clock", "git_commit", "hostname", "locust",
-            "python")
-    rows = [(k, str(meta.get(k))) for k in keys if meta.get(k) not in (None, "", {})]
+            "python")  # params and the server's game config: tables of their own
+    rows = [(k, _value(meta.get(k))) for k in keys if meta.get(k) not in (None, "", {})]
     conn = results.get("connections") or {}
     rows += [(k, str(v)) for k, v in conn.items()]
     return rows
@@ -202,16 +285,19 @@ def _phase_marks(meta: dict[str, Any]) -> list[tuple[str, float]]:
     return marks
 
 
-def _queue(server: dict[str, Any] | None) -> dict[str, tuple[list[float], list[int], list[float]]]:
+def _queue(server: dict[str, Any] | None) -> dict[str, tuple[list[float], list[int], list[float | None]]]:
+    """Per tier: (t, frames queued, sojourn p99 in us, or None for a second in which none of its frames left)."""
     rows = (server or {}).get("series") or []
     if not rows:
         return {}
     t0 = rows[0]["t"] - 1.0
-    out = {}
+    out: dict[str, tuple[list[float], list[int], list[float | None]]] = {}
     for tier in TIERS:
-        pts = [(r["t"] - t0, r[tier]["queued_msgs"], r[tier]["sojourn_p99_us"]) for r in rows if tier in r]
+        pts = [(r["t"] - t0, r[tier]["queued_msgs"],
+                float(r[tier]["sojourn_p99_us"]) if r[tier].get("sent", 1) or r[tier]["sojourn_p99_us"] else None)
+               for r in rows if tier in r]
         if any(q or s for _, q, s in pts):
-            out[tier] = ([p[0] for p in pts], [p[1] for p in pts], [float(p[2]) for p in pts])
+            out[tier] = ([p[0] for p in pts], [p[1] for p in pts], [p[2] for p in pts])
     return out
 
 

@@ -9,7 +9,7 @@ from html import escape
 from typing import Any
 
 from .aggregate import COUNTERS, Model
-from .plots import COLORS, PLOTS
+from .plots import BASELINE_PLOTS, COLORS, PLOTS
 
 __all__ = ["render_html"]
 
@@ -23,11 +23,15 @@ tr.fail td{background:#fde2e2;font-weight:600}tr.regressed td{background:#fff1d6
 .pass{background:#2e7d32}.failb{background:#c62828}.none{background:#757575}
 img{max-width:100%;border:1px solid #eee;margin:6px 0}.note{color:#666;font-size:13px}
 .tier{display:inline-block;width:10px;height:10px;border-radius:2px;margin-right:4px}
+.scroll{max-width:100%;overflow-x:auto}#headline{font-size:16px;margin:8px 0 4px}
+table.wide{font-size:12px}table.wide th{white-space:normal;vertical-align:bottom}
+table.wide th,table.wide td{padding:2px 4px}table.wide th:last-child{text-align:left}
+table.wide td:last-child{text-align:left;white-space:normal;min-width:160px}
 """
 
 
 def _table(header: Sequence[str], rows: Iterable[Sequence[Any]], *, table_id: str = "",
-           row_class: Any = None) -> str:
+           row_class: Any = None, wide: bool = False) -> str:
     head = "".join(f"<th>{escape(str(h))}</th>" for h in header)
     body = []
     for r in rows:
@@ -35,13 +39,17 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[Any]], *, table_id: st
         cells = "".join(f"<td>{escape(str(c))}</td>" for c in r)
         body.append(f'<tr class="{cls}">{cells}</tr>' if cls else f"<tr>{cells}</tr>")
     ident = f' id="{table_id}"' if table_id else ""
-    return f"<table{ident}><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    cls = ' class="wide"' if wide else ""
+    # Every table scrolls inside the page's width instead of overflowing it.
+    return (f'<div class="scroll"><table{ident}{cls}><thead><tr>{head}</tr></thead><tbody>{"".join(body)}'
+            "</tbody></table></div>")
 
 
 def render_html(m: Model, pngs: dict[str, bytes]) -> str:
     parts = [f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>{escape(m.title)}</title>"
              f"<style>{CSS}</style></head><body>", f"<h1>{escape(m.title)}</h1>"]
     legend = " ".join(f'<span class="tier" style="background:{c}"></span>{t}' for t, c in COLORS.items())
+    parts.append(f'<p id="headline"><b>{escape(m.headline)}</b></p>')
     parts.append(f'<p class="note">{legend}</p>')
     if m.empty:
         parts.append('<p id="empty" class="note"><b>This run recorded no samples</b>: no request, intent or event '
@@ -78,11 +86,17 @@ def render_html(m: Model, pngs: dict[str, bytes]) -> str:
     parts.append("</section>")
 
     if m.baseline is not None:
-        parts.append(f'<section id="baseline"><h2>Against the baseline</h2><p>{m.regressions} regression(s): '
-                     "p50 or p99 more than 10% (and 100 us) worse, highlighted.</p>")
+        named = f" <code>{escape(m.baseline_name)}</code>" if m.baseline_name else ""
+        parts.append(f'<section id="baseline"><h2>Against the baseline{named}</h2><p>Baseline: '
+                     f'<span id="baseline-name">{escape(m.baseline_name or "(unnamed)")}</span>. '
+                     f"{m.regressions} regression(s): p50 or p99 more than 10% (and 100 us) worse, highlighted.</p>")
         parts.append(_table(("kind", "tier", "name", "p50", "baseline", "change", "p99", "baseline", "change"),
                             [r[:-1] for r in m.baseline], table_id="baseline-table",
                             row_class=_regressed_class(m.baseline)))
+        for stem, (title, _) in BASELINE_PLOTS.items():
+            if stem in pngs:
+                data = base64.b64encode(pngs[stem]).decode()
+                parts.append(f'<h3>{escape(title)}</h3><img alt="{escape(title)}" src="data:image/png;base64,{data}">')
         parts.append("</section>")
 
     parts.append('<section id="plots"><h2>Plots</h2>')
@@ -103,7 +117,8 @@ def render_html(m: Model, pngs: dict[str, bytes]) -> str:
     parts.append('<section id="counters"><h2>Dispatcher counters</h2>')
     for side, rows in m.counters.items():
         parts.append(f"<h3>{escape(side)} side</h3>")
-        parts.append(_table(("name", *COUNTERS, "drops by reason"), rows, table_id=f"counters-{side}"))
+        parts.append(_table(("name", *(c.replace("_", " ") for c in COUNTERS), "drops by reason"), rows,
+                            table_id=f"counters-{side}", wide=True))
         peer = m.peer.get(side) or []
         if peer:
             parts.append(_table(("connection counter", "value"), peer))
@@ -113,6 +128,11 @@ def render_html(m: Model, pngs: dict[str, bytes]) -> str:
 
     parts.append('<section id="meta"><h2>Run</h2>')
     parts.append(_table(("", ""), m.meta, table_id="meta-table"))
+    if m.params:
+        parts.append("<h3>Scenario parameters</h3>" + _table(("parameter", "value"), m.params, table_id="params-table"))
+    if m.server_config:
+        parts.append("<h3>The server's game config</h3>"
+                     + _table(("key", "value"), m.server_config, table_id="server-config-table"))
     parts.append("</section></body></html>")
     return "\n".join(parts)
 

@@ -20,11 +20,13 @@ from .plots import render_all
 __all__ = ["main", "write_report"]
 
 
-def write_report(results: dict[str, Any], out_dir: str | Path, baseline: dict[str, Any] | None = None) -> Path:
-    """Render ``results`` into ``out_dir``; the path of report.html."""
+def write_report(results: dict[str, Any], out_dir: str | Path, baseline: dict[str, Any] | None = None,
+                 baseline_name: str | None = None) -> Path:
+    """Render ``results`` into ``out_dir`` (``baseline_name``: the baseline's file, named in the report);
+    the path of report.html."""
     d = Path(out_dir)
     d.mkdir(parents=True, exist_ok=True)
-    model = build_model(results, baseline)
+    model = build_model(results, baseline, baseline_name)
     pngs = render_all(model)
     for stem, png in pngs.items():
         (d / f"{stem}.png").write_bytes(png)
@@ -65,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     except (CliError, ResultsError) as e:
         return fail(prog, str(e))
     try:
-        page = write_report(results, out, baseline)
+        page = write_report(results, out, baseline, args.baseline)
     except OSError as e:
         return fail(prog, f"-o {out}: cannot write the report: {e.strerror or e}")
     except (KeyError, TypeError, ValueError) as e:  # a results file the checks above let through

@@ -16,8 +16,8 @@ import pytest
 from matplotlib import image as mpimg
 
 from dispatcher.histogram import Histogram
-from reports.aggregate import build_model
-from reports.plots import PLOTS
+from reports.aggregate import build_model, headline
+from reports.plots import BASELINE_PLOTS, PLOTS, time_label
 from reports.render import main as report_main
 from reports.render import write_report
 
@@ -126,7 +126,12 @@ def test_report_command_writes_html_and_pngs(recorded: Path, tmp_path: Path,
     assert report_main([str(recorded), "-o", str(tmp_path / "r"), "--baseline", str(base)]) == 0
     assert capsys.readouterr().out.strip() == f"report: {tmp_path / 'r' / 'report.html'}"
     assert sorted(p.name for p in (tmp_path / "r").iterdir()) == sorted(
-        ["report.html", *(f"{s}.png" for s in PLOTS)])
+        ["report.html", *(f"{s}.png" for s in [*PLOTS, *BASELINE_PLOTS])])
+    html = (tmp_path / "r" / "report.html").read_text()
+    # The baseline section names its file and overlays the baseline on this run.
+    section = html[html.index('<section id="baseline">'):html.index('<section id="plots">')]
+    assert f'<span id="baseline-name">{base}</span>' in section
+    assert section.count('src="data:image/png;base64,') == len(BASELINE_PLOTS)
 
 
 @pytest.mark.parametrize(("require", "code", "outcome"), [("", 0, "1 skipped"), ("1", 1, "1 error")])
@@ -167,3 +172,138 @@ def test_dropped_summed_by_tier_equals_dropped_summed_by_name(recorded: Path, tm
     assert {t: v[2] for t, v in model.saturation.items() if v[2]} == by_tier
     html = write_report(results, tmp_path).read_text()
     assert f"<td>total</td><td>{sum(by_tier.values())}</td>" in html
+
+
+@pytest.mark.parametrize(("us", "label"), [(1, "1us"), (500, "500us"), (1000, "1ms"), (2000, "2ms"),
+                                           (1500, "1.5ms"), (250_000, "250ms"), (2e6, "2s"), (0.5, "0.5us")])
+def test_one_time_unit_formatter(us: float, label: str) -> None:
+    assert time_label(us) == label
+
+
+def _tick_labels(png_axis: Any) -> list[str]:
+    return [t.get_text() for t in png_axis.get_ticklabels(minor=False) + png_axis.get_ticklabels(minor=True)]
+
+
+def test_latency_axes_use_time_units_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every labelled tick of a latency axis is "<n>us|ms|s" -- no "2x10^3" minor labels, even on a narrow
+    range (where matplotlib would label minor ticks in scientific notation)."""
+    import matplotlib.pyplot as plt
+
+    from reports import plots
+
+    seen: list[list[str]] = []
+    real = plots._png
+
+    def capture(fig: Any) -> bytes:
+        fig.canvas.draw()
+        for ax in fig.axes:
+            if ax.get_yscale() == "log" and "latency" in ax.get_ylabel():
+                seen.append([t for t in _tick_labels(ax.yaxis) if t])
+            if ax.get_xscale() == "log" and ax.get_xlabel() == "latency":
+                seen.append([t for t in _tick_labels(ax.xaxis) if t])
+        return real(fig)
+
+    monkeypatch.setattr(plots, "_png", capture)
+    results = _with_series(make_results())  # the series' latencies span under one decade: the narrow case
+    model = build_model(results)
+    for stem in ("latency_histogram", "latency_over_time"):
+        plots.PLOTS[stem][1](model)
+    plt.close("all")
+    labelled = [labels for labels in seen if labels]
+    assert labelled, seen
+    for labels in labelled:
+        assert len(labels) >= 2, labels  # a narrow range still gets labels
+        for text in labels:
+            assert re.fullmatch(r"[0-9.]+(us|ms|s)", text), (text, labels)
+
+
+def _with_series(results: dict[str, Any]) -> dict[str, Any]:
+    """Five seconds of CRITICAL requests between 1 and 3 ms (a narrow latency range); the last one partial."""
+    for t in range(5):
+        h = Histogram()
+        h.record_many([1000 + 20 * i for i in range(100)])
+        results["series"].append({"t": t, "kind": "request", "qos": "CRITICAL", "count": 100 if t < 4 else 30,
+                                  "failures": 0, "hdr": h.encode()})
+    return results
+
+
+def _with_server_series(results: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
+    tiers = {"queued_msgs": 0, "queued_bytes": 0, "sent": 0, "dropped": 0, "saturated_ticks": 0, "ticks": 20,
+             "sojourn_p50_us": 0, "sojourn_p99_us": 0}
+    server = copy.deepcopy(results["dispatcher"]["client"])
+    server["series"] = [{"t": 100.0 + i, **{t: {**tiers, **r.get(t, {})} for t in ("CRITICAL", "HIGH", "NORMAL",
+                                                                                 "BACKGROUND")}}
+                        for i, r in enumerate(rows)]
+    results["dispatcher"]["server"] = server
+    return results
+
+
+def test_sojourn_has_gaps_where_a_tier_sent_nothing() -> None:
+    rows = [{"CRITICAL": {"sent": 5, "sojourn_p99_us": 300}}, {"CRITICAL": {"sent": 5, "sojourn_p99_us": 400},
+                                                               "BACKGROUND": {"queued_msgs": 3}},
+            {"CRITICAL": {"sent": 5, "sojourn_p99_us": 500},
+             "BACKGROUND": {"sent": 2, "queued_msgs": 1, "sojourn_p99_us": 90_000}}]
+    model = build_model(_with_server_series(make_results(), rows))
+    assert model.queue["CRITICAL"][2] == [300.0, 400.0, 500.0]
+    assert model.queue["BACKGROUND"][2] == [None, None, 90_000.0]  # not drawn at 1 us before it has data
+
+
+def test_queue_axis_starts_at_zero_when_every_queue_is_empty(monkeypatch: pytest.MonkeyPatch) -> None:
+    from reports import plots
+
+    limits: list[tuple[float, float]] = []
+    real = plots._png
+
+    def capture(fig: Any) -> bytes:
+        limits.append(fig.axes[0].get_ylim())
+        return real(fig)
+
+    monkeypatch.setattr(plots, "_png", capture)
+    rows = [{"CRITICAL": {"sent": 5, "sojourn_p99_us": 300}}] * 4
+    plots.queues_over_time(build_model(_with_server_series(make_results(), rows)))
+    lo, hi = limits[0]
+    assert lo == 0 and hi >= 1  # not -0.04..0.04
+
+
+def test_last_partial_second_is_left_out_of_throughput(monkeypatch: pytest.MonkeyPatch) -> None:
+    from reports import plots
+
+    xs: list[list[float]] = []
+    real = plots._png
+
+    def capture(fig: Any) -> bytes:
+        xs.extend(list(line.get_xdata()) for line in fig.axes[0].get_lines() if line.get_linestyle() == "-")
+        return real(fig)
+
+    monkeypatch.setattr(plots, "_png", capture)
+    results = _with_series(make_results())
+    model = build_model(results)
+    last = max(r["t"] for r in results["series"])
+    assert model.partial_t == last
+    plots.throughput_over_time(model)
+    assert xs and all(last not in x for x in xs)
+
+
+def test_headline_params_server_config_and_bytes(tmp_path: Path) -> None:
+    results = make_results()
+    results["meta"]["params"] = {"calm_s": 5.0, "scheduler_mode": "priority"}
+    results["meta"]["server_config"] = {"entity_rate": 30.0, "scheduler": {"mode": "priority"}}
+    results["dispatcher"]["client"].setdefault("peer", {})["bytes_out"] = 12_345_678
+    html = write_report(results, tmp_path).read_text()
+    model = build_model(results)
+    assert model.headline.count(".") >= 1 and "\n" not in model.headline
+    assert model.headline.startswith(("PASSED", "FAILED", "Not gated")) and "CRITICAL p99" in model.headline
+    assert html.index('id="headline"') < html.index('<section id="verdicts">')  # at the top
+    assert "{'calm_s'" not in html  # params as a table, not a Python dict
+    assert "<td>calm_s</td><td>5</td>" in html and "<td>scheduler_mode</td><td>priority</td>" in html
+    assert "<td>scheduler.mode</td><td>priority</td>" in html
+    assert "12.3 MB (12,345,678 B)" in html
+    assert '<div class="scroll"><table id="counters-client" class="wide">' in html
+
+
+def test_headline_of_an_empty_or_gated_run() -> None:
+    results = make_results()
+    results["thresholds"] = {"verdicts": [{"passed": False, "metric": "m", "expression": "e", "shown": "1"},
+                                          {"passed": True, "metric": "m", "expression": "e", "shown": "1"}]}
+    model = build_model(results)
+    assert headline(model, results).startswith("FAILED: 1 of 2 thresholds missed")

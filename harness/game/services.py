@@ -77,24 +77,36 @@ class GameConfig:
         return cfg
 
     def info(self) -> dict[str, Any]:
-        """What players are told about the game (the server's WELCOME ``server_info``): the scalar settings
-        and the rate limits, a few hundred bytes."""
+        """What players are told about the game (the server's WELCOME ``server_info``): the scalar settings,
+        the scheduler options and the rate limits, a few hundred bytes (``limits`` and ``log_every`` stay
+        on the server)."""
         out: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)
-                               if f.name not in ("scheduler", "rate_limits", "limits", "log_every", "handler_cost_us")}
+                               if f.name not in ("scheduler", "rate_limits", "limits", "log_every")}
+        out["scheduler"] = dict(self.scheduler)
         out["rate_limits"] = dict(self.rate_limits)
         return out
 
     @classmethod
     def load(cls, path: str | Path) -> GameConfig:
+        return cls.from_dict(cls.read_table(path), str(path))
+
+    @staticmethod
+    def read_table(path: str | Path) -> dict[str, Any]:
+        """The ``[game]`` table of a TOML file (or the whole file; JSON too), unchecked."""
         p = Path(path)
         try:
             text = p.read_text()
             table = json.loads(text) if p.suffix == ".json" else tomllib.loads(text)
         except FileNotFoundError:
             raise ConfigError(f"{p}: no such config file") from None
+        except (IsADirectoryError, PermissionError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{p}: cannot read the config file: {e}") from None
         except (tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
             raise ConfigError(f"{p}: not valid {'JSON' if p.suffix == '.json' else 'TOML'}: {e}") from None
-        return cls.from_dict(table.get("game", table), str(p))
+        game = table.get("game", table) if isinstance(table, dict) else table
+        if not isinstance(game, dict):
+            raise ConfigError(f"{p}: expected a table of game config keys, got {type(game).__name__}")
+        return dict(game)
 
 
 class Game:
