@@ -14,7 +14,8 @@ export writes JSON lines: first a header (the file's format, version, registry h
 one object per envelope with named fields (t, direction, name, payload, seq, qos, ts_sent, ts_ack,
 player_id, trace_id, replayable, reliable, is_response, reply_to, kind).  Values JSON cannot hold are
 tagged objects: {"$bytes": BASE64}, {"$map": [[KEY, VALUE], ...]} (a map whose keys are not all strings),
-{"$float": "nan" | "inf" | "-inf"}, {"$ext": [CODE, BASE64]}, {"$timestamp": [SECONDS, NANOSECONDS]}.
+{"$float": "nan" | "nan:16 HEX DIGITS" (a NaN's exact bits) | "inf" | "-inf"},
+{"$ext": [CODE, BASE64]}, {"$timestamp": [SECONDS, NANOSECONDS]}.
 
 import reads such JSON lines back into a capture; export then import gives back the same bytes.
 """
@@ -25,6 +26,7 @@ import base64
 import json
 import math
 import os
+import struct
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -43,6 +45,7 @@ __all__ = ["FIELDS", "decode_value", "encode_value", "export_lines", "import_lin
 #: The fields of a capture row, in the file's order (dispatcher/replay.py ``_entry_row``).
 FIELDS = ("t", "direction", "name", "payload", "seq", "qos", "ts_sent", "ts_ack", "player_id", "trace_id",
           "replayable", "reliable", "is_response", "reply_to", "kind")
+_NAN = struct.pack(">d", float("nan"))
 _TAGS = ("$bytes", "$map", "$float", "$ext", "$timestamp")
 
 
@@ -54,7 +57,11 @@ def encode_value(v: Any) -> Any:
     if v is None or isinstance(v, bool | int | str):
         return v
     if isinstance(v, float):
-        return v if math.isfinite(v) else {"$float": repr(v)}
+        if math.isfinite(v):
+            return v
+        if v != v and struct.pack(">d", v) != _NAN:  # a NaN with other bits (sign, payload): keep them exactly
+            return {"$float": "nan:" + struct.pack(">d", v).hex()}
+        return {"$float": repr(v)}
     if isinstance(v, bytes):
         return {"$bytes": base64.b64encode(v).decode("ascii")}
     if isinstance(v, msgpack.ExtType):  # a namedtuple: before tuples
@@ -82,6 +89,11 @@ def decode_value(v: Any, where: str = "value") -> Any:
             if tag == "$bytes":
                 return base64.b64decode(body, validate=True)
             if tag == "$float":
+                if isinstance(body, str) and body.startswith("nan:") and len(body) == 20:
+                    nan: float = struct.unpack(">d", bytes.fromhex(body[4:]))[0]
+                    if nan == nan:
+                        raise ValueError(body)
+                    return nan
                 if body not in ("nan", "inf", "-inf"):
                     raise ValueError(body)
                 return float(body)
