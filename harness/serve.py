@@ -171,16 +171,16 @@ def _run(server: dispatcher.Transport, game: Game, stop: gevent.event.Event, log
     last_log, last = time.monotonic(), _load(server, game)
     t0 = last_log
     while not stop.wait(period):
-        now = server.runtime.now()
+        now = server.now()
         game.tick(now)
-        server.runtime.flush()
+        server.flush()
         series.sample()
         if log_every and now - last_log >= log_every:
             cur = _load(server, game)
             dt = now - last_log
             rates = {k: (cur[k] - last[k]) / dt for k in cur}
             queued = sum(t.queued_msgs for t in st.tiers)
-            print(f"t={now - t0:6.1f}s players={len(server.core.players()):4d} "
+            print(f"t={now - t0:6.1f}s players={len(server.players()):4d} "
                   f"intents/s={rates['handled']:8.0f} in={rates['bytes_in'] / 1e3:8.1f}kB/s "
                   f"out={rates['bytes_out'] / 1e3:8.1f}kB/s queued={queued} "
                   f"dropped={sum(t.dropped for t in st.tiers)} refused={game.refused}",

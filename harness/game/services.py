@@ -180,14 +180,14 @@ class Game:
     def use_skill(self, env: Envelope) -> dict[str, Any]:
         self._work()
         pid, skill = self._player(env), env.payload["skillId"]
-        now = self.server.runtime.now()
+        now = self.server.now()
         ready = self.ready_at.get((pid, skill), 0.0)
         if now < ready:
             self.refused += 1
             return {"accepted": False, "ready_in": ready - now}
         self.ready_at[(pid, skill)] = now + self.config.cooldown
         zone = pid % self.config.zones
-        nearby = [p for p in self.server.core.players() if p % self.config.zones == zone]
+        nearby = [p for p in self.server.players() if p % self.config.zones == zone]
         execution = {"skillId": skill, "caster": pid, "target": env.payload.get("target"), "at": now}
         if "seq" in env.payload:
             execution["seq"] = env.payload["seq"]
@@ -201,7 +201,7 @@ class Game:
     def tick(self, now: float) -> None:
         """Push what is due at ``now``: snapshots and entity deltas, at their configured rates."""
         cfg = self.config
-        players = self.server.core.players()
+        players = self.server.players()
         if not players:
             return
         if cfg.snapshot_rate and now >= self._next_push.get("snapshot", 0.0):
