@@ -100,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         return _plain_help(run, rest)
     if cmd == "serve":
         _check_serve_port(rest)
+    if cmd == "fuzz" and "--soak" in rest:  # `fuzz --soak` is the soak (here: soak imports fuzz's helpers)
+        return _command("soak")([a for a in rest if a != "--soak"])  # type: ignore[misc]
     return run(rest)
 
 

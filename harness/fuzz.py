@@ -299,11 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     ap.add_argument("--json", default=None, help="also write the figures to this JSON file")
     ap.add_argument("--soak", action="store_true", help="run the soak instead (see netharness soak --help)")
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if "--soak" in argv:
-        from .soak import main as soak
-
-        return soak([a for a in argv if a != "--soak"])
+    argv = list(sys.argv[1:] if argv is None else argv)  # --soak: harness.cli runs harness.soak instead
     try:
         args = ap.parse_args(argv)
         if args.seconds <= 0 or args.seconds > 3600:

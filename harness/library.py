@@ -13,7 +13,7 @@ from typing import Any
 from .game.schemas import ATTRIBUTES, SKILLS
 from .scenario import Action, Params, Phase, Scenario
 
-__all__ = ["CRITICAL", "DELTAS", "MIXED", "SKILLS_SCENARIO", "SNAPSHOTS"]
+__all__ = ["CRITICAL", "DELTAS", "MIXED", "PARAM_HELP", "SKILLS_SCENARIO", "SNAPSHOTS"]
 
 
 def skill_use(rng: random.Random, params: Params, n: int) -> dict[str, Any]:
@@ -37,6 +37,22 @@ def measure_skills(rate: str = "skill_request_rate") -> Action:
     return Action("Intent.Skills.Use", rate, "request", skill_use)
 
 
+#: What each parameter means, shown by ``locust -f scenarios/X.py --list-params``.
+PARAM_HELP = {
+    "skill_rate": "Intent.Skills.Use intents (CRITICAL, reliable) per player per second",
+    "skill_request_rate": "Intent.Skills.Use requests (CRITICAL, measured round trip) per player per second",
+    "snapshot_request_rate": "Intent.Stats.RequestSnapshot requests (BACKGROUND) per player per second",
+    "snapshot_bytes": "size in bytes of each stats snapshot the server sends",
+    "snapshot_push_rate": "unrequested snapshots the server pushes to each player per second",
+    "spend_rate": "Intent.Attributes.SpendPoints intents per player per second",
+    "attributes_request_rate": "Intent.Attributes.RequestSnapshot requests per player per second",
+    "entity_rate": "Event.EntityInfo.Delta events (NORMAL, coalesced) the server pushes per second",
+    "calm_s": "seconds of the calm phase (CRITICAL traffic only)",
+    "flood_s": "seconds of the flood phase (CRITICAL traffic under floods)",
+    "scheduler_mode": "the server's outbound scheduler: priority (QoS tiers) or fifo (the pre-migration queue)",
+}
+
+
 def server_config(**overrides: Any) -> Any:
     def make(params: Params) -> dict[str, Any]:
         cfg: dict[str, Any] = {"cooldown": 0.0, "zones": 8, "snapshot_bytes": params.get("snapshot_bytes", 2048)}
@@ -52,6 +68,7 @@ SKILLS_SCENARIO = Scenario(
     (Phase("rotation", math.inf, (use_skills(), measure_skills())),),
     params={"skill_rate": 4.0, "skill_request_rate": 1.0},
     server=server_config(),
+    param_help=PARAM_HELP,
 )
 
 SNAPSHOTS = Scenario(
@@ -63,6 +80,7 @@ SNAPSHOTS = Scenario(
     params={"snapshot_request_rate": 2.0, "skill_request_rate": 1.0, "snapshot_bytes": 8192,
             "snapshot_push_rate": 5.0},
     server=server_config(snapshot_rate="snapshot_push_rate"),
+    param_help=PARAM_HELP,
 )
 
 DELTAS = Scenario(
@@ -74,6 +92,7 @@ DELTAS = Scenario(
     )),),
     params={"spend_rate": 20.0, "attributes_request_rate": 1.0, "skill_request_rate": 1.0, "entity_rate": 60.0},
     server=server_config(entity_rate="entity_rate"),
+    param_help=PARAM_HELP,
 )
 
 CRITICAL = Scenario(
@@ -89,6 +108,7 @@ CRITICAL = Scenario(
     params={"calm_s": 5.0, "flood_s": 10.0, "skill_rate": 4.0, "skill_request_rate": 4.0,
             "snapshot_request_rate": 10.0, "snapshot_bytes": 8192},
     server=server_config(),
+    param_help=PARAM_HELP,
 )
 
 MIXED = Scenario(
@@ -106,4 +126,5 @@ MIXED = Scenario(
             "snapshot_request_rate": 10.0, "snapshot_bytes": 8192, "spend_rate": 10.0, "entity_rate": 30.0,
             "scheduler_mode": "priority"},
     server=server_config(entity_rate="entity_rate", scheduler=lambda p: {"mode": p["scheduler_mode"]}),
+    param_help=PARAM_HELP,
 )

@@ -1,4 +1,5 @@
-"""Fixes to Locust for measuring sub-millisecond latencies (installed when the plugin loads).
+"""Fixes to Locust for measuring sub-millisecond latencies, installed from Locust's ``init`` event by
+``harness.plugin`` (never at import: importing this module changes nothing).
 
 * ``bucket_response_time``: Locust keeps response times in whole-millisecond buckets below 100 ms, so its
   percentiles of loopback latencies read 0 or 1; 2 significant digits instead.
@@ -63,6 +64,7 @@ class _CallerOnly:
 
 
 def install() -> None:
+    """Apply the three fixes (idempotent)."""
     locust.runners.inspect = _CallerOnly  # type: ignore[assignment]
     locust.stats.bucket_response_time = bucket_response_time
     locust.stats.StatsCSV._percentile_fields = _percentile_fields  # type: ignore[method-assign]

@@ -1,9 +1,15 @@
 """The harness's Locust hooks: options, the embedded server, shipping and merging results, results.json.
 
-Importing this module (the users do) registers the listeners on ``locust.events``, as Locust plugins do.
-A headless run writes its results when Locust quits; with the web UI, each swarm (start -> stop) gets its
-own results directory and report, written at ``test_stop``, and the recorder starts over with every swarm
-and whenever Locust's stats are reset.
+Importing this module (the users do) adds two listeners to ``locust.events``, as Locust plugins do: one adds
+the harness's command-line options, the other (Locust's ``init`` event) configures everything else for that
+environment: Locust's sub-millisecond statistics (``harness.locust_patches``), the harness ``State`` (kept
+on the environment as ``environment.netharness``), the per-run listeners, the web UI's QoS tab and the
+embedded server.  Nothing is patched or started at import.
+
+A headless run writes its results when Locust quits and prints the harness's microsecond table after
+Locust's own final tables; with the web UI, each swarm (start -> stop) gets its own results directory and
+report, written at ``test_stop``, and the recorder starts over with every swarm and whenever Locust's stats
+are reset.  ``abort_on_fail`` thresholds are checked about once a second during a run (``harness.abort``).
 """
 
 from __future__ import annotations
@@ -11,190 +17,37 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 from locust import events
 from locust.env import Environment
-from locust.runners import LocalRunner, MasterRunner, WorkerRunner
+from locust.runners import MasterRunner, WorkerRunner
 
 import dispatcher
 from dispatcher.replay import ReplayBuffer, ReplayFileError, read_entries
-from dispatcher.stats import merge_snapshots
 
 from . import webui
+from .abort import should_abort
 from .embedded import EmbeddedServer, EmbeddedServerError
-from .game import load_registry
-from .locust_patches import install
-from .recorder import Recorder
-from .runend import await_final_reports, finish_or_fail, merge_clocks, write_samples
+from .gate import check_phases
+from .locust_patches import install as install_patches
+from .runend import await_final_reports, finish_or_fail, write_samples
+from .runresults import build_results
 from .scenario import Scenario, ScenarioError, parse_params
-from .thresholds import Threshold, ThresholdError, load_thresholds
+from .state import State, Target, fail_fast, state
+from .thresholds import ThresholdError, load_thresholds
 
-__all__ = ["State", "state"]
-
-_ENVS: list[Environment] = []
+__all__ = ["ABORT_EVERY_S", "OPTIONS", "State", "list_params", "options_text", "probe", "scenario_of", "state"]
 
 log = logging.getLogger("netharness")
 PROBE_PLAYER = 2**31 - 1  # the id the master uses to check the target before the players connect
 CAPTURE_LIMIT = 1_000_000
-install()  # Locust's statistics at sub-millisecond resolution (harness/locust_patches.py)
-def fail_fast(message: str) -> None:
-    """One clear line and exit, instead of a failure per player."""
-    print(f"netharness: error: {message}", file=sys.stderr, flush=True)
-    sys.exit(2)
+ABORT_EVERY_S = 1.0  # how often abort_on_fail thresholds are checked during a run
 
 
-@dataclass
-class Target:
-    address: tuple[str, int]
-    secret: str
-    url: str
-
-
-class State:
-    """What one Locust process of the harness holds."""
-
-    def __init__(self) -> None:
-        self.registry = load_registry()
-        self.recorder = Recorder()
-        self.scenario: Scenario | None = None
-        self.params: dict[str, Any] = {}
-        self.server: EmbeddedServer | None = None
-        self.server_stats: dict[str, Any] | None = None
-        self._target: Target | None = None
-        self.client_stats: dict[str, Any] | None = None
-        self.worker_client_stats: dict[str, dict[str, Any]] = {}
-        self.worker_reconnects: dict[str, int] = {}  # by worker: every worker that reported is a key
-        self.worker_clocks: dict[str, dict[str, Any]] = {}
-        self.worker_connect_failures: dict[str, int] = {}
-        self.capture_buffer: ReplayBuffer | None = None
-        self.reconnects = 0
-        self.connect_failures = 0
-        self.started_at = time.time()
-        self._t0: float | None = None
-        self.t0_wall: float | None = None  # wall-clock time of the timeline origin (phase 0 starts)
-        self.results_path: Path | None = None
-        self.samples: list[tuple[str, str, str, float]] | None = None  # --sample-log: raw, for verification
-        self.sends: list[tuple[str, str, str, float, float]] | None = None  # --sample-log: (.., intended, actual)
-        self.clocks: dict[str, Any] = {}  # the players' clock domains, offsets and error bounds
-        self.swarms = 0  # web UI: swarms started in this process
-        self.last_report: Path | None = None
-        self.stopping_at: float | None = None  # monotonic: when Locust began stopping the users
-        self.draining = 0  # stopping players still waiting for their answers and acknowledgements
-        self.runs: list[dict[str, Any]] = []  # web UI: every finished swarm's results and report
-        self.final = False  # worker: the report being sent is the last one of this run (users stopped)
-        self.final_from: set[str] = set()  # master: workers whose last report of this run arrived
-        self._replay: dict[int, list[Any]] | None = None
-        self._replay_queue: list[int] = []
-        self.thresholds: list[Threshold] | None = None
-
-    # -- users call these ------------------------------------------------------------------------
-
-    def target(self, environment: Environment) -> Target:
-        if self._target is None:
-            address, url = parse_host(environment.host)
-            self._target = Target(address, secret_of(environment), url)
-        return self._target
-
-    @property
-    def target_url(self) -> str | None:
-        return self._target.url if self._target is not None else None
-
-    def start_time(self, environment: Environment) -> float:
-        """One timeline origin for every player of this process (monotonic clock)."""
-        if self._t0 is None:
-            self._t0 = time.monotonic()
-            self.t0_wall = time.time()
-        return self._t0
-
-    def _load_replay(self, environment: Environment) -> dict[int, list[Any]]:
-        """The capture's outgoing envelopes per player, times relative to the capture's first one."""
-        if self._replay is None:
-            path = getattr(environment.parsed_options, "replay_file", "")
-            if not path:
-                fail_fast("replay.py needs --replay-file FILE (a capture made with --capture)")
-            entries = [e for e in read_entries(path, self.registry.hash) if e.direction == "out"]
-            t_first = min((e.t for e in entries), default=0.0)
-            self._replay = {}
-            for e in entries:
-                self._replay.setdefault(e.envelope.meta.player_id or 0, []).append(e._replace(t=e.t - t_first))
-            self._replay_queue = sorted(self._replay)
-        return self._replay
-
-    def next_replay_player(self, environment: Environment) -> int | None:
-        self._load_replay(environment)
-        return self._replay_queue.pop(0) if self._replay_queue else None
-
-    def replay_script(self, environment: Environment, player_id: int) -> list[Any]:
-        return self._load_replay(environment).get(player_id, [])
-
-    def add_client_stats(self, snap: dict[str, Any], runtime: Any) -> None:
-        self.client_stats = snap if self.client_stats is None else merge_snapshots(self.client_stats, snap)
-        self.reconnects += getattr(runtime, "reconnects", 0)
-
-    def add_clock(self, domain: str, offset: float, error: float) -> None:
-        """One player's view of the server's clock, as its transport has it at the end."""
-        self.clocks = merge_clocks(self.clocks, {"domains": {domain: 1}, "offset_min_s": offset,
-                                                 "offset_max_s": offset, "error_max_s": error, "players": 1})
-
-    def reset(self) -> None:
-        """A new swarm, or Locust's stats were reset: the measurements start over."""
-        self.recorder.reset()
-        self.client_stats = None
-        self.worker_client_stats = {}
-        self.worker_reconnects = {}
-        self.worker_clocks = {}
-        self.worker_connect_failures = {}
-        self.reconnects = self.connect_failures = 0
-        self.clocks = {}
-        self.final_from = set()
-        self.started_at = time.time()
-        self._t0 = self.t0_wall = None
-        self.stopping_at = None
-
-    def capture(self, player_id: int, env: dispatcher.Envelope, kind: str) -> None:
-        if self.capture_buffer is not None:
-            meta = env.meta
-            stamped = dispatcher.Envelope(env.name, env.payload, dispatcher.Meta(
-                meta.seq, meta.qos, meta.ts_sent, player_id=player_id, trace_id=meta.trace_id, flags=meta.flags))
-            self.capture_buffer.push(stamped, "out", time.monotonic(), kind)
-
-
-_STATE: dict[int, State] = {}
-
-
-def state(environment: Environment) -> State:
-    return _STATE.setdefault(id(environment), State())
-
-
-def secret_of(environment: Environment) -> str:
-    opts = environment.parsed_options
-    secret = getattr(opts, "netharness_secret", None) if opts is not None else None
-    if not secret:
-        fail_fast("no secret for the target server: pass --netharness-secret or set NETHARNESS_SECRET "
-                  "(the one `netharness serve` printed)")
-    return str(secret)
-
-
-def parse_host(host: str | None) -> tuple[tuple[str, int], str]:
-    if not host:
-        fail_fast("no --host, and no embedded server was started")
-    u = urlparse(host or "")
-    try:
-        port = u.port
-    except ValueError:
-        port = None
-    if u.scheme != "tcp" or not u.hostname or not port:
-        fail_fast(f"--host must be tcp://HOST:PORT (a `netharness serve` address), got {host!r}")
-    assert u.hostname is not None and port is not None
-    return (u.hostname, port), f"tcp://{u.hostname}:{port}"
-
-
-def probe(target: Target, registry: dispatcher.ChannelRegistry) -> None:
-    """Connect once as a throwaway player: a wrong host, secret or registry fails here, once."""
+def probe(target: Target, registry: dispatcher.ChannelRegistry) -> dict[str, Any]:
+    """Connect once as a throwaway player: a wrong host, secret or registry fails here, once.  Returns what
+    the server said about itself (``transport.server_info``)."""
     try:
         c = dispatcher.init(peer="client", channel_registry=registry, connect=target.address,
                             player_id=PROBE_PLAYER, token=dispatcher.make_token(target.secret, PROBE_PLAYER),
@@ -204,8 +57,9 @@ def probe(target: Target, registry: dispatcher.ChannelRegistry) -> None:
     except dispatcher.RemoteProtocolError as e:
         hint = " (wrong --netharness-secret?)" if e.code == "bad_token" else ""
         fail_fast(f"{target.url} refused the connection: {e}{hint}")
-    else:
-        c.close()
+    info = dict(c.server_info or {})
+    c.close()
+    return info
 
 
 def scenario_of(environment: Environment) -> Scenario | None:
@@ -216,35 +70,77 @@ def scenario_of(environment: Environment) -> Scenario | None:
     return None
 
 
-# -- listeners ----------------------------------------------------------------------------------
+def list_params(scenario: Scenario | None) -> str:
+    """``--list-params``: each parameter of the scenario, its default and what it does (plain text)."""
+    if scenario is None:
+        return "this locustfile plays no scenario: it has no parameters"
+    rows = [(k, repr(v), scenario.param_help.get(k, "")) for k, v in scenario.params.items()]
+    if not rows:
+        return f"scenario {scenario.name!r} has no parameters"
+    wk = max(len(r[0]) for r in rows)
+    wv = max(len(r[1]) for r in rows)
+    lines = [f"parameters of scenario {scenario.name!r} (override with --param KEY=VALUE):"]
+    lines += [f"  {k.ljust(wk)}  {v.ljust(wv)}  {h}".rstrip() for k, v, h in rows]
+    return "\n".join(lines)
+
+
+# -- options ------------------------------------------------------------------------------------
+
+
+#: The harness's options: (flag, argparse keywords).  Locust 2.x prints ``--help`` before it imports the
+#: locustfile (locustio/locust#2917), so they cannot appear there; ``--list-params`` lists them too.
+OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("--param", {"action": "append", "default": [], "metavar": "KEY=VALUE",
+                 "help": "override a scenario parameter (repeatable, or KEY=VALUE,KEY=VALUE); see --list-params"}),
+    ("--list-params", {"action": "store_true", "default": False, "include_in_web_ui": False,
+                       "help": "print the scenario's parameters (name, default, meaning) and these options, and exit"}),
+    ("--netharness-secret", {"default": "", "env_var": "NETHARNESS_SECRET", "include_in_web_ui": False,
+                             "help": "the target server's secret (set for you with the embedded server)"}),
+    ("--accept-server-config", {"action": "store_true", "default": False, "include_in_web_ui": False,
+                                "help": "run even if the target server's game config is not what the scenario needs"}),
+    ("--results", {"default": "", "help": "where to write results.json (default: results/<time>-<scenario>/)"}),
+    ("--capture", {"default": "", "help": "record the players' envelopes to this replay file"}),
+    ("--server-capture", {"default": "", "include_in_web_ui": False,
+                          "help": "embedded server only: record the intents it received to this replay file"}),
+    ("--replay-file", {"default": "", "help": "replay.py: the capture to replay"}),
+    ("--time-scale", {"type": float, "default": 1.0, "help": "replay.py: >1 replays faster"}),
+    ("--report-dir", {"default": "", "help": "where to write the HTML/PNG report (default: beside results.json)"}),
+    ("--thresholds", {"default": "", "help": "evaluate these thresholds (TOML) at the end (exit code 1 if any fails); "
+                                             "abort_on_fail ones are checked every second and stop the run"}),
+    ("--sample-log", {"default": "", "include_in_web_ui": False,
+                      "help": "also write every raw latency sample here (a directory; for verifying the histograms)"}),
+)
+
+
+def options_text() -> str:
+    """The harness's options, plain text (``--list-params`` prints it after the parameters)."""
+    rows = [(flag + (f" {kw['metavar']}" if "metavar" in kw else "" if kw.get("action") == "store_true" else " X"),
+             kw["help"]) for flag, kw in OPTIONS]
+    w = max(len(r[0]) for r in rows)
+    return "\n".join(["netharness options (locust -f scenarios/X.py [locust options] [these]):",
+                      *(f"  {f.ljust(w)}  {h}" for f, h in rows)])
 
 
 @events.init_command_line_parser.add_listener
 def _options(parser: Any) -> None:
-    g = parser  # Locust's own parser: its options reach the web UI and the workers
-    g.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a scenario parameter (repeatable, or KEY=VALUE,KEY=VALUE)")
-    g.add_argument("--netharness-secret", default="", env_var="NETHARNESS_SECRET", include_in_web_ui=False,
-                   help="the target server's secret (set for you with the embedded server)")
-    g.add_argument("--results", default="", help="where to write results.json (default: results/<time>-<scenario>/)")
-    g.add_argument("--capture", default="", help="record the players' envelopes to this replay file")
-    g.add_argument("--server-capture", default="", include_in_web_ui=False,
-                   help="embedded server only: record the intents it received to this replay file")
-    g.add_argument("--replay-file", default="", help="replay.py: the capture to replay")
-    g.add_argument("--time-scale", type=float, default=1.0, help="replay.py: >1 replays faster")
-    g.add_argument("--report-dir", default="", help="where to write the HTML/PNG report (default: beside results.json)")
-    g.add_argument("--thresholds", default="",
-                   help="evaluate these thresholds (TOML) at the end; the exit code is 1 if any fails")
-    g.add_argument("--sample-log", default="", include_in_web_ui=False,
-                   help="also write every raw latency sample here (a directory; for verifying the histograms)")
+    """The harness's options, on Locust's own parser (not in an argument group: Locust's web UI shows only
+    ungrouped custom arguments), so they reach the web UI and the workers."""
+    for flag, kw in OPTIONS:
+        parser.add_argument(flag, **kw)
+
+
+# -- init: everything is configured here, per environment -----------------------------------------
 
 
 @events.init.add_listener
 def _init(environment: Environment, **_: Any) -> None:
-    _ENVS.append(environment)
+    install_patches()  # Locust's statistics at sub-millisecond resolution (harness/locust_patches.py)
     st = state(environment)
     opts = environment.parsed_options
     st.scenario = scenario_of(environment)
+    if opts is not None and getattr(opts, "list_params", False):
+        print(list_params(st.scenario) + "\n\n" + options_text(), flush=True)
+        sys.exit(0)
     if st.scenario is not None:
         try:
             st.params = st.scenario.with_params(parse_params(getattr(opts, "param", None)))
@@ -253,6 +149,8 @@ def _init(environment: Environment, **_: Any) -> None:
     if opts is not None and getattr(opts, "thresholds", ""):
         try:
             st.thresholds = load_thresholds(opts.thresholds, names=st.registry.names)
+            phases = [p.name for p in st.scenario.phases] if st.scenario is not None else []
+            check_phases(st.thresholds, phases, opts.thresholds)
         except ThresholdError as e:
             fail_fast(str(e))
     if opts is not None and getattr(opts, "sample_log", ""):
@@ -265,6 +163,7 @@ def _init(environment: Environment, **_: Any) -> None:
             read_entries(opts.replay_file, st.registry.hash)
         except ReplayFileError as e:
             fail_fast(str(e))
+    _listen(environment, st)
     webui.install(environment, st)  # the web UI's QoS tab (master/local), live figures shipped (workers)
     if isinstance(environment.runner, WorkerRunner) or environment.runner is None:
         return
@@ -280,84 +179,135 @@ def _init(environment: Environment, **_: Any) -> None:
             opts.netharness_secret = st.server.secret  # sent to the workers with the host
             opts.host = st.server.url
         log.info("embedded game server on %s (pid %d)", st.server.url, st.server.proc.pid)
-    probe(st.target(environment), st.registry)
+    st.server_info = probe(st.target(environment), st.registry)
+    _check_server(st, bool(getattr(opts, "accept_server_config", False)))
 
 
-@events.report_to_master.add_listener
-def _report(client_id: str, data: dict[str, Any]) -> None:
-    env = _env_of_worker()
-    if env is None:
+def _check_server(st: State, accept: bool) -> None:
+    """Scenario-true runs (issue 14): the target server must run the game config the scenario needs (one
+    line and exit 2 otherwise, unless --accept-server-config); results.json records what it runs."""
+    try:  # LEAD: harness/serverconfig.py comes with the server branch; drop this fallback once it is merged
+        from .serverconfig import check_server_config, server_config  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
         return
-    st = state(env)
-    data["netharness"] = {"recorder": st.recorder.take(), "client_stats": st.client_stats, "final": st.final,
-                          "reconnects": st.reconnects, "t0_wall": st.t0_wall, "clocks": st.clocks,
-                          "connect_failures": st.connect_failures}
+    sc = st.scenario
+    needs = sc.server(st.params) if sc is not None and sc.server is not None else None
+    problem = check_server_config(needs, st.server_info, sc.name if sc is not None else None)
+    if problem is not None and not accept:
+        fail_fast(problem)
+    if problem is not None:
+        log.warning("netharness: %s (running anyway: --accept-server-config)", problem)
+    st.server_config = server_config(st.server_info)
 
 
-@events.worker_report.add_listener
-def _worker_report(client_id: str, data: dict[str, Any]) -> None:
-    part = data.get("netharness")
-    env = _master_env()
-    if part is None or env is None:
-        return
-    st = state(env)
-    st.recorder.merge(part["recorder"])
-    if part.get("client_stats") is not None:
-        st.worker_client_stats[client_id] = part["client_stats"]  # cumulative: the latest replaces
-    st.worker_reconnects[client_id] = part.get("reconnects", 0)
-    if part.get("final"):
-        st.final_from.add(client_id)
-    st.worker_clocks[client_id] = part.get("clocks") or {}
-    st.worker_connect_failures[client_id] = part.get("connect_failures", 0)
-    if part.get("t0_wall") is not None:
-        st.t0_wall = part["t0_wall"] if st.t0_wall is None else min(st.t0_wall, part["t0_wall"])
+def _listen(environment: Environment, st: State) -> None:
+    """This environment's listeners: closures over it, so no module keeps a registry of environments."""
+    ev = environment.events
+    runner = environment.runner
+    worker = isinstance(runner, WorkerRunner)
+
+    def report(client_id: str, data: dict[str, Any]) -> None:  # worker -> master, every few seconds
+        data["netharness"] = {"recorder": st.recorder.take(), "client_stats": st.client_stats, "final": st.final,
+                              "reconnects": st.reconnects, "t0_wall": st.t0_wall, "clocks": st.clocks,
+                              "connect_failures": st.connect_failures}
+
+    def worker_report(client_id: str, data: dict[str, Any]) -> None:  # master: a worker's report arrived
+        part = data.get("netharness")
+        if part is None:
+            return
+        st.recorder.merge(part["recorder"])
+        if part.get("client_stats") is not None:
+            st.worker_client_stats[client_id] = part["client_stats"]  # cumulative: the latest replaces
+        st.worker_reconnects[client_id] = part.get("reconnects", 0)
+        if part.get("final"):
+            st.final_from.add(client_id)
+        st.worker_clocks[client_id] = part.get("clocks") or {}
+        st.worker_connect_failures[client_id] = part.get("connect_failures", 0)
+        if part.get("t0_wall") is not None:
+            st.t0_wall = part["t0_wall"] if st.t0_wall is None else min(st.t0_wall, part["t0_wall"])
+
+    def test_start(**_: Any) -> None:
+        st.reset()  # a new swarm measures from zero, as Locust's own stats do
+        if environment.web_ui is not None and not worker:
+            st.swarms += 1
+        if st.thresholds and not worker and any(t.abort_on_fail for t in st.thresholds):
+            import gevent
+
+            st.abort_watch = gevent.spawn(_watch_aborts, environment, st)
+
+    def test_stopping(**_: Any) -> None:
+        st.stopping_at = time.monotonic()
+
+    def reset_stats() -> None:
+        st.recorder.reset()
+
+    def spawning_complete(user_count: int, **_: Any) -> None:
+        if environment.reset_stats:  # --reset-stats: Locust starts its stats over once every player joined
+            st.recorder.reset()
+
+    def test_stop(**_: Any) -> None:
+        if st.abort_watch is not None:
+            st.abort_watch.kill(block=False)
+            st.abort_watch = None
+        if isinstance(environment.runner, WorkerRunner):
+            st.final = True
+            environment.runner._send_stats()  # what the users recorded up to their stop, before the quit
+            st.final = False
+            return
+        if isinstance(environment.runner, MasterRunner):
+            await_final_reports(environment.runner, st)
+        if environment.web_ui is not None and environment.runner is not None:
+            import gevent
+
+            gevent.spawn(finish_or_fail, environment, st, f"swarm {st.swarms}")
+
+    def quitting(**_: Any) -> None:
+        _quitting(environment, st)
+
+    def quit(exit_code: int, **_: Any) -> None:  # after Locust printed its final tables: ours come last
+        if st.console:
+            print("\n".join(st.console), flush=True)
+            st.console = []
+
+    if worker:
+        ev.report_to_master.add_listener(report)
+    if isinstance(runner, MasterRunner):
+        ev.worker_report.add_listener(worker_report)
+    ev.test_start.add_listener(test_start)
+    ev.test_stopping.add_listener(test_stopping)
+    ev.reset_stats.add_listener(reset_stats)
+    ev.spawning_complete.add_listener(spawning_complete)
+    ev.test_stop.add_listener(test_stop)
+    ev.quitting.add_listener(quitting)
+    ev.quit.add_listener(quit)
 
 
-@events.test_start.add_listener
-def _test_start(environment: Environment, **_: Any) -> None:
-    st = state(environment)
-    st.reset()  # a new swarm measures from zero, as Locust's own stats do
-    if environment.web_ui is not None and not isinstance(environment.runner, WorkerRunner):
-        st.swarms += 1
+def _watch_aborts(environment: Environment, st: State) -> None:
+    """About once a second: evaluate the ``abort_on_fail`` thresholds on the results so far; stop the run
+    (exit code 1) when one says so."""
+    import gevent
+
+    assert st.thresholds is not None
+    started = time.monotonic()
+    while True:
+        gevent.sleep(ABORT_EVERY_S)
+        try:
+            partial = build_results(environment, st, st.client_stats, partial=True)
+            abort = should_abort(st.thresholds, partial, time.monotonic() - started)
+        except Exception:  # a bug in the check must not end the run
+            log.exception("netharness: abort_on_fail thresholds could not be checked")
+            continue
+        if abort is not None:
+            st.aborted = abort.message
+            print(abort.message, file=sys.stderr, flush=True)
+            environment.process_exit_code = 1
+            st.abort_watch = None
+            if environment.runner is not None:
+                environment.runner.quit()
+            return
 
 
-@events.test_stopping.add_listener
-def _test_stopping(environment: Environment, **_: Any) -> None:
-    state(environment).stopping_at = time.monotonic()
-
-
-@events.reset_stats.add_listener
-def _reset_stats() -> None:
-    for environment in _ENVS:
-        state(environment).recorder.reset()
-
-
-@events.spawning_complete.add_listener
-def _spawning_complete(user_count: int, **_: Any) -> None:
-    for environment in _ENVS:  # --reset-stats: Locust starts its stats over once every player joined
-        if environment.reset_stats:
-            state(environment).recorder.reset()
-
-
-@events.test_stop.add_listener
-def _test_stop(environment: Environment, **_: Any) -> None:
-    st = state(environment)
-    if isinstance(environment.runner, WorkerRunner):
-        st.final = True
-        environment.runner._send_stats()  # what the users recorded up to their stop, before the quit
-        st.final = False
-        return
-    if isinstance(environment.runner, MasterRunner):
-        await_final_reports(environment.runner, st)
-    if environment.web_ui is not None and environment.runner is not None:
-        import gevent
-
-        gevent.spawn(finish_or_fail, environment, st, f"swarm {st.swarms}")
-
-
-@events.quitting.add_listener
-def _quitting(environment: Environment, **_: Any) -> None:
-    st = state(environment)
+def _quitting(environment: Environment, st: State) -> None:
     opts = environment.parsed_options
     if st.capture_buffer is not None and opts is not None:
         path = opts.capture
@@ -368,9 +318,9 @@ def _quitting(environment: Environment, **_: Any) -> None:
     if st.samples is not None and opts is not None and not isinstance(environment.runner, MasterRunner):
         write_samples(opts.sample_log, "samples", st.samples)
         write_samples(opts.sample_log, "sends", st.sends or [])
-    if st._replay is not None and st._replay_queue:
-        print(f"netharness: {len(st._replay_queue)} captured players were not replayed: run with -u "
-              f"{len(st._replay)} to replay all of them", file=sys.stderr, flush=True)
+    if st.replay_left:
+        print(f"netharness: {st.replay_left} captured players were not replayed: run with -u "
+              f"{st.replay_players} to replay all of them", file=sys.stderr, flush=True)
     if isinstance(environment.runner, WorkerRunner) or environment.runner is None:
         return
     if st.server is not None:
@@ -381,11 +331,3 @@ def _quitting(environment: Environment, **_: Any) -> None:
                   file=sys.stderr, flush=True)
     if environment.web_ui is None:  # web UI runs wrote each swarm's results at its test_stop
         finish_or_fail(environment, st, None)
-
-
-def _env_of_worker() -> Environment | None:
-    return next((e for e in _ENVS if isinstance(e.runner, WorkerRunner)), None)
-
-
-def _master_env() -> Environment | None:
-    return next((e for e in _ENVS if isinstance(e.runner, MasterRunner | LocalRunner)), None)

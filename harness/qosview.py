@@ -27,7 +27,7 @@ from dispatcher import QoS
 from dispatcher.histogram import Histogram
 
 if TYPE_CHECKING:
-    from .plugin import State
+    from .state import State
 
 __all__ = ["TIERS", "WINDOW_S", "QosView", "encode_tiers", "players_tiers"]
 

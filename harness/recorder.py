@@ -44,14 +44,16 @@ class Entry:
         self.behind = 0
         self.hist = Histogram()
         self._lat: list[float] = []  # seconds, not yet folded
-        self._secs: list[int] = []  # the wall-clock second of each pending sample
+        self._secs: list[float] = []  # the wall-clock time of each pending sample
 
     def record(self, seconds: float, nbytes: int = 0, now: float | None = None) -> None:
         self.count += 1
-        self.bytes += nbytes
-        self._lat.append(seconds)
-        self._secs.append(int(time.time() if now is None else now))
-        if len(self._lat) >= FOLD_EVERY:
+        if nbytes:
+            self.bytes += nbytes
+        lat = self._lat
+        lat.append(seconds)
+        self._secs.append(time.time() if now is None else now)  # floored to whole seconds when folded
+        if len(lat) >= FOLD_EVERY:
             self._rec.fold_entry(self)
 
     def fail(self) -> None:
@@ -102,6 +104,8 @@ class Recorder:
         if lost:
             e.lost += 1
         self._fail_secs.append((int(time.time() if now is None else now), f"{e.key[0]}|{e.key[1]}"))
+        if len(self._fail_secs) >= FOLD_EVERY:  # bounded: without this they piled up until the run's end
+            self._fold_failures()
 
     def late(self, seconds: float) -> None:
         """A scheduled send started ``seconds`` after its intended time (0 or more)."""
@@ -130,13 +134,15 @@ class Recorder:
         for e in self.entries.values():
             if e._lat:
                 self.fold_entry(e)
-        for sec, skey in self._fail_secs:
-            slot = self._slot(sec, skey)
-            slot[1] += 1
-        self._fail_secs = []
+        self._fold_failures()
+
+    def _fold_failures(self) -> None:
+        fails, self._fail_secs = self._fail_secs, []
+        for sec, skey in fails:
+            self._slot(sec, skey)[1] += 1
 
     def fold_entry(self, e: Entry) -> None:
-        lat, secs = e._lat, np.asarray(e._secs, dtype=np.int64)
+        lat, secs = e._lat, np.floor(np.asarray(e._secs, dtype=np.float64)).astype(np.int64)
         e._lat, e._secs = [], []
         e.hist.record_many_seconds(lat)
         skey = f"{e.key[0]}|{e.key[1]}"

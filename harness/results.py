@@ -10,15 +10,16 @@ report sum it by tier or by name); connections (reconnects, resumes); and, once 
 ``latency.csv`` beside it has the same latencies in microseconds, per entry and per phase.  ``load_results``
 is the one reader: a malformed, truncated or unknown file gets one clear error naming the file and what is
 wrong.
+
+This module knows nothing of Locust: ``harness.runresults.build_results`` fills the contract from a Locust
+run, and the gate and the reports read it with ``load_results``.
 """
 
 from __future__ import annotations
 
+import functools
 import json
-import platform
 import subprocess
-import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,13 +28,11 @@ from dispatcher.histogram import Histogram, merged
 from dispatcher.stats import format_us, text_table
 
 if TYPE_CHECKING:
-    from locust.env import Environment
-
-    from .plugin import State
     from .scenario import Scenario
 
-__all__ = ["FORMAT", "VERSION", "ResultsError", "build_results", "dropped_rows", "format_table", "load_results",
-           "swarm_path", "write_latency_csv", "write_results"]
+__all__ = ["FORMAT", "VERSION", "ResultsError", "calm_vs_flood_lines", "clock_meta", "dropped_rows", "format_table",
+           "git_commit", "iso_time", "load_results", "phase_summary", "swarm_path", "write_latency_csv",
+           "write_results"]
 
 FORMAT = "netharness-results"
 VERSION = 1
@@ -44,7 +43,8 @@ class ResultsError(ValueError):
     """A results file that cannot be read; the message names the file and what is wrong."""
 
 
-def _git_commit() -> str | None:
+@functools.cache
+def git_commit() -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False)
     except (OSError, subprocess.TimeoutExpired):
@@ -52,79 +52,8 @@ def _git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
-def _iso(t: float) -> str:
+def iso_time(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds")
-
-
-def build_results(environment: Environment, st: State, client_stats: dict[str, Any] | None) -> dict[str, Any]:
-    import locust
-
-    opts = environment.parsed_options
-    rec = st.recorder
-    rec.fold()
-    end = time.time()
-    start = st.started_at
-    entries = []
-    for (kind, qos, name), e in sorted(rec.entries.items()):
-        entries.append({"kind": kind, "qos": qos, "name": name, "sent": e.sent, "count": e.count,
-                        "failures": e.failures, "lost": e.lost, "clock_skew": e.clock_skew, "bytes": e.bytes,
-                        "behind": e.behind, "latency_us": e.hist.to_dict()})
-    series = []
-    for sec, slots in sorted(rec.series.items()):
-        for skey, (count, failures, h) in sorted(slots.items()):
-            kind, qos = skey.split("|", 1)
-            h = Histogram.decode(h) if isinstance(h, str) else h
-            p50, p99 = h.percentiles([50, 99])
-            series.append({"t": sec - int(start), "kind": kind, "qos": qos, "count": count, "failures": failures,
-                           "p50_us": p50, "p99_us": p99, "max_us": h.max, "hdr": h.encode()})
-    scenario = st.scenario
-    server_cfg = scenario.server(st.params) if scenario is not None and scenario.server else {}
-    workers = len(st.worker_reconnects)
-    return {
-        "format": FORMAT,
-        "version": VERSION,
-        "meta": {
-            "scenario": scenario.name if scenario is not None else None,
-            "params": st.params,
-            "phases": scenario.boundaries(st.params) if scenario is not None else [],
-            "cycle_s": scenario.cycle(st.params) if scenario is not None else None,
-            "users": getattr(opts, "num_users", None),
-            "spawn_rate": getattr(opts, "spawn_rate", None),
-            "run_time_s": getattr(opts, "run_time", None),
-            "start_time": _iso(start),
-            "end_time": _iso(end),
-            "duration_s": round(end - start, 3),
-            "git_commit": _git_commit(),
-            "target": st.target_url or environment.host,
-            "embedded_server": st.server is not None,
-            "hostname": platform.node(),
-            "workers": workers,
-            "locust": locust.__version__,
-            "python": sys.version.split()[0],
-            "timeline_origin_s": round((st.t0_wall or start) - int(start), 3),  # phase 0 starts, on the series' t
-            "server_config": server_cfg,
-            "scheduler": server_cfg.get("scheduler") or "default (priority, 50000 B/s, 60 Hz)",
-            "clock": clock_meta(st.clocks),
-        },
-        "schedule": {
-            "scenario": scenario.name if scenario is not None else None,
-            "tolerance_s": scenario.behind_after if scenario is not None else None,
-            "scheduled": rec.scheduled,
-            "behind": sum(e.behind for e in rec.entries.values()),
-            "lateness_us": rec.lateness.to_dict(),
-        },
-        "entries": entries,
-        "series": series,
-        "phases": phase_summary(series, scenario, st.params, (st.t0_wall or start) - int(start), end - int(start)),
-        "dispatcher": {"client": client_stats, "server": st.server_stats},
-        "dropped": dropped_rows({"client": client_stats, "server": st.server_stats},
-                                lambda n: st.registry.channel_of(n).qos.name),
-        "connections": {"reconnects": st.reconnects,
-                        "resumes": ((client_stats or {}).get("peer") or {}).get("resumes", 0),
-                        "disconnects": ((client_stats or {}).get("peer") or {}).get("disconnects", 0),
-                        "connect_failures": st.connect_failures},
-        "thresholds": None,
-    }
 
 
 def clock_meta(clocks: dict[str, Any]) -> dict[str, Any] | None:
@@ -284,4 +213,23 @@ def format_table(results: dict[str, Any]) -> str:
          "max"), rows)
     from reports.aggregate import summary_lines
 
-    return text + "\n" + "\n".join(summary_lines(results))
+    return text + "\n" + "\n".join([*summary_lines(results), *calm_vs_flood_lines(results)])
+
+
+TICK_US = 1e6 / 60  # one 60 Hz game tick
+
+
+def calm_vs_flood_lines(results: dict[str, Any]) -> list[str]:
+    """For a run with ``calm`` and ``flood`` phases (``mixed.py``, ``critical.py``): CRITICAL p99 per kind,
+    calm vs flood, the point of those scenarios.  No line for other runs."""
+    by = {(r["phase"], r["kind"]): r for r in results.get("phases") or [] if r.get("qos") == "CRITICAL"}
+    lines = []
+    for kind in ("request", "intent", "event"):
+        calm, flood = by.get(("calm", kind)), by.get(("flood", kind))
+        if not calm or not flood or not calm["count"] or not flood["count"]:
+            continue
+        d = flood["p99_us"] - calm["p99_us"]
+        lines.append(f"CRITICAL {kind} p99: calm {format_us(calm['p99_us'])} -> flood {format_us(flood['p99_us'])} "
+                     f"({'+' if d >= 0 else '-'}{format_us(abs(d))}, {d / TICK_US:+.2f} of a 60 Hz tick; "
+                     f"{calm['count']} and {flood['count']} samples)")
+    return lines

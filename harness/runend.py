@@ -12,30 +12,19 @@ from typing import TYPE_CHECKING, Any
 from dispatcher.stats import merge_snapshots
 
 from .gate import apply, verdict_table
-from .results import build_results, format_table, swarm_path, write_latency_csv, write_results
+from .results import format_table, swarm_path, write_latency_csv, write_results
+from .runresults import build_results
+from .state import merge_clocks
 
 if TYPE_CHECKING:
     from locust.env import Environment
     from locust.runners import MasterRunner
 
-    from .plugin import State
+    from .state import State
 
 __all__ = ["await_final_reports", "finish_or_fail", "merge_clocks", "write_samples"]
 
 log = logging.getLogger("netharness")
-
-
-def merge_clocks(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-    if not a:
-        return dict(b)
-    if not b:
-        return dict(a)
-    domains = dict(a["domains"])
-    for k, n in b["domains"].items():
-        domains[k] = domains.get(k, 0) + n
-    return {"domains": domains, "offset_min_s": min(a["offset_min_s"], b["offset_min_s"]),
-            "offset_max_s": max(a["offset_max_s"], b["offset_max_s"]),
-            "error_max_s": max(a["error_max_s"], b["error_max_s"]), "players": a["players"] + b["players"]}
 
 
 def await_final_reports(runner: MasterRunner, st: State, timeout: float = 20.0) -> None:
@@ -93,10 +82,11 @@ def _finish(environment: Environment, st: State, swarm: str | None) -> None:
         path = str(swarm_path(path, st.scenario, st.swarms))
     st.results_path = write_results(results, path, st.scenario)
     csv_path = write_latency_csv(results, st.results_path.parent)
-    print(format_table(results), flush=True)
+    table = format_table(results)
+    shown = None
     if verdicts is not None:  # workers never evaluate: only the master (or a local runner) gets here
-        print("\n" + verdict_table(verdicts), flush=True)
-        passed = all(v.passed for v in verdicts)
+        shown = "\n" + verdict_table(verdicts)
+        passed = all(v.passed for v in verdicts) and st.aborted is None
         if swarm is None or not passed:  # with the web UI, a failed swarm makes the process exit 1
             environment.process_exit_code = 0 if passed else 1
     from reports.render import write_report  # matplotlib is imported only now, at the end
@@ -106,8 +96,15 @@ def _finish(environment: Environment, st: State, swarm: str | None) -> None:
         report_dir = Path(report_dir) / st.results_path.parent.name
     report = write_report(results, report_dir)
     st.last_report = report
-    print(f"netharness: report written to {report}", flush=True)
-    print(f"netharness: results written to {st.results_path} (latency in microseconds: {csv_path})", flush=True)
+    lines = [f"netharness: report written to {report}",
+             f"netharness: results written to {st.results_path} (latency in microseconds: {csv_path})"]
+    if st.aborted is not None:
+        lines.append(st.aborted)
+    lines += [x for x in (shown, table) if x is not None]  # the microsecond table last
+    if swarm is None:
+        st.console = lines  # headless: printed after Locust's own final tables (Locust's quit event)
+    else:
+        print("\n".join(lines), flush=True)
     if swarm is not None:
         st.runs.append({"swarm": st.swarms, "results": str(st.results_path), "report": str(report)})
         log.info("netharness: %s report: %s (served at /netharness/report)", swarm, report)

@@ -71,6 +71,7 @@ class Scenario:
     server: Callable[[Params], dict[str, Any]] | None = None  # the embedded server's game config
     repeat: bool = True  # start over after the last phase
     behind_after: float = BEHIND_AFTER  # seconds late before a send counts as behind schedule
+    param_help: Mapping[str, str] = field(default_factory=dict)  # what each parameter does (--list-params)
 
     def with_params(self, overrides: Mapping[str, Any]) -> Params:
         unknown = sorted(set(overrides) - set(self.params))

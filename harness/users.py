@@ -1,8 +1,11 @@
 """Locust users whose client is a dispatcher connection: one player per user.
 
 ``DispatcherUser`` (abstract) connects on start, records every request, intent and event, and fires
-``environment.events.request`` for each (``request_type`` = QoS tier, ``name`` = envelope name,
-``response_time`` in ms as a float), so Locust's own UI, CSV and HTML keep working.  What is measured:
+``environment.events.request`` for each, so Locust's own UI, CSV and HTML keep working: ``request_type`` is
+the QoS tier in at most 8 characters to fit Locust's type column (``LOCUST_TYPES``: CRIT, HIGH, NORM,
+BACKGRND), ``name`` the envelope name, with `` [intent]`` appended for intents so that the intents and the
+requests of one name (``Intent.Skills.Use``) are separate rows; ``response_time`` in ms as a float.
+What is measured:
 
 * request: from the send's intended time to the response (open model: coordinated omission corrected);
 * intent on a reliable channel: from the intended time to the server's acknowledgement (delivery);
@@ -33,12 +36,24 @@ from locust import User, task
 import dispatcher
 from dispatcher import Envelope, Meta, QoS
 
-from . import plugin
+from . import plugin  # noqa: F401  (Locust loads the harness's listeners with the users)
 from .game.schemas import SCHEMAS
 from .recorder import Entry
 from .scenario import BEHIND_AFTER, Action, Scenario
+from .state import state
 
-__all__ = ["LOST_GRACE", "DispatcherUser", "LostError", "ReplayUser", "ScenarioUser"]
+__all__ = ["INTENT_SUFFIX", "LOCUST_TYPES", "LOST_GRACE", "DispatcherUser", "LostError", "ReplayUser",
+           "ScenarioUser", "locust_name"]
+
+#: Locust's request_type per QoS tier: its console's type column is 8 characters wide.
+LOCUST_TYPES = {"CRITICAL": "CRIT", "HIGH": "HIGH", "NORMAL": "NORM", "BACKGROUND": "BACKGRND"}
+#: Appended to an intent's name in Locust's stats, so intents and requests of one name are separate rows.
+INTENT_SUFFIX = " [intent]"
+
+
+def locust_name(kind: str, name: str) -> str:
+    """The row name in Locust's stats of ``(kind, name)``: requests and events keep their envelope name."""
+    return name + INTENT_SUFFIX if kind == "intent" else name
 
 _ids = itertools.count(1)
 _requests = itertools.count(1)
@@ -57,7 +72,7 @@ class DispatcherUser(User):
 
     def __init__(self, environment: Any) -> None:
         super().__init__(environment)
-        self.state = plugin.state(environment)
+        self.state = state(environment)
         self.player_id = self.assign_player_id()
         self.client: dispatcher.Transport | None = None
         self.stopping = False
@@ -104,7 +119,7 @@ class DispatcherUser(User):
         self.stopping = True  # what our own close cuts short is not a failure of the system under test
         if self.client is not None:
             c = self.client
-            self.state.add_client_stats(c.stats().snapshot(), c.runtime)
+            self.state.add_client_stats(c.stats().snapshot(), getattr(c.runtime, "reconnects", 0))
             self.state.add_clock(c.clock_domain, c.clock_offset, c.clock_error)
             self.client.close()
             self.client = None
@@ -119,20 +134,20 @@ class DispatcherUser(User):
         return e
 
     def _fire(self, qos: str, name: str, ms: float, nbytes: int, exc: BaseException | None) -> None:
-        self.environment.events.request.fire(request_type=qos, name=name, response_time=ms,
+        self.environment.events.request.fire(request_type=LOCUST_TYPES.get(qos, qos), name=name, response_time=ms,
                                              response_length=nbytes, exception=exc, context={})
 
     def _ok(self, e: Entry, latency: float, nbytes: int = 0) -> None:
         e.record(latency, nbytes)
         if self.state.samples is not None:
             self.state.samples.append((*e.key, latency))
-        self._fire(e.key[1], e.key[2], latency * 1000.0, nbytes, None)
+        self._fire(e.key[1], locust_name(e.key[0], e.key[2]), latency * 1000.0, nbytes, None)
 
     def _failed(self, e: Entry, latency: float, exc: BaseException) -> None:
         if self.stopping and isinstance(exc, dispatcher.ConnectionClosed):
             return
         self.state.recorder.fail(e)
-        self._fire(e.key[1], e.key[2], latency * 1000.0, 0, exc)
+        self._fire(e.key[1], locust_name(e.key[0], e.key[2]), latency * 1000.0, 0, exc)
 
     def _audit_lost(self) -> None:
         """Wait up to ``LOST_GRACE`` for what is still in flight; whatever is left is lost (a failure)."""
@@ -145,7 +160,7 @@ class DispatcherUser(User):
         for intended, e in pending:
             self.state.recorder.fail(e, lost=True)
             what = "acknowledged" if e.key[0] == "intent" else "answered"
-            self._fire(e.key[1], e.key[2], (time.monotonic() - intended) * 1000.0, 0,
+            self._fire(e.key[1], locust_name(e.key[0], e.key[2]), (time.monotonic() - intended) * 1000.0, 0,
                        LostError(f"lost: never {what} by the end of the run"))
 
     def _event_recorder(self, name: str) -> Any:

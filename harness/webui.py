@@ -30,7 +30,7 @@ from locust.runners import MasterRunner, WorkerRunner
 from .qosview import WINDOW_S, QosView, encode_tiers, players_tiers
 
 if TYPE_CHECKING:
-    from .plugin import State
+    from .state import State
 
 __all__ = ["TAB_KEY", "install", "page", "tab_rows"]
 

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from harness import gate
+from harness.users import LOCUST_TYPES, locust_name
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCUST = [sys.executable, "-m", "locust", "--headless", "--only-summary"]
@@ -258,7 +259,7 @@ def test_two_web_ui_swarms_give_two_results_matching_locust(tmp_path: Path) -> N
             results = json.loads(out.read_text())
             ours: dict[tuple[str, str], list[int]] = {}
             for e in results["entries"]:
-                c = ours.setdefault((e["qos"], e["name"]), [0, 0])
+                c = ours.setdefault((LOCUST_TYPES[e["qos"]], locust_name(e["kind"], e["name"])), [0, 0])
                 c[0] += e["count"]
                 c[1] += e["failures"]
             assert ours and ours == {k: [s["num_requests"], s["num_failures"]] for k, s in stats.items()}

@@ -22,9 +22,10 @@ import pytest
 from locust.env import Environment
 
 from dispatcher.stats import Stats
-from harness import plugin, qosview
+from harness import qosview
 from harness.library import MIXED
 from harness.qosview import TIERS, QosView, _Window, encode_tiers, players_tiers
+from harness.state import State
 from harness.webui import page, tab_rows
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -161,7 +162,7 @@ def test_qos_page_renders_in_headless_chromium(swarm: tuple[str, dict[str, Any],
 
 def _view(t0: float, server: Any = None) -> QosView:
     env = Environment()
-    st = plugin.State()
+    st = State()
     st.scenario, st.params, st.t0_wall, st.server = MIXED, MIXED.with_params({}), t0, server
     return QosView(env, st)
 
