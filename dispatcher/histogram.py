@@ -145,6 +145,11 @@ class Histogram:
 
     # -- reading ---------------------------------------------------------------------------------
 
+    def buckets(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """The non-empty buckets: (lowest value of each in microseconds, its count)."""
+        nz = self._nonzero()
+        return self._layout.lowest_at[nz], self.counts[nz]
+
     @property
     def overflow(self) -> int:
         """Values above ``highest`` (recorded as ``highest``)."""

@@ -34,6 +34,7 @@ from .locust_patches import install as install_patches
 from .runend import await_final_reports, finish_or_fail, write_samples
 from .runresults import build_results
 from .scenario import Scenario, ScenarioError, parse_params
+from .serverconfig import check_server_config, server_config
 from .state import State, Target, fail_fast, state
 from .thresholds import ThresholdError, load_thresholds
 
@@ -186,10 +187,6 @@ def _init(environment: Environment, **_: Any) -> None:
 def _check_server(st: State, accept: bool) -> None:
     """Scenario-true runs (issue 14): the target server must run the game config the scenario needs (one
     line and exit 2 otherwise, unless --accept-server-config); results.json records what it runs."""
-    try:  # LEAD: harness/serverconfig.py comes with the server branch; drop this fallback once it is merged
-        from .serverconfig import check_server_config, server_config  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        return
     sc = st.scenario
     needs = sc.server(st.params) if sc is not None and sc.server is not None else None
     problem = check_server_config(needs, st.server_info, sc.name if sc is not None else None)

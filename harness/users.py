@@ -119,7 +119,7 @@ class DispatcherUser(User):
         self.stopping = True  # what our own close cuts short is not a failure of the system under test
         if self.client is not None:
             c = self.client
-            self.state.add_client_stats(c.stats().snapshot(), getattr(c.runtime, "reconnects", 0))
+            self.state.add_client_stats(c.stats().snapshot(), c.reconnects)
             self.state.add_clock(c.clock_domain, c.clock_offset, c.clock_error)
             self.client.close()
             self.client = None

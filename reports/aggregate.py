@@ -226,13 +226,10 @@ LOG_BINS = np.logspace(0, 10, 201)  # 1 us .. 10^4 s, 20 bins per decade: what a
 def _tier_hist(hists: list[tuple[dict[str, Any], Histogram]]) -> dict[str, tuple[list[float], list[int]]]:
     """Per tier: samples in log-spaced bins (20 per decade; a value under 1 us counts in the first bin),
     as (bin left edges in us, counts), empty bins left out."""
-    from dispatcher.histogram import _layout  # the bucket edges of the histograms' layout
-
     out = {}
     for tier, h in _by_tier(hists).items():
-        nz = np.flatnonzero(h.counts)
-        values = np.maximum(_layout(h.highest, h.significant_figures).lowest_at[nz], 1)
-        binned, edges = np.histogram(values, bins=LOG_BINS, weights=h.counts[nz])
+        lows, counts = h.buckets()
+        binned, edges = np.histogram(np.maximum(lows, 1), bins=LOG_BINS, weights=counts)
         keep = np.flatnonzero(binned)
         out[tier] = (edges[keep].tolist(), binned[keep].astype(int).tolist())
     return out
