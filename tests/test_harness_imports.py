@@ -1,8 +1,7 @@
 """The harness's import graph and its use of the dispatcher (issue 13): no import circles through harness/ or
 reports/ (imports under ``if TYPE_CHECKING:`` and inside functions included: each is still one module
 needing another), the results contract knows nothing of Locust, the harness and the reports use only the
-dispatcher's public API, and no module is over ~400 lines.  (The dispatcher's own graph: tests/test_imports.py
-on the dispatcher's branch.)"""
+dispatcher's public API, and no module is over ~400 lines.  (The dispatcher's own graph: tests/test_imports.py.)"""
 
 from __future__ import annotations
 
@@ -12,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from .importgraph import ROOT, cycles, files, graph, module_name
+
 PACKAGES = ("dispatcher", "harness", "reports")
 OURS = ("harness", "reports")
 MAX_LINES = 420  # "about 400"
@@ -20,79 +20,9 @@ MAX_LINES = 420  # "about 400"
 TOO_BIG_ALLOWED = {"harness/bench.py": "owned by the dispatcher/bench branch (issue 13's speed work), split there"}
 
 
-#: Files of other branches of issues 13/14 that still reach inside the dispatcher here (LEAD: empty this once
-#: they are merged; each must then pass).
 #: Modules that may hold a transport's ``core``: the benchmark measures the sans-I/O core itself
 #: (``dispatcher.Dispatcher``, public) against bare msgpack, with no runtime in between.
 CORE_ALLOWED = {"harness/bench.py"}
-
-
-def _name(path: Path) -> str:
-    return ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
-
-
-def _files(*packages: str) -> list[Path]:
-    return sorted(p for pkg in packages for p in (ROOT / pkg).rglob("*.py"))
-
-
-def _imports(path: Path, modules: set[str]) -> set[str]:
-    """The modules of ``modules`` that ``path`` imports anywhere in it (``from pkg import sub`` counts as
-    ``pkg.sub`` when that is a module, else as ``pkg``)."""
-    me = _name(path)
-    pkg = me if path.name == "__init__.py" else me.rsplit(".", 1)[0]
-    out: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            out.update(a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            parts = pkg.split(".")
-            base = parts[: len(parts) - node.level + 1] if node.level else []
-            target = ".".join(base + ([node.module] if node.module else []))
-            for a in node.names:
-                sub = f"{target}.{a.name}"
-                out.add(sub if sub in modules else target)
-    return {m for m in out if m in modules and m != me}
-
-
-def graph(*packages: str) -> dict[str, set[str]]:
-    files = _files(*packages)
-    modules = {_name(p) for p in files}
-    return {_name(p): _imports(p, modules) for p in files}
-
-
-def cycles(g: dict[str, set[str]]) -> list[list[str]]:
-    """Strongly connected components of more than one module (Tarjan)."""
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    stack: list[str] = []
-    on: set[str] = set()
-    found: list[list[str]] = []
-
-    def visit(v: str) -> None:
-        index[v] = low[v] = len(index)
-        stack.append(v)
-        on.add(v)
-        for w in sorted(g.get(v, ())):
-            if w not in index:
-                visit(w)
-                low[v] = min(low[v], low[w])
-            elif w in on:
-                low[v] = min(low[v], index[w])
-        if low[v] == index[v]:
-            comp = []
-            while True:
-                w = stack.pop()
-                on.discard(w)
-                comp.append(w)
-                if w == v:
-                    break
-            if len(comp) > 1:
-                found.append(sorted(comp))
-
-    for v in sorted(g):
-        if v not in index:
-            visit(v)
-    return found
 
 
 @pytest.mark.parametrize(("g", "want"), [
@@ -121,7 +51,7 @@ def test_no_import_circle_goes_through_the_harness_or_the_reports() -> None:
 def test_the_results_contract_and_the_gate_know_nothing_of_locust(module: str) -> None:
     """Locust-free modules, as far as any import reaches (the gate and the reports read results.json only)."""
     g = graph(*PACKAGES)
-    seen, todo = set(), [_name(ROOT / module)]
+    seen, todo = set(), [module_name(ROOT / module)]
     while todo:
         m = todo.pop()
         if m not in seen:
@@ -143,7 +73,7 @@ def _dispatcher_names(tree: ast.AST) -> set[str]:
     return out
 
 
-@pytest.mark.parametrize("path", _files(*OURS), ids=lambda p: str(p.relative_to(ROOT)))
+@pytest.mark.parametrize("path", files(*OURS), ids=lambda p: str(p.relative_to(ROOT)))
 def test_harness_and_reports_use_only_the_dispatchers_public_api(path: Path) -> None:
     """Nothing private (``_name``) imported from ``dispatcher``; no ``.core``/``._x`` reached through a
     dispatcher object (grep-style: the names a ``Transport`` is usually held by)."""
@@ -164,7 +94,7 @@ def test_harness_and_reports_use_only_the_dispatchers_public_api(path: Path) -> 
 
 
 def test_no_harness_or_reports_module_is_over_about_400_lines() -> None:
-    big = {str(p.relative_to(ROOT)): n for p in _files(*OURS)
+    big = {str(p.relative_to(ROOT)): n for p in files(*OURS)
            if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert {k: n for k, n in big.items() if k not in TOO_BIG_ALLOWED} == {}
     assert set(TOO_BIG_ALLOWED) <= set(big), "an allowed module is small now: drop it from TOO_BIG_ALLOWED"
