@@ -47,7 +47,12 @@ class RoleImpl:
         return True
 
     def lost(self, c: Connection, now: float) -> None:
-        raise NotImplementedError
+        """The connection under ``c`` is gone: ``c`` waits, detached, for a resume (the roles add what follows)."""
+        core = self.core
+        c.enter(State.DETACHED, core.limits)
+        core.stats.count("disconnects")
+        core._tick_at.pop(c.key, None)
+        core._dirty.pop(c.key, None)
 
     def latency(self, wire_id: int, meta: Meta, now: float) -> None:
         """Record a delivered envelope's one-way latency (a client, on the server's clock)."""
@@ -204,11 +209,8 @@ class ServerRole(RoleImpl):
         c.watchdog = core._schedule(min(wake), self.watchdog, c)
 
     def lost(self, c: Connection, now: float) -> None:
+        super().lost(c, now)
         core = self.core
-        c.enter(State.DETACHED, core.limits)
-        core.stats.count("disconnects")
-        core._tick_at.pop(c.key, None)
-        core._dirty.pop(c.key, None)
         del core._sessions[c.key]  # the player's entry in _players keeps it for a resume
         Timers.cancel(c.watchdog)
         c.watchdog = core._schedule(now + core.resume_grace, self._detached_expired, c)
@@ -296,10 +298,3 @@ class ClientRole(RoleImpl):
             self.core._push(c, encode_control(Ping(now)), 0, now)
         if not c.closed:
             self.ping_timer = self.core._schedule(now + self._ping_interval(), self._ping, c)
-
-    def lost(self, c: Connection, now: float) -> None:
-        core = self.core
-        c.enter(State.DETACHED, core.limits)
-        core.stats.count("disconnects")
-        core._tick_at.pop(c.key, None)
-        core._dirty.pop(c.key, None)
