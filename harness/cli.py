@@ -7,7 +7,7 @@ import io
 import sys
 from collections.abc import Callable
 
-from .args import Parser, fail, plain, port, version
+from .args import fail, plain, version
 
 COMMANDS = {
     "serve": "run the game server on TCP",
@@ -25,13 +25,6 @@ def _usage() -> str:
     lines = [f"usage: netharness {{{','.join(COMMANDS)}}} [options]", "       netharness --version", ""]
     lines += [f"  {cmd:<7} {what} (netharness {cmd} --help)" for cmd, what in COMMANDS.items()]
     return "\n".join(lines)
-
-
-def _check_serve_port(rest: list[str]) -> None:
-    """serve --port out of range is one line and exit 2 (the port type is harness.args.port)."""
-    ap = Parser(prog="netharness serve", add_help=False)
-    ap.add_argument("--port", type=port)
-    ap.parse_known_args(rest)  # exits 2 with one line on a bad port
 
 
 def _command(cmd: str) -> Callable[[list[str]], int] | None:
@@ -98,8 +91,6 @@ def main(argv: list[str] | None = None) -> int:
         return fail("netharness", f"unknown command {cmd!r}; commands: {', '.join(COMMANDS)}")
     if "-h" in rest or "--help" in rest:
         return _plain_help(run, rest)
-    if cmd == "serve":
-        _check_serve_port(rest)
     if cmd == "fuzz" and "--soak" in rest:  # `fuzz --soak` is the soak (here: soak imports fuzz's helpers)
         return _command("soak")([a for a in rest if a != "--soak"])  # type: ignore[misc]
     return run(rest)

@@ -80,6 +80,17 @@ class Run:
         return "".join(self.err)
 
 
+def _stop(proc: subprocess.Popen[str], timeout: float = 20) -> None:
+    """SIGTERM (the process writes its results), SIGKILL if it does not exit in ``timeout``."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def _rows(directory: Path, stem: str) -> list[list[str]]:
     return [row for f in sorted(directory.glob(f"{stem}-*.csv")) for row in csv.reader(f.open())]
 
@@ -165,13 +176,7 @@ def _servers(port: int) -> Iterator[Callable[[], subprocess.Popen[str]]]:
         yield start
     finally:
         for p in started:
-            if p.poll() is None:
-                p.terminate()
-                try:
-                    p.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+            _stop(p)
 
 
 def _killed_server_run(tmp_path: Path, restart_after: float | None) -> tuple[Run, int, dict[str, Any]]:
@@ -270,12 +275,7 @@ def test_two_web_ui_swarms_give_two_results_matching_locust(tmp_path: Path) -> N
         assert runs[1]["report"] == str(tmp_path / "swarm-2" / "report.html")
         assert "netharness report: skills" in _http(f"{base}/netharness/report")
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(proc, timeout=30)
 
 
 def _report_or_404(url: str) -> str:
