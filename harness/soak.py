@@ -69,38 +69,35 @@ def _send(raw: Raw, data: bytes, n: int, st: Stats) -> bool:
     return ok
 
 
-def tier_claim(address: tuple[str, int], secret: str, end: float, st: Stats) -> None:
-    """(1) 8 kB snapshot requests claiming CRITICAL at 400/s."""
+def _bursts(address: tuple[str, int], secret: str, end: float, st: Stats, *, player: int, n: int, pause: float,
+            frame: Callable[[int], bytes]) -> None:
+    """Log in as ``player`` and send ``n`` frames (``frame(seq)``) every ``pause`` seconds until ``end``; log in
+    again whenever the server closes the connection."""
     seq = 0
     while time.monotonic() < end:
-        raw = _logged_in(address, secret, 101, st)
+        raw = _logged_in(address, secret, player, st)
         if raw is None:
             continue
         g = _drain(raw)
         while time.monotonic() < end and not g.dead:
-            burst = b"".join(envelope(SNAPSHOT, {"version": 1}, s, qos=0, bits=REQ) for s in range(seq + 1, seq + 5))
-            seq += 4
-            if not _send(raw, burst, 4, st):
+            burst = b"".join(frame(s) for s in range(seq + 1, seq + n + 1))
+            seq += n
+            if not _send(raw, burst, n, st):
                 break
-            gevent.sleep(0.01)
+            gevent.sleep(pause)
         raw.close()
+
+
+def tier_claim(address: tuple[str, int], secret: str, end: float, st: Stats) -> None:
+    """(1) 8 kB snapshot requests claiming CRITICAL at 400/s."""
+    _bursts(address, secret, end, st, player=101, n=4, pause=0.01,
+            frame=lambda s: envelope(SNAPSHOT, {"version": 1}, s, qos=0, bits=REQ))
 
 
 def retransmit(address: tuple[str, int], secret: str, end: float, st: Stats) -> None:
     """(2) bursts of 3,000 requests with the retransmit bit, one a second."""
-    seq = 0
-    while time.monotonic() < end:
-        raw = _logged_in(address, secret, 102, st)
-        if raw is None:
-            continue
-        g = _drain(raw)
-        while time.monotonic() < end and not g.dead:
-            burst = b"".join(envelope(ATTRS, None, s, bits=REQ | Bits.RETRANSMIT) for s in range(seq + 1, seq + 3001))
-            seq += 3000
-            if not _send(raw, burst, 3000, st):
-                break
-            gevent.sleep(1.0)
-        raw.close()
+    _bursts(address, secret, end, st, player=102, n=3000, pause=1.0,
+            frame=lambda s: envelope(ATTRS, None, s, bits=REQ | Bits.RETRANSMIT))
 
 
 def _flood_preauth(frame: bytes, count: int) -> Callable[[tuple[str, int], str, float, Stats], None]:
