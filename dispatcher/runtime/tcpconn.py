@@ -35,7 +35,7 @@ _FAIR_WINDOW = 0.1
 
 
 class Owner(Protocol):
-    """What a connection needs of its runtime (``tcp._Base``)."""
+    """What a connection needs of its runtime (``tcpbase.TcpBase``)."""
 
     core: Dispatcher
     _conns: dict[Hashable, Conn]

@@ -1,0 +1,114 @@
+"""The TCP client runtime: one player's connection; reconnects with jittered backoff and resumes."""
+
+from __future__ import annotations
+
+import random
+
+import gevent
+import gevent.socket
+
+from ..core import SERVER_PEER, Dispatcher
+from ..errors import ConnectionClosed, RemoteProtocolError
+from .tcpbase import TcpBase
+from .tcpconn import Conn
+
+__all__ = ["TcpClientRuntime"]
+
+
+class TcpClientRuntime(TcpBase):
+    """One player's connection to ``address``; reconnects and resumes when it drops."""
+
+    def __init__(self, core: Dispatcher, address: tuple[str, int], *, connect_timeout: float = 5.0,
+                 reconnect: bool = True, reconnect_timeout: float = 30.0,
+                 backoff: tuple[float, float] = (0.05, 2.0)) -> None:
+        super().__init__(core)
+        self.address = address
+        self.connect_timeout = connect_timeout
+        self.reconnect = reconnect
+        self.reconnect_timeout = reconnect_timeout
+        self.backoff = backoff
+        self.reconnects = 0
+        self._rng = random.Random()
+        self._reconnecting: gevent.Greenlet | None = None
+        try:
+            sock = self._dial()
+        except OSError as e:
+            self.closed = True
+            self._timer.kill()
+            raise ConnectionClosed("connect_failed", f"cannot connect to {address[0]}:{address[1]}: "
+                                   f"{e.strerror or e}") from None
+        core.open_session(self.now())
+        self._start(sock)
+        s = core.session()
+        deadline = self.now() + connect_timeout
+        while s.handshaking and self.now() < deadline:
+            gevent.sleep(0.001)
+        if not s.open:
+            self.close()
+            if s.handshaking:
+                raise ConnectionClosed("handshake_timeout", f"no WELCOME from {address[0]}:{address[1]} "
+                                       f"within {connect_timeout:g}s")
+            raise RemoteProtocolError(f"the server refused the connection: {s.close_code}: {s.close_message}",
+                                      code=s.close_code or "handshake")
+
+    def _dial(self) -> gevent.socket.socket:
+        return gevent.socket.create_connection(self.address, timeout=self.connect_timeout)
+
+    def _start(self, sock: gevent.socket.socket) -> None:
+        sock.settimeout(None)
+        conn = Conn(self, sock, SERVER_PEER)
+        self.flush()
+        gevent.spawn(conn.read_loop)
+
+    def _connection_done(self, conn: Conn) -> None:
+        if self._conns.get(conn.key) is conn:
+            del self._conns[conn.key]
+        s = self.core.session()
+        if self.closed or s.closed:
+            return
+        self.core.connection_lost(self.now())
+        if self.reconnect and self._reconnecting is None:
+            self._reconnecting = gevent.spawn(self._reconnect_loop)
+
+    def _reconnect_loop(self) -> None:
+        lo, hi = self.backoff
+        give_up = self.now() + self.reconnect_timeout
+        attempt = 0
+        try:
+            while not self.closed and self.now() < give_up:
+                gevent.sleep(min(hi, lo * 2**attempt) * self._rng.uniform(0.5, 1.5))
+                attempt += 1
+                try:
+                    sock = self._dial()
+                except OSError:
+                    continue
+                self.reconnects += 1
+                self.core.reopen(self.now())
+                self._start(sock)
+                return
+            if not self.closed:
+                self.core.close_session(SERVER_PEER, "reconnect_failed",
+                                        f"could not reconnect to {self.address[0]}:{self.address[1]} "
+                                        f"within {self.reconnect_timeout:g}s", notify=False)
+        finally:
+            self._reconnecting = None
+
+    def drop(self) -> None:
+        """Kill the socket as a network fault would (no CLOSE): the client reconnects and resumes."""
+        conn = self._conns.get(SERVER_PEER)
+        if conn is not None:
+            conn.kill()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        conn = self._conns.get(SERVER_PEER)
+        if conn is not None:
+            self.flush()
+            conn.join(timeout=1.0)  # the CLOSE the transport queued
+        self.closed = True
+        if self._reconnecting is not None:
+            self._reconnecting.kill()
+        if conn is not None:
+            conn.kill()
+        self._timer_wake.set()
