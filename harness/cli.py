@@ -7,7 +7,7 @@ import io
 import sys
 from collections.abc import Callable
 
-from .args import fail, plain, version
+from harness.args import fail, plain, version
 
 COMMANDS = {
     "serve": "run the game server on TCP",
@@ -29,11 +29,11 @@ def _usage() -> str:
 
 def _command(cmd: str) -> Callable[[list[str]], int] | None:
     if cmd == "serve":
-        from .serve import main as serve
+        from harness.game.serve import main as serve
 
         return serve
     if cmd == "gate":
-        from .gate import main as gate
+        from harness.gate.gatecmd import main as gate
 
         return gate
     if cmd == "report":
@@ -41,23 +41,23 @@ def _command(cmd: str) -> Callable[[list[str]], int] | None:
 
         return report
     if cmd == "lint":
-        from .lint import main as lint
+        from harness.tools.lint import main as lint
 
         return lint
     if cmd == "replay":
-        from .replaycmd import main as replay
+        from harness.tools.replaycmd import main as replay
 
         return replay
     if cmd == "bench":
-        from .bench import main as bench
+        from harness.bench.main import main as bench
 
         return bench
     if cmd == "fuzz":
-        from .fuzz import main as fuzz
+        from harness.attack.fuzz import main as fuzz
 
         return fuzz
     if cmd == "soak":
-        from .soak import main as soak
+        from harness.attack.soak import main as soak
 
         return soak
     return None

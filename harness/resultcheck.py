@@ -8,8 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from dispatcher.histogram import Histogram, HistogramError
-
-from .results import ResultsError
+from harness.results import ResultsError
 
 __all__ = ["check_results"]
 

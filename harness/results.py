@@ -11,7 +11,7 @@ report sum it by tier or by name); connections (reconnects, resumes); and, once 
 is the one reader: a malformed, truncated or unknown file gets one clear error naming the file and what is
 wrong.
 
-This module knows nothing of Locust: ``harness.runresults.build_results`` fills the contract from a Locust
+This module knows nothing of Locust: ``harness.runner.runresults.build_results`` fills the contract from a Locust
 run, and the gate and the reports read it with ``load_results``.
 """
 
@@ -28,7 +28,7 @@ from dispatcher.histogram import Histogram, merged
 from dispatcher.stats import format_us, text_table
 
 if TYPE_CHECKING:
-    from .scenario import Scenario
+    from harness.runner.scenario import Scenario
 
 __all__ = ["FORMAT", "VERSION", "ResultsError", "calm_vs_flood_lines", "clock_meta", "dropped_rows", "format_table",
            "git_commit", "iso_time", "load_results", "phase_summary", "swarm_path", "write_latency_csv",

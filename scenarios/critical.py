@@ -3,11 +3,11 @@
     locust -f scenarios/critical.py --headless -u 50 -r 25 -t 20s            # embedded game server
     locust -f scenarios/critical.py --host tcp://127.0.0.1:7777 --netharness-secret S   # a running one
 
-Parameters (--param KEY=VALUE): see harness/library.py.
+Parameters (--param KEY=VALUE): see harness/runner/library.py.
 """
 
-from harness.library import CRITICAL
-from harness.users import ScenarioUser
+from harness.runner.library import CRITICAL
+from harness.runner.users import ScenarioUser
 
 
 class CriticalPlayer(ScenarioUser):

@@ -6,11 +6,11 @@ saturate the link while skill use goes on. results.json has both phases' CRITICA
     locust -f scenarios/mixed.py --headless -u 50 -r 25 -t 20s            # embedded game server
     locust -f scenarios/mixed.py --host tcp://127.0.0.1:7777 --netharness-secret S   # a running one
 
-Parameters (--param KEY=VALUE): see harness/library.py.
+Parameters (--param KEY=VALUE): see harness/runner/library.py.
 """
 
-from harness.library import MIXED
-from harness.users import ScenarioUser
+from harness.runner.library import MIXED
+from harness.runner.users import ScenarioUser
 
 
 class MixedPlayer(ScenarioUser):

@@ -7,7 +7,7 @@ Each user becomes one captured player (same player id) and sends that player's i
 the capture did (scaled); use as many users as the capture has players.
 """
 
-from harness.users import ReplayUser
+from harness.runner.users import ReplayUser
 
 
 class ReplayPlayer(ReplayUser):

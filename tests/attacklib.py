@@ -1,7 +1,7 @@
 """Helpers of the attack suite (``test_attacks.py``): a real ``netharness serve`` per test, RSS sampling,
 reading what a server answers, and the honest-player check run after every attack.
 
-The protocol itself (login, frame builders, the server subprocess) is in ``harness.attacker``, shared
+The protocol itself (login, frame builders, the server subprocess) is in ``harness.attack.attacker``, shared
 with ``netharness fuzz``: one place to follow a wire or handshake change.
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 import gevent
 
 from dispatcher.wire import Close, EnvelopeFrame, Nack
-from harness.attacker import Raw, ServerProc, honest_player, honest_request
+from harness.attack.attacker import Raw, ServerProc, honest_player, honest_request
 
 SECRET = "attack-suite-secret"
 

@@ -19,7 +19,7 @@ import pytest
 
 from dispatcher.envelope import QoS
 from dispatcher.wire import PROTOCOL_VERSION, Bits, Close, Welcome
-from harness.attacker import REG, Raw, ServerProc, chunk, envelope, nack, packed, ping
+from harness.attack.attacker import REG, Raw, ServerProc, chunk, envelope, nack, packed, ping
 
 from .attacklib import (
     SECRET,

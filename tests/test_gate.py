@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from dispatcher.histogram import Histogram
-from harness.abort import should_abort
-from harness.gate import main as gate_main
-from harness.thresholds import ThresholdError, evaluate, parse_thresholds
+from harness.gate.abort import should_abort
+from harness.gate.gatecmd import main as gate_main
+from harness.gate.thresholds import ThresholdError, evaluate, parse_thresholds
 
 ROOT = Path(__file__).resolve().parents[1]
 

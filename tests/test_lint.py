@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.lint import DEFAULT_REGISTRY, DEFAULT_SOURCES, Finding, lint, scan_sources
-from harness.lint import main as lint_main
+from harness.tools.lint import DEFAULT_REGISTRY, DEFAULT_SOURCES, Finding, lint, scan_sources
+from harness.tools.lint import main as lint_main
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVICES, LIBRARY = (str(p) for p in DEFAULT_SOURCES)

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from harness.library import MIXED, PARAM_HELP
-from harness.plugin import OPTIONS, list_params, options_text
-from harness.users import INTENT_SUFFIX, LOCUST_TYPES, locust_name
+from harness.runner.library import MIXED, PARAM_HELP
+from harness.runner.plugin import OPTIONS, list_params, options_text
+from harness.runner.users import INTENT_SUFFIX, LOCUST_TYPES, locust_name
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCUST = [sys.executable, "-m", "locust"]

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from harness import gate
-from harness.users import LOCUST_TYPES, locust_name
+from harness.runner.users import LOCUST_TYPES, locust_name
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCUST = [sys.executable, "-m", "locust", "--headless", "--only-summary"]

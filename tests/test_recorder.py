@@ -1,10 +1,10 @@
-"""The recorder (harness/recorder.py): samples land in the right second, and nothing piles up unfolded."""
+"""The recorder (harness/runner/recorder.py): samples land in the right second, and nothing piles up unfolded."""
 
 from __future__ import annotations
 
 import pytest
 
-from harness.recorder import FOLD_EVERY, Recorder
+from harness.runner.recorder import FOLD_EVERY, Recorder
 
 
 @pytest.mark.parametrize(("now", "second"), [(1000.0, 1000), (1000.999, 1000), (1001.0, 1001), (1234.5, 1234)])

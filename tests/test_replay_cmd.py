@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 from dispatcher.envelope import Envelope, Flags, Meta, QoS
 from dispatcher.replay import ReplayBuffer, read_entries
 from harness.game import load_registry
-from harness.replaycmd import decode_value, encode_value, export_lines, import_lines, inspect
-from harness.replaycmd import main as replay_main
+from harness.tools.replaycmd import decode_value, encode_value, export_lines, import_lines, inspect
+from harness.tools.replaycmd import main as replay_main
 
 ROOT = Path(__file__).resolve().parents[1]
 HASH = load_registry().hash

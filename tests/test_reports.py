@@ -151,7 +151,7 @@ def test_browser_test_without_chromium_skips_unless_required(tmp_path: Path, req
 
 def test_dropped_summed_by_tier_equals_dropped_summed_by_name(recorded: Path, tmp_path: Path) -> None:
     """One definition of dropped (envelopes dropped and requests refused, every reason, both sides)."""
-    from harness.thresholds import evaluate, parse_thresholds
+    from harness.gate.thresholds import evaluate, parse_thresholds
     from reports.aggregate import TIERS, dropped_by
 
     results = json.loads(recorded.read_text())

@@ -21,9 +21,9 @@ import pytest
 import dispatcher
 from harness.game import load_registry
 from harness.game.configdoc import EXAMPLE_PATH, render_config
+from harness.game.serverconfig import check_server_config, scenario_game_config, server_config
 from harness.game.services import GameConfig
-from harness.library import MIXED, SNAPSHOTS
-from harness.serverconfig import check_server_config, scenario_game_config, server_config
+from harness.runner.library import MIXED, SNAPSHOTS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -144,13 +144,13 @@ def test_mixed_players_against_serve_scenario_mixed_see_the_flood(tmp_path: Path
 
 
 def _plugin_checks_the_server() -> bool:
-    """The Locust side calls check_server_config (harness/plugin.py, which adds --accept-server-config)."""
+    """The Locust side calls check_server_config (harness/runner/plugin.py, which adds --accept-server-config)."""
     return "check_server_config" in (ROOT / "harness" / "plugin.py").read_text()
 
 
 def test_mixed_against_a_plain_server_stops_with_one_line(tmp_path: Path) -> None:
     if not _plugin_checks_the_server():
-        pytest.skip("harness/plugin.py does not call check_server_config yet (no --accept-server-config)")
+        pytest.skip("harness/runner/plugin.py does not call check_server_config yet (no --accept-server-config)")
     res = tmp_path / "results.json"
     with serve(tmp_path) as (url, _, secret, _stats):
         common = ["-f", "scenarios/mixed.py", "--host", url, "--netharness-secret", secret, "--headless", "-u", "2",

@@ -1,5 +1,5 @@
 """The web UI's QoS tab: a real ``locust`` in web-UI mode (bounded, killed by PID), its HTTP API, headless
-Chromium; and the figures behind it (``harness.qosview``) from real recorders and dispatcher stats."""
+Chromium; and the figures behind it (``harness.runner.qosview``) from real recorders and dispatcher stats."""
 
 from __future__ import annotations
 
@@ -23,10 +23,10 @@ from locust.env import Environment
 
 from dispatcher.stats import Stats
 from harness import qosview
-from harness.library import MIXED
-from harness.qosview import TIERS, QosView, _Window, encode_tiers, players_tiers
-from harness.state import State
-from harness.webui import page, tab_rows
+from harness.runner.library import MIXED
+from harness.runner.qosview import TIERS, QosView, _Window, encode_tiers, players_tiers
+from harness.runner.state import State
+from harness.runner.webui import page, tab_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 BROWSER_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
@@ -271,7 +271,7 @@ def test_players_tiers_shipped_by_workers_merge_on_the_master() -> None:
 
 def test_routes_and_the_tab_in_locusts_flask_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Locust's own web UI app (not started: its Flask test client calls it in-process)."""
-    from harness.webui import TAB_KEY, install
+    from harness.runner.webui import TAB_KEY, install
 
     monkeypatch.setattr(sys, "argv", ["locust"])  # the web UI reads its extra options from the command line
     monkeypatch.setattr(qosview, "CACHE_S", 0.0)  # each call computes afresh

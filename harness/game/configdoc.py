@@ -11,8 +11,7 @@ from typing import Any
 from dispatcher.envelope import QoS
 from dispatcher.limits import Limits
 from dispatcher.qos import SchedulerConfig
-
-from .services import GameConfig
+from harness.game.services import GameConfig
 
 __all__ = ["DOCS", "EXAMPLE_PATH", "render_config"]
 

@@ -27,8 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from dispatcher import Envelope, Transport
-
-from .schemas import ATTRIBUTES
+from harness.game.schemas import ATTRIBUTES
 
 __all__ = ["ConfigError", "Game", "GameConfig"]
 

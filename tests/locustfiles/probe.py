@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness.library import SKILLS_SCENARIO
-from harness.users import ScenarioUser
+from harness.runner.library import SKILLS_SCENARIO
+from harness.runner.users import ScenarioUser
 
 _rows: list[tuple[float, float]] = []
 

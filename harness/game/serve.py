@@ -24,15 +24,14 @@ import numpy as np
 
 import dispatcher
 from dispatcher.histogram import Histogram
-
-from .args import Parser, fail
-from .args import port as port_type
-from .game import load_registry
-from .game.configdoc import render_config
-from .game.schemas import SCHEMAS
-from .game.services import ConfigError, Game, GameConfig
-from .scenario import ScenarioError
-from .serverconfig import SCENARIOS, scenario_game_config
+from harness.args import Parser, fail
+from harness.args import port as port_type
+from harness.game import load_registry
+from harness.game.configdoc import render_config
+from harness.game.schemas import SCHEMAS
+from harness.game.serverconfig import SCENARIOS, scenario_game_config
+from harness.game.services import ConfigError, Game, GameConfig
+from harness.runner.scenario import ScenarioError
 
 SECRET_ENV = "NETHARNESS_SECRET"
 CAPTURE_LIMIT = 1_000_000  # envelopes per channel the server capture keeps

@@ -10,17 +10,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dispatcher.stats import merge_snapshots
-
-from .gate import apply, verdict_table
-from .results import format_table, swarm_path, write_latency_csv, write_results
-from .runresults import build_results
-from .state import merge_clocks
+from harness.gate.gatecmd import apply, verdict_table
+from harness.results import format_table, swarm_path, write_latency_csv, write_results
+from harness.runner.runresults import build_results
+from harness.runner.state import merge_clocks
 
 if TYPE_CHECKING:
     from locust.env import Environment
     from locust.runners import MasterRunner
 
-    from .state import State
+    from harness.runner.state import State
 
 __all__ = ["await_final_reports", "finish_or_fail", "merge_clocks", "write_samples"]
 

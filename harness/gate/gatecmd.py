@@ -18,11 +18,10 @@ from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
 from dispatcher.stats import text_table
-
-from .args import CliError, Parser, fail
-from .resultcheck import check_results
-from .results import ResultsError, load_results
-from .thresholds import Threshold, ThresholdError, Verdict, evaluate, load_thresholds
+from harness.args import CliError, Parser, fail
+from harness.gate.thresholds import Threshold, ThresholdError, Verdict, evaluate, load_thresholds
+from harness.resultcheck import check_results
+from harness.results import ResultsError, load_results
 
 __all__ = ["apply", "check_phases", "junit_xml", "main", "phases_of", "verdict_table"]
 
@@ -72,7 +71,7 @@ def check_phases(thresholds: list[Threshold], phases: list[str], where: str = "t
 
 
 def _registry_names() -> tuple[str, ...]:
-    from .game import load_registry
+    from harness.game import load_registry
 
     return load_registry().names
 

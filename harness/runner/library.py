@@ -10,8 +10,8 @@ import math
 import random
 from typing import Any
 
-from .game.schemas import ATTRIBUTES, SKILLS
-from .scenario import Action, Params, Phase, Scenario
+from harness.game.schemas import ATTRIBUTES, SKILLS
+from harness.runner.scenario import Action, Params, Phase, Scenario
 
 __all__ = ["CRITICAL", "DELTAS", "MIXED", "PARAM_HELP", "SKILLS_SCENARIO", "SNAPSHOTS"]
 

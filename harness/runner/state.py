@@ -1,7 +1,7 @@
 """What one Locust process of the harness holds (``State``, kept on the environment as
 ``environment.netharness``), and the target server it drives.
 
-Nothing here registers a Locust listener or touches Locust's modules: ``harness.plugin`` does the wiring in
+Nothing here registers a Locust listener or touches Locust's modules: ``harness.runner.plugin`` does the wiring in
 Locust's init hooks; users, the web UI and the end of the run read and fill this state.
 """
 
@@ -17,16 +17,15 @@ from urllib.parse import urlparse
 import dispatcher
 from dispatcher.replay import ReplayBuffer, read_entries
 from dispatcher.stats import merge_snapshots
-
-from .game import load_registry
-from .recorder import Recorder
+from harness.game import load_registry
+from harness.runner.recorder import Recorder
 
 if TYPE_CHECKING:
     from locust.env import Environment
 
-    from .embedded import EmbeddedServer
-    from .scenario import Scenario
-    from .thresholds import Threshold
+    from harness.game.embedded import EmbeddedServer
+    from harness.gate.thresholds import Threshold
+    from harness.runner.scenario import Scenario
 
 __all__ = ["ATTR", "State", "Target", "fail_fast", "merge_clocks", "parse_host", "secret_of", "state"]
 

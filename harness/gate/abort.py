@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .thresholds import Threshold, Verdict, evaluate
+from harness.gate.thresholds import Threshold, Verdict, evaluate
 
 __all__ = ["Abort", "can_no_longer_pass", "should_abort"]
 

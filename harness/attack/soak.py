@@ -25,9 +25,8 @@ from typing import Any
 import gevent
 
 from dispatcher.wire import Bits
-
-from .attacker import Raw, ServerProc, chunk, envelope, packed, ping
-from .fuzz import ArgError, Honest, RssSampler, _Parser, percentiles
+from harness.attack.attacker import Raw, ServerProc, chunk, envelope, packed, ping
+from harness.attack.fuzz import ArgError, Honest, RssSampler, _Parser, percentiles
 
 __all__ = ["ATTACKS", "main"]
 

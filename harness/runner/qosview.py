@@ -1,4 +1,4 @@
-"""The figures of the web UI's QoS view (``harness.webui``), computed from one Locust process's ``State``.
+"""The figures of the web UI's QoS view (``harness.runner.webui``), computed from one Locust process's ``State``.
 
 Per QoS tier: latency as the players measure it (the harness's histograms, microseconds; on a master the
 workers' merged) and the scheduling figures of the dispatchers' queues (saturation over the last
@@ -27,7 +27,7 @@ from dispatcher import QoS
 from dispatcher.histogram import Histogram
 
 if TYPE_CHECKING:
-    from .state import State
+    from harness.runner.state import State
 
 __all__ = ["TIERS", "WINDOW_S", "QosView", "encode_tiers", "players_tiers"]
 

@@ -2,14 +2,14 @@
 
 Importing this module (the users do) adds two listeners to ``locust.events``, as Locust plugins do: one adds
 the harness's command-line options, the other (Locust's ``init`` event) configures everything else for that
-environment: Locust's sub-millisecond statistics (``harness.locust_patches``), the harness ``State`` (kept
+environment: Locust's sub-millisecond statistics (``harness.runner.locust_patches``), the harness ``State`` (kept
 on the environment as ``environment.netharness``), the per-run listeners, the web UI's QoS tab and the
 embedded server.  Nothing is patched or started at import.
 
 A headless run writes its results when Locust quits and prints the harness's microsecond table after
 Locust's own final tables; with the web UI, each swarm (start -> stop) gets its own results directory and
 report, written at ``test_stop``, and the recorder starts over with every swarm and whenever Locust's stats
-are reset.  ``abort_on_fail`` thresholds are checked about once a second during a run (``harness.abort``).
+are reset.  ``abort_on_fail`` thresholds are checked about once a second during a run (``harness.gate.abort``).
 """
 
 from __future__ import annotations
@@ -25,18 +25,17 @@ from locust.runners import MasterRunner, WorkerRunner
 
 import dispatcher
 from dispatcher.replay import ReplayBuffer, ReplayFileError, read_entries
-
-from . import webui
-from .abort import should_abort
-from .embedded import EmbeddedServer, EmbeddedServerError
-from .gate import check_phases
-from .locust_patches import install as install_patches
-from .runend import await_final_reports, finish_or_fail, write_samples
-from .runresults import build_results
-from .scenario import Scenario, ScenarioError, parse_params
-from .serverconfig import check_server_config, server_config
-from .state import State, Target, fail_fast, state
-from .thresholds import ThresholdError, load_thresholds
+from harness.game.embedded import EmbeddedServer, EmbeddedServerError
+from harness.game.serverconfig import check_server_config, server_config
+from harness.gate.abort import should_abort
+from harness.gate.gatecmd import check_phases
+from harness.gate.thresholds import ThresholdError, load_thresholds
+from harness.runner import webui
+from harness.runner.locust_patches import install as install_patches
+from harness.runner.runend import await_final_reports, finish_or_fail, write_samples
+from harness.runner.runresults import build_results
+from harness.runner.scenario import Scenario, ScenarioError, parse_params
+from harness.runner.state import State, Target, fail_fast, state
 
 __all__ = ["ABORT_EVERY_S", "OPTIONS", "State", "list_params", "options_text", "probe", "scenario_of", "state"]
 
@@ -135,7 +134,7 @@ def _options(parser: Any) -> None:
 
 @events.init.add_listener
 def _init(environment: Environment, **_: Any) -> None:
-    install_patches()  # Locust's statistics at sub-millisecond resolution (harness/locust_patches.py)
+    install_patches()  # Locust's statistics at sub-millisecond resolution (harness/runner/locust_patches.py)
     st = state(environment)
     opts = environment.parsed_options
     st.scenario = scenario_of(environment)

@@ -12,13 +12,12 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from dispatcher.histogram import Histogram
-
-from .results import FORMAT, VERSION, clock_meta, dropped_rows, git_commit, iso_time, phase_summary
+from harness.results import FORMAT, VERSION, clock_meta, dropped_rows, git_commit, iso_time, phase_summary
 
 if TYPE_CHECKING:
     from locust.env import Environment
 
-    from .state import State
+    from harness.runner.state import State
 
 __all__ = ["build_results"]
 

@@ -43,17 +43,16 @@ from xml.sax.saxutils import escape, quoteattr
 from dispatcher import ChannelRegistry
 from dispatcher.envelope import TIER_ALIASES, QoS
 from dispatcher.errors import RegistryError
-
-from .args import Parser, fail
-from .lintscan import LintError, Use, scan_sources
+from harness.args import Parser, fail
+from harness.tools.lintscan import LintError, Use, scan_sources
 
 __all__ = ["RULES", "Finding", "LintError", "Use", "junit_xml", "lint", "main", "scan_sources", "write_lock"]
 
 RULES = ("registry", "alias", "schema", "source", "instrumented", "lock")
-GAME = Path(__file__).resolve().parent
-DEFAULT_REGISTRY = GAME / "game" / "registry.toml"
+HARNESS = Path(__file__).resolve().parents[1]
+DEFAULT_REGISTRY = HARNESS / "game" / "registry.toml"
 DEFAULT_SCHEMAS = "harness.game.schemas"
-DEFAULT_SOURCES = (GAME / "game" / "services.py", GAME / "library.py")
+DEFAULT_SOURCES = (HARNESS / "game" / "services.py", HARNESS / "runner" / "library.py")
 SENDS = ("intent", "request", "Action")
 _LAST = re.compile(r"^[A-Z][A-Za-z0-9]*$")
 _RESPONSE = "#response"

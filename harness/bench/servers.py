@@ -1,4 +1,4 @@
-"""Trivial servers the load-generation benchmark compares against (``python -m harness.benchservers KIND``).
+"""Trivial servers the load-generation benchmark compares against (``python -m harness.bench.servers KIND``).
 
 * ``bare``: msgpack over TCP, length-free: each request is one msgpack array ``[seq, payload]``, answered
   with ``[seq, "ok"]``.  No dispatcher: the floor of "a Python load generator on a socket".

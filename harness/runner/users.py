@@ -18,7 +18,7 @@ Delivery audit: every intent and request sent is counted (``sent``); a reliable 
 request never answered by the time the user stops (after ``LOST_GRACE`` seconds of waiting for them) is
 ``lost``, and fired to Locust as a failure.
 
-``ScenarioUser`` plays a ``harness.scenario.Scenario`` timeline; a send that starts more than the scenario's
+``ScenarioUser`` plays a ``harness.runner.scenario.Scenario`` timeline; a send that starts more than the scenario's
 ``behind_after`` after its intended time (measured after the wait) is counted ``behind`` (sends that start
 once Locust began stopping the users are not judged: the run's own shutdown held them up).
 """
@@ -35,12 +35,11 @@ from locust import User, task
 
 import dispatcher
 from dispatcher import Envelope, Meta, QoS
-
-from . import plugin  # noqa: F401  (Locust loads the harness's listeners with the users)
-from .game.schemas import SCHEMAS
-from .recorder import Entry
-from .scenario import BEHIND_AFTER, Action, Scenario
-from .state import state
+from harness.game.schemas import SCHEMAS
+from harness.runner import plugin  # noqa: F401  (Locust loads the harness's listeners with the users)
+from harness.runner.recorder import Entry
+from harness.runner.scenario import BEHIND_AFTER, Action, Scenario
+from harness.runner.state import state
 
 __all__ = ["INTENT_SUFFIX", "LOCUST_TYPES", "LOST_GRACE", "DispatcherUser", "LostError", "ReplayUser",
            "ScenarioUser", "locust_name"]

@@ -36,7 +36,7 @@ Units: durations take ``us``, ``ms`` or ``s`` (a bare number is milliseconds, as
 take ``%`` (a bare number is a fraction).  Operators: ``<  <=  >  >=  ==  !=``.
 
 An expression may also be a table, to stop a run early when it fails (k6's ``abortOnFail``; see
-``harness/abort.py``)::
+``harness/gate/abort.py``)::
 
     "latency{qos:CRITICAL}" = [{threshold = "p(99) < 50ms", abort_on_fail = true, delay_abort_eval = "5s"}]
 
@@ -100,7 +100,7 @@ class Threshold:
     op: str
     value: float  # in base units: microseconds for durations, a fraction for rates and ratios, else a number
     unit: str  # 'us' | 'fraction' | 'number'
-    abort_on_fail: bool = False  # stop the run when it fails (harness/abort.py)
+    abort_on_fail: bool = False  # stop the run when it fails (harness/gate/abort.py)
     delay_abort_eval: float = 0.0  # seconds into the run before abort_on_fail is evaluated
 
 

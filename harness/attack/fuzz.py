@@ -29,8 +29,7 @@ import gevent
 import numpy as np
 
 from dispatcher.wire import PROTOCOL_VERSION, Bits, FrameType
-
-from .attacker import REG, Raw, ServerProc, chunk, honest_player, honest_request, packed, ping
+from harness.attack.attacker import REG, Raw, ServerProc, chunk, honest_player, honest_request, packed, ping
 
 __all__ = ["Mutator", "main"]
 
@@ -299,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     ap.add_argument("--json", default=None, help="also write the figures to this JSON file")
     ap.add_argument("--soak", action="store_true", help="run the soak instead (see netharness soak --help)")
-    argv = list(sys.argv[1:] if argv is None else argv)  # --soak: harness.cli runs harness.soak instead
+    argv = list(sys.argv[1:] if argv is None else argv)  # --soak: harness.cli runs harness.attack.soak instead
     try:
         args = ap.parse_args(argv)
         if args.seconds <= 0 or args.seconds > 3600:

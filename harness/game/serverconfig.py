@@ -5,7 +5,7 @@ A ``netharness serve`` tells every player its game config in the handshake (the 
 ``meta.server_config``; ``check_server_config(needs, server_info)`` is the one-line mismatch (or None) that
 stops a scenario run against a server that does not run the scenario's game (``--accept-server-config``
 runs it anyway); ``scenario_game_config(name, overrides)`` is the game config ``serve --scenario NAME``
-applies: the scenario's own, imported from ``harness.library``, never copied.
+applies: the scenario's own, imported from ``harness.runner.library``, never copied.
 """
 
 from __future__ import annotations
@@ -14,10 +14,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from dispatcher.qos import SchedulerConfig
-
-from .game.services import ConfigError, GameConfig
-from .library import CRITICAL, DELTAS, MIXED, SKILLS_SCENARIO, SNAPSHOTS
-from .scenario import Scenario, ScenarioError, parse_params
+from harness.game.services import ConfigError, GameConfig
+from harness.runner.library import CRITICAL, DELTAS, MIXED, SKILLS_SCENARIO, SNAPSHOTS
+from harness.runner.scenario import Scenario, ScenarioError, parse_params
 
 __all__ = ["SCENARIOS", "check_server_config", "scenario_game_config", "server_config"]
 

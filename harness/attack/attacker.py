@@ -46,9 +46,8 @@ from dispatcher.wire import (
     encode_control,
     encode_envelope,
 )
-
-from .game import load_registry
-from .game.schemas import SCHEMAS
+from harness.game import load_registry
+from harness.game.schemas import SCHEMAS
 
 __all__ = ["REG", "Raw", "ServerProc", "chunk", "envelope", "honest_player", "nack", "packed", "ping",
            "rss_kb"]

@@ -1,5 +1,5 @@
 """Fixes to Locust for measuring sub-millisecond latencies, installed from Locust's ``init`` event by
-``harness.plugin`` (never at import: importing this module changes nothing).
+``harness.runner.plugin`` (never at import: importing this module changes nothing).
 
 * ``bucket_response_time``: Locust keeps response times in whole-millisecond buckets below 100 ms, so its
   percentiles of loopback latencies read 0 or 1; 2 significant digits instead.

@@ -37,8 +37,7 @@ import msgpack
 from dispatcher.envelope import QoS
 from dispatcher.replay import FORMAT, VERSION, ReplayFileError, read_entries
 from dispatcher.stats import text_table
-
-from .args import CliError, Parser, fail
+from harness.args import CliError, Parser, fail
 
 __all__ = ["FIELDS", "decode_value", "encode_value", "export_lines", "import_lines", "inspect", "main"]
 

@@ -12,7 +12,7 @@ The tab uses Locust's documented extension points (``examples/extend_web_ui.py``
   (what the players queue towards the server), else "n/a" (an external server); the page shows both;
 * the scenario's current phase, CRITICAL p99 per phase (calm vs flood), and a link to the last report.
 
-The figures come from ``harness.qosview``.
+The figures come from ``harness.runner.qosview``.
 ``GET /netharness/`` is a plain server-rendered page of the same (it refreshes itself every 2 s).
 """
 
@@ -27,10 +27,10 @@ from typing import TYPE_CHECKING, Any
 from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
-from .qosview import WINDOW_S, QosView, encode_tiers, players_tiers
+from harness.runner.qosview import WINDOW_S, QosView, encode_tiers, players_tiers
 
 if TYPE_CHECKING:
-    from .state import State
+    from harness.runner.state import State
 
 __all__ = ["TAB_KEY", "install", "page", "tab_rows"]
 

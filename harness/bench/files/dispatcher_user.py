@@ -7,7 +7,7 @@ import time
 from locust import task
 
 import dispatcher
-from harness.users import DispatcherUser
+from harness.runner.users import DispatcherUser
 
 NAME = "Intent.Attributes.RequestSnapshot"
 

@@ -1,0 +1,1 @@
+"""The hostile client's toolkit: the attacker, ``netharness fuzz`` and ``netharness soak``."""

@@ -1,0 +1,192 @@
+"""The bench's rows that run real Locust processes against real servers on loopback (load generation, QoS,
+capacity, memory)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from dispatcher.histogram import Histogram, merged
+from harness.bench.rows import Row
+from harness.game.embedded import EmbeddedServer
+
+__all__ = ["rows_capacity", "rows_loadgen", "rows_memory", "rows_qos"]
+
+
+# -- rows that run real Locust processes against real servers on loopback ---------------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+BENCHFILES = Path(__file__).with_name("files")
+
+
+def _locust(locustfile: Path | str, seconds: int, users: int, *args: str, host: str | None = None,
+            env: dict[str, str] | None = None, tmp: Path) -> dict[str, Any]:
+    """Run one headless Locust process; its stats (``--json-file``) and exit code."""
+    stats = tmp / f"stats-{time.monotonic_ns()}"
+    cmd = [sys.executable, "-m", "locust", "-f", str(locustfile), "--headless", "-u", str(users), "-r", str(users),
+           "-t", f"{seconds}s", "--only-summary", "--json-file", str(stats), *args]
+    if host:
+        cmd += ["--host", host]
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=seconds + 90,
+                       env={**os.environ, **(env or {})})
+    path = stats.with_suffix(".json")
+    entries = json.loads(path.read_text()) if path.exists() else []
+    return {"rc": p.returncode, "requests": sum(e["num_requests"] for e in entries),
+            "failures": sum(e["num_failures"] for e in entries), "stderr": p.stderr[-2000:]}
+
+
+class _Server:
+    """A benchmark server process (``harness.bench.servers``) printing ``listening on HOST:PORT``."""
+
+    def __init__(self, kind: str) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "harness.bench.servers", kind], cwd=ROOT,
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        assert self.proc.stdout is not None
+        self.address = self.proc.stdout.readline().split()[-1]
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+def rows_loadgen(quick: bool) -> list[Row]:
+    """Requests/s from one Locust process: DispatcherUser vs a bare msgpack socket user vs FastHttpUser."""
+    seconds, users = (6, 20) if quick else (20, 50)
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        game = EmbeddedServer({"rate_limits": {"default": 1e9}, "scheduler": {"budget": None}})
+        bare, http = _Server("bare"), _Server("http")
+        try:
+            disp = _locust(BENCHFILES / "dispatcher_user.py", seconds, users, "--results", str(tmp / "r.json"),
+                           host=game.url, env={"NETHARNESS_SECRET": game.secret}, tmp=tmp)
+            raw = _locust(BENCHFILES / "bare_user.py", seconds, users, host=f"tcp://{bare.address}", tmp=tmp)
+            fast = _locust(BENCHFILES / "http_user.py", seconds, users, host=f"http://{http.address}", tmp=tmp)
+        finally:
+            game.stop()
+            bare.stop()
+            http.stop()
+    rps = {k: v["requests"] / seconds for k, v in (("dispatcher", disp), ("bare", raw), ("http", fast))}
+    figs = {"DispatcherUser req/s": rps["dispatcher"], "bare msgpack req/s": rps["bare"],
+            "FastHttpUser req/s": rps["http"]}
+    vs_bare = rps["dispatcher"] / rps["bare"] if rps["bare"] else 0.0
+    vs_http = rps["dispatcher"] / rps["http"] if rps["http"] else 0.0
+    note = f"{users} users, {seconds}s each, one Locust process; failures {disp['failures']}/{raw['failures']}/" \
+           f"{fast['failures']}"
+    return [Row("loadgen vs bare", figs, vs_bare, "DispatcherUser / bare", ">= 0.8", vs_bare >= 0.8, note),
+            Row("loadgen vs http", figs, vs_http, "DispatcherUser / FastHttpUser", ">= 3x", vs_http >= 3.0, note)]
+
+
+def _mixed(mode: str, calm: float, flood: float, tmp: Path) -> dict[str, Any]:
+    res = tmp / f"{mode}.json"
+    out = _locust(ROOT / "scenarios" / "mixed.py", int(calm + flood) + 1, 20, "--param", f"calm_s={calm}",
+                  "--param", f"flood_s={flood}", "--param", f"scheduler_mode={mode}", "--results", str(res),
+                  "--report-dir", str(tmp / f"report-{mode}"), tmp=tmp)
+    if not res.exists():
+        raise RuntimeError(f"the {mode} mixed run wrote no results: {out['stderr']}")
+    return dict(json.loads(res.read_text()))
+
+
+def rows_qos(quick: bool) -> list[Row]:
+    """The mixed flood through the priority scheduler vs the legacy fifo."""
+    calm, flood = (4.0, 8.0) if quick else (10.0, 20.0)
+    with tempfile.TemporaryDirectory() as d:
+        prio, fifo = _mixed("priority", calm, flood, Path(d)), _mixed("fifo", calm, flood, Path(d))
+
+    def crit(r: dict[str, Any], phase: str) -> tuple[float, float]:
+        rows = [p for p in r["phases"] if p["phase"] == phase and p["qos"] == "CRITICAL" and p["kind"] == "request"]
+        h = merged(Histogram.decode(p["hdr"]) for p in rows)
+        return float(h.percentile(50)), float(h.percentile(99))
+
+    def sat(r: dict[str, Any]) -> float:
+        t = r["dispatcher"]["server"]["tiers"]["CRITICAL"]
+        return t["saturated_ticks"] / t["ticks"] if t["ticks"] else 0.0
+
+    tick_us = 1e6 / 60
+    p_calm, p_flood, f_flood = crit(prio, "calm"), crit(prio, "flood"), crit(fifo, "flood")
+    s_prio, s_fifo = sat(prio), sat(fifo)
+    less = 1 - s_prio / s_fifo if s_fifo else 0.0
+    figs = {"priority CRITICAL p50 us": p_flood[0], "p99 us": p_flood[1], "fifo CRITICAL p50 us": f_flood[0],
+            "fifo p99 us": f_flood[1], "CRITICAL saturation priority %": 100 * s_prio, "fifo %": 100 * s_fifo}
+    extra_ticks = (p_flood[1] - p_calm[1]) / tick_us
+    return [
+        Row("qos saturation", figs, 100 * less, "% less CRITICAL saturation than fifo", ">= 99%", less >= 0.99),
+        Row("qos critical p99", {"calm p99 us": p_calm[1], "flood p99 us": p_flood[1]}, extra_ticks,
+            "flood - calm p99 (ticks)", "<= 1 tick", extra_ticks <= 1.0),
+    ]
+
+
+def rows_capacity(quick: bool) -> list[Row]:
+    """Players on one server process vs CRITICAL request p99: the largest count whose p99 holds 50 ms."""
+    steps, seconds = ([25, 50, 100], 6) if quick else ([25, 50, 100, 200, 400], 15)
+    held, figs = 0, {}
+    with tempfile.TemporaryDirectory() as d:
+        for users in steps:
+            res = Path(d) / f"{users}.json"
+            _locust(ROOT / "scenarios" / "skills.py", seconds, users, "--results", str(res), "--param",
+                    "skill_request_rate=2", tmp=Path(d))
+            if not res.exists():
+                break
+            r = json.loads(res.read_text())
+            rows = [e for e in r["entries"] if e["kind"] == "request" and e["qos"] == "CRITICAL"]
+            p99 = merged(Histogram.decode(e["latency_us"]["hdr"]) for e in rows).percentile(99)
+            figs[f"{users} players p99 us"] = float(p99)
+            if p99 > 50_000:
+                break
+            held = users
+    return [Row("capacity", figs, float(held), "players holding p99 < 50ms", "report", held > 0,
+                "players and the load generator share this machine's cores")]
+
+
+CYCLE_S = 15.0  # mixed.py's default calm (5 s) + flood (10 s)
+
+
+def rows_memory(quick: bool) -> list[Row]:
+    """Resident memory of the Locust process and of the server over a mixed run: flat after warm-up (the
+    first calm + flood cycle; then the same cycle repeats, so what still grows is a leak)."""
+    seconds = 45 if quick else 180
+    with tempfile.TemporaryDirectory() as d:
+        cmd = [sys.executable, "-m", "locust", "-f", str(ROOT / "scenarios" / "mixed.py"), "--headless", "-u", "20",
+               "-r", "20", "-t", f"{seconds}s", "--only-summary", "--results", str(Path(d) / "r.json")]
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        samples: dict[str, list[int]] = {"locust": [], "server": []}
+        t_end = time.monotonic() + seconds
+        while proc.poll() is None and time.monotonic() < t_end:
+            time.sleep(1.0)
+            samples["locust"].append(_rss(proc.pid))
+            kids = _children(proc.pid)
+            samples["server"].append(sum(_rss(k) for k in kids))
+        proc.wait(timeout=120)
+    rows = []
+    for who, rss in samples.items():
+        rss = [r for r in rss if r]
+        if len(rss) < 6:
+            rows.append(Row(f"memory {who}", {}, float("nan"), "growth %", "< 10%", False, "too few samples"))
+            continue
+        warm = rss[min(len(rss) - 1, int(CYCLE_S))]  # the end of the first calm + flood cycle
+        growth = (rss[-1] - warm) / warm
+        rows.append(Row(f"memory {who}", {"RSS after warm-up MB": warm / 1e6, "RSS at end MB": rss[-1] / 1e6},
+                        100 * growth, "growth after warm-up %", "< 10%", growth < 0.10, f"{seconds}s mixed run"))
+    return rows
+
+
+def _rss(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return 0
+    return 0
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(x) for x in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []

@@ -1,0 +1,1 @@
+"""QoS assertions: thresholds, the CI gate command, and aborting a run early."""

@@ -1,0 +1,1 @@
+"""Registry governance (``netharness lint``) and replay captures (``netharness replay``)."""
