@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from harness import gate
+from harness.gate import gatecmd as gate
 from harness.runner.users import LOCUST_TYPES, locust_name
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -145,7 +145,7 @@ def test_mixed_players_against_serve_scenario_mixed_see_the_flood(tmp_path: Path
 
 def _plugin_checks_the_server() -> bool:
     """The Locust side calls check_server_config (harness/runner/plugin.py, which adds --accept-server-config)."""
-    return "check_server_config" in (ROOT / "harness" / "plugin.py").read_text()
+    return "check_server_config" in (ROOT / "harness" / "runner" / "plugin.py").read_text()
 
 
 def test_mixed_against_a_plain_server_stops_with_one_line(tmp_path: Path) -> None:

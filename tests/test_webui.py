@@ -22,7 +22,7 @@ import pytest
 from locust.env import Environment
 
 from dispatcher.stats import Stats
-from harness import qosview
+from harness.runner import qosview
 from harness.runner.library import MIXED
 from harness.runner.qosview import TIERS, QosView, _Window, encode_tiers, players_tiers
 from harness.runner.state import State
