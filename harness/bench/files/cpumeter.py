@@ -1,9 +1,11 @@
-"""The CPU time a benchmark Locust process spends on its run, for the loadgen row's efficiency figure.
+"""What a benchmark Locust process spends on its steady state, for the loadgen row's efficiency figure.
 
-With ``NETHARNESS_BENCH_CPU=<path>`` in the environment, ``install()`` (called from a benchmark locustfile)
-writes ``{"cpu_s", "wall_s", "requests"}`` to ``path`` when the test stops: the process's CPU seconds and the
-requests Locust counted between ``test_start`` and ``test_stop`` (start-up imports and the end-of-run report
-are outside that window).  Without the variable it does nothing.
+With ``NETHARNESS_BENCH_CPU=<path>`` and ``NETHARNESS_BENCH_WINDOW=<seconds>`` in the environment,
+``install()`` (called by a benchmark locustfile) measures a window of that many seconds starting when every
+user has been spawned, and writes ``{"cpu_s", "wall_s", "requests"}`` to ``path``: the process's CPU seconds
+and the requests Locust counted in the window.  Start-up (imports, connecting) and shutdown (stopping users,
+end-of-run reports) are outside it, so it compares what load generation itself costs.  Without the variables
+it does nothing.
 """
 
 from __future__ import annotations
@@ -14,28 +16,34 @@ import time
 from pathlib import Path
 from typing import Any
 
-from locust import events
-
-__all__ = ["ENV", "install"]
+__all__ = ["ENV", "WINDOW_ENV", "install"]
 
 ENV = "NETHARNESS_BENCH_CPU"
+WINDOW_ENV = "NETHARNESS_BENCH_WINDOW"
 
 
 def install() -> None:
-    path = os.environ.get(ENV)
-    if not path:
+    path, window = os.environ.get(ENV), float(os.environ.get(WINDOW_ENV) or 0)
+    if not path or window <= 0:
         return
-    start: dict[str, float] = {}
+    import gevent  # here, not at import: the bench process imports ENV and must not load Locust or gevent
+    from locust import events
 
-    def on_start(environment: Any, **_: Any) -> None:
-        start.update(cpu=time.process_time(), wall=time.monotonic(), n=environment.stats.total.num_requests)
+    env: list[Any] = []
 
-    def on_stop(environment: Any, **_: Any) -> None:
-        if not start:
-            return
-        Path(path).write_text(json.dumps({
-            "cpu_s": time.process_time() - start["cpu"], "wall_s": time.monotonic() - start["wall"],
-            "requests": environment.stats.total.num_requests - start["n"]}))
+    def measure() -> None:
+        total = env[0].stats.total
+        cpu, wall, n = time.process_time(), time.monotonic(), total.num_requests
+        gevent.sleep(window)
+        Path(path).write_text(json.dumps({"cpu_s": time.process_time() - cpu, "wall_s": time.monotonic() - wall,
+                                          "requests": total.num_requests - n}))
 
-    events.test_start.add_listener(on_start)
-    events.test_stop.add_listener(on_stop)
+    def on_init(environment: Any, **_: Any) -> None:
+        env.append(environment)
+
+    def on_spawned(**_: Any) -> None:
+        if env:
+            gevent.spawn(measure)
+
+    events.init.add_listener(on_init)
+    events.spawning_complete.add_listener(on_spawned)
