@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.gate import gatecmd as gate
+from harness.gate.gatecmd import main as gate_main
 from harness.runner.users import LOCUST_TYPES, locust_name
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -211,7 +211,7 @@ def test_a_dead_server_loses_work_and_fails_the_run(tmp_path: Path) -> None:
     th = tmp_path / "lost.toml"
     th.write_text('[thresholds]\n"lost{name:Intent.Skills.Use}" = ["count == 0"]\n'
                   '"lost{kind:intent,qos:CRITICAL}" = ["rate == 0"]\n')
-    assert gate.main([str(tmp_path / "results.json"), "--thresholds", str(th), "--no-record"]) == 1
+    assert gate_main([str(tmp_path / "results.json"), "--thresholds", str(th), "--no-record"]) == 1
 
 
 def test_a_restarted_server_loses_no_reliable_intent(tmp_path: Path) -> None:

@@ -3,20 +3,28 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import gevent
 import gevent.socket
 
 from ..core import SERVER_PEER, Dispatcher
-from ..errors import ConnectionClosed, RemoteProtocolError
+from ..errors import ConnectionClosed, LocalProtocolError, RemoteProtocolError
+from ..promise import Promise
+from ..timers import Timers
 from .tcpbase import TcpBase
+from .tcpclientconn import ClientConn
 from .tcpconn import Conn
 
 __all__ = ["TcpClientRuntime"]
 
 
 class TcpClientRuntime(TcpBase):
-    """One player's connection to ``address``; reconnects and resumes when it drops."""
+    """One player's connection to ``address``; reconnects and resumes when it drops.
+
+    A greenlet blocked in ``promise.result()`` reads the connection itself while it waits (``ClientConn``),
+    so an answer costs no switch to a reader greenlet; the reader greenlet reads while nobody waits.
+    """
 
     def __init__(self, core: Dispatcher, address: tuple[str, int], *, connect_timeout: float = 5.0,
                  reconnect: bool = True, reconnect_timeout: float = 30.0,
@@ -30,6 +38,7 @@ class TcpClientRuntime(TcpBase):
         self.reconnects = 0
         self._rng = random.Random()
         self._reconnecting: gevent.Greenlet | None = None
+        self._conn: ClientConn | None = None
         try:
             sock = self._dial()
         except OSError as e:
@@ -56,9 +65,48 @@ class TcpClientRuntime(TcpBase):
 
     def _start(self, sock: gevent.socket.socket) -> None:
         sock.settimeout(None)
-        conn = Conn(self, sock, SERVER_PEER)
+        conn = self._conn = ClientConn(self, sock, SERVER_PEER)
         self.flush()
         gevent.spawn(conn.read_loop)
+
+    def flush(self) -> None:
+        """As ``TcpBase.flush``, for the one connection a client has."""
+        core = self.core
+        if core.take_dirty():
+            conn = self._conn
+            if conn is not None and not conn.dead:
+                conn.flush()
+        nt = core.next_timer()
+        if nt is not None and (self._timer_at is None or nt < self._timer_at):
+            self._timer_wake.set()
+
+    def wait(self, promise: Promise[Any], timeout: float | None) -> None:
+        """Block until ``promise`` settles or ``timeout`` passes, reading the connection in this greenlet
+        when nobody else is (``ClientConn.read_until``); otherwise as ``TcpBase.wait``."""
+        if promise._state:  # settled
+            return
+        conn = self._conn
+        if conn is None or not conn.can_lend():
+            super().wait(promise, timeout)
+            return
+        me = gevent.getcurrent()
+        if me is self._hub:
+            raise LocalProtocolError("Promise.result() cannot block inside the gevent hub; use and_then/catch")
+        deadline = timer = None
+        if timeout is not None:
+            deadline = self.now() + timeout
+            timer = self.core.timers.schedule(deadline, conn.deadline, me)
+            if self._timer_at is None or deadline < self._timer_at:
+                self._timer_wake.set()
+        promise._subscribe(conn.settled)
+        try:
+            conn.read_until(promise, deadline)
+        finally:
+            Timers.cancel(timer)
+        if not promise._state:  # the connection stopped being readable here: wait for what is left
+            left = None if deadline is None else deadline - self.now()
+            if left is None or left > 0:
+                super().wait(promise, left)
 
     def _connection_done(self, conn: Conn) -> None:
         if self._conns.get(conn.key) is conn:

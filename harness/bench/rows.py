@@ -138,23 +138,31 @@ def rows_recording(quick: bool) -> list[Row]:
     from harness.runner.recorder import Recorder
     from reports.render import write_report
 
-    n = 300_000 if quick else 2_000_000
-    rec = Recorder()
-    e = rec.entry("request", "CRITICAL", "Intent.Skills.Use")
-    record = e.record
-    now = time.time()
-    t0 = time.process_time()
-    for i in range(n):
-        record(0.001 + (i & 1023) * 1e-6, 0, now)
-    per = (time.process_time() - t0) / n * 1e6
-    rec.fold()
+    n, rounds = (50_000, 7) if quick else (100_000, 21)
+
+    latencies = [0.001 + (i & 1023) * 1e-6 for i in range(n)]
+
+    def per_sample() -> float:
+        """Microseconds per ``Entry.record`` call (the folds into the histograms included)."""
+        rec = Recorder()
+        record = rec.entry("request", "CRITICAL", "Intent.Skills.Use").record
+        now = time.time()
+        t0 = time.process_time()
+        for seconds in latencies:
+            record(seconds, 0, now)
+        rec.fold()
+        return (time.process_time() - t0) / n * 1e6
+
+    gc.collect()
+    per = min(per_sample() for _ in range(rounds))  # as timeit: noise only ever slows a round down
     samples = 10_000_000
     results = _synthetic_results(samples)
     with tempfile.TemporaryDirectory() as d:
         t0 = time.perf_counter()
         write_report(results, d)
         render = time.perf_counter() - t0
-    return [Row("recorder", {"us per sample": per}, per, "us per sample", "<= 0.3", per <= 0.3),
+    return [Row("recorder", {"us per sample": per}, per, "us per sample", "<= 0.3", per <= 0.3,
+                f"best of {rounds} rounds of {n:,} samples, each with its folds"),
             Row("report render", {"samples": samples, "seconds": render}, render, "seconds for 10M samples",
                 "< 10 s", render < 10.0)]
 

@@ -1,7 +1,8 @@
 """Trivial servers the load-generation benchmark compares against (``python -m harness.bench.servers KIND``).
 
 * ``bare``: msgpack over TCP, length-free: each request is one msgpack array ``[seq, payload]``, answered
-  with ``[seq, "ok"]``.  No dispatcher: the floor of "a Python load generator on a socket".
+  with ``[seq, answer]``, ``answer`` being what the game server answers ``Intent.Attributes.RequestSnapshot``
+  (the dispatcher user's request) with.  No dispatcher: the floor of "a Python load generator on a socket".
 * ``http``: a minimal HTTP/1.1 keep-alive server answering every request with a tiny body in one write
   (a WSGI server writing headers and body separately stalls 40 ms a request on Nagle + delayed ACK, which
   would make Locust's ``FastHttpUser`` look far slower than it is).
@@ -19,6 +20,9 @@ import gevent.event
 import gevent.server
 import msgpack
 
+#: The payload of the game server's answer to ``Intent.Attributes.RequestSnapshot`` for a new player.
+ANSWER = {"attributes": {"str": 10, "dex": 10, "int": 10, "vit": 10}, "points": 1_000_000}
+
 
 def _bare(sock: gevent.socket.socket, addr: object) -> None:
     _nodelay(sock)
@@ -29,7 +33,7 @@ def _bare(sock: gevent.socket.socket, addr: object) -> None:
             if not data:
                 return
             unpacker.feed(data)
-            out = [msgpack.packb((msg[0], "ok")) for msg in unpacker]
+            out = [msgpack.packb((msg[0], ANSWER)) for msg in unpacker]
             if out:
                 sock.sendall(b"".join(out))
     except OSError:

@@ -12,7 +12,9 @@ histograms' precision.
 
 from __future__ import annotations
 
+import math
 import time
+from time import time as _time
 from typing import Any
 
 import numpy as np
@@ -26,17 +28,20 @@ FOLD_EVERY = 4096
 
 
 class Entry:
-    """The figures of one (kind, qos, name).  ``record`` is the hot path: two list appends, and every
-    ``FOLD_EVERY`` samples a fold into the histograms (pending samples never pile up)."""
+    """The figures of one (kind, qos, name).  ``record`` is the hot path: one list append, one clock read
+    and one comparison per sample.  Samples are folded into the histograms with numpy (one conversion, one
+    vector of microseconds for both the run's histogram and the per-second series) every ``FOLD_EVERY``
+    samples or when a figure is read, so pending samples never pile up.  Which second a sample belongs to
+    is kept as cuts (the index where each new second starts), not per sample."""
 
-    __slots__ = ("_lat", "_rec", "_secs", "behind", "bytes", "clock_skew", "count", "failures", "hist", "key",
-                 "lost", "sent")
+    __slots__ = ("_count", "_cuts", "_lat", "_lo", "_next", "_rec", "behind", "bytes", "clock_skew", "failures",
+                 "hist", "key", "lost", "sent")
 
     def __init__(self, key: tuple[str, str, str], recorder: Recorder) -> None:
         self.key = key
         self._rec = recorder
         self.sent = 0  # sends issued (intents and requests): each ends as a sample, a failure or lost
-        self.count = 0
+        self._count = 0  # samples folded, failures, skewed (``count`` adds the pending samples)
         self.failures = 0
         self.lost = 0
         self.clock_skew = 0
@@ -44,33 +49,53 @@ class Entry:
         self.behind = 0
         self.hist = Histogram()
         self._lat: list[float] = []  # seconds, not yet folded
-        self._secs: list[float] = []  # the wall-clock time of each pending sample
+        self._cuts: list[tuple[int, int]] = []  # (index in _lat, wall-clock second) where each second starts
+        self._lo = self._next = 0.0  # the current second: samples at lo <= t < next need no cut
+
+    @property
+    def count(self) -> int:
+        """Samples recorded (folded or not), failures and skewed one-way samples."""
+        return self._count + len(self._lat)
+
+    @count.setter
+    def count(self, value: int) -> None:
+        self._count = value - len(self._lat)
 
     def record(self, seconds: float, nbytes: int = 0, now: float | None = None) -> None:
-        self.count += 1
-        if nbytes:
-            self.bytes += nbytes
         lat = self._lat
         lat.append(seconds)
-        self._secs.append(time.time() if now is None else now)  # floored to whole seconds when folded
+        if nbytes:
+            self.bytes += nbytes
+        t = _time() if now is None else now
+        if not self._lo <= t < self._next or len(lat) >= FOLD_EVERY:
+            self._cut(t)
+
+    def _cut(self, t: float) -> None:
+        """A sample outside the current second (or a full list): note where the new second starts; fold."""
+        lat = self._lat
+        if not self._lo <= t < self._next:
+            sec = math.floor(t)
+            self._lo, self._next = float(sec), sec + 1.0
+            self._cuts.append((len(lat) - 1, sec))
         if len(lat) >= FOLD_EVERY:
             self._rec.fold_entry(self)
 
     def fail(self) -> None:
-        self.count += 1
+        self._count += 1
         self.failures += 1
 
     def skewed(self) -> None:
         """A one-way sample that came out negative (the clocks' offset is off by more than the latency): it
         arrived, so it counts, but it has no latency to record."""
-        self.count += 1
+        self._count += 1
         self.clock_skew += 1
 
     def reset(self) -> None:
         """Zero it in place: users keep references to their entries."""
-        self.sent = self.count = self.failures = self.lost = self.clock_skew = self.bytes = self.behind = 0
+        self.sent = self._count = self.failures = self.lost = self.clock_skew = self.bytes = self.behind = 0
         self.hist = Histogram()
-        self._lat, self._secs = [], []
+        self._lat, self._cuts = [], []
+        self._lo = self._next = 0.0
 
 
 class Recorder:
@@ -142,17 +167,24 @@ class Recorder:
             self._slot(sec, skey)[1] += 1
 
     def fold_entry(self, e: Entry) -> None:
-        lat, secs = e._lat, np.floor(np.asarray(e._secs, dtype=np.float64)).astype(np.int64)
-        e._lat, e._secs = [], []
-        e.hist.record_many_seconds(lat)
+        lat, cuts = e._lat, e._cuts
+        if not lat:
+            return
+        n = len(lat)
+        e._count += n
+        e._lat = []
+        # The current second goes on in the next list: it starts with a cut at 0 (none if no second yet).
+        e._cuts = [(0, int(e._lo))] if e._next else []
+        us = np.clip(np.rint(np.array(lat, dtype=np.float64) * 1e6), -1, 2**53).astype(np.int64)
+        e.hist.record_many(us)
         skey = f"{e.key[0]}|{e.key[1]}"
-        arr = np.asarray(lat, dtype=np.float64)
-        for sec in np.unique(secs).tolist():
-            mask = secs == sec
-            slot = self._slot(sec, skey)
-            slot[0] += int(mask.sum())
-            slot[2].record_many_seconds(arr[mask].tolist())
-        now = int(time.time())
+        ends = [i for i, _ in cuts[1:]] + [n]
+        for (start, sec), end in zip(cuts, ends, strict=True):
+            if end > start:
+                slot = self._slot(sec, skey)
+                slot[0] += end - start
+                slot[2].record_many(us[start:end])
+        now = int(_time())
         if now != self._compacted:
             self._compacted = now
             self._compact(now - 2)

@@ -28,9 +28,11 @@ from __future__ import annotations
 import itertools
 import random
 import time
+from time import monotonic as _monotonic
 from typing import Any, ClassVar
 
 import gevent
+from gevent import GreenletExit
 from locust import User, task
 
 import dispatcher
@@ -78,6 +80,11 @@ class DispatcherUser(User):
         self._acks: dict[tuple[str, int], tuple[float, Entry]] = {}  # reliable intents awaiting the ACK
         self._pending: dict[int, tuple[float, Entry]] = {}  # requests awaiting their answer
         self._entries: dict[tuple[str, str, str], Entry] = {}
+        # (kind, qos, name) -> (entry, Locust's request_type, Locust's name): computed once, not per sample
+        self._rows: dict[tuple[str, str, str], tuple[Entry, str, str]] = {}
+        self._asks: dict[tuple[str, str | None], tuple[Entry, str, str]] = {}  # request() by (name, qos)
+        self._tiers: dict[str, tuple[str, bool]] = {}  # name -> (declared tier, reliable channel)
+        self._fire_request = environment.events.request.fire
 
     def assign_player_id(self) -> int:
         index = getattr(self.environment.runner, "worker_index", 0) or 0
@@ -126,21 +133,30 @@ class DispatcherUser(User):
     # -- recording -------------------------------------------------------------------------------
 
     def _entry(self, kind: str, qos: str, name: str) -> Entry:
+        return self._row(kind, qos, name)[0]
+
+    def _row(self, kind: str, qos: str, name: str) -> tuple[Entry, str, str]:
         key = (kind, qos, name)
-        e = self._entries.get(key)
-        if e is None:
-            e = self._entries[key] = self.state.recorder.entry(kind, qos, name)
-        return e
+        row = self._rows.get(key)
+        if row is None:
+            e = self._entries.get(key)
+            if e is None:
+                e = self._entries[key] = self.state.recorder.entry(kind, qos, name)
+            row = self._rows[key] = (e, LOCUST_TYPES.get(qos, qos), locust_name(kind, name))
+        return row
 
     def _fire(self, qos: str, name: str, ms: float, nbytes: int, exc: BaseException | None) -> None:
-        self.environment.events.request.fire(request_type=LOCUST_TYPES.get(qos, qos), name=name, response_time=ms,
-                                             response_length=nbytes, exception=exc, context={})
+        self._fire_request(request_type=LOCUST_TYPES.get(qos, qos), name=name, response_time=ms,
+                           response_length=nbytes, exception=exc, context={})
 
     def _ok(self, e: Entry, latency: float, nbytes: int = 0) -> None:
+        _, rtype, lname = self._row(*e.key)
         e.record(latency, nbytes)
-        if self.state.samples is not None:
-            self.state.samples.append((*e.key, latency))
-        self._fire(e.key[1], locust_name(e.key[0], e.key[2]), latency * 1000.0, nbytes, None)
+        samples = self.state.samples
+        if samples is not None:
+            samples.append((*e.key, latency))
+        self._fire_request(request_type=rtype, name=lname, response_time=latency * 1000.0, response_length=nbytes,
+                           exception=None, context={})
 
     def _failed(self, e: Entry, latency: float, exc: BaseException) -> None:
         if self.stopping and isinstance(exc, dispatcher.ConnectionClosed):
@@ -186,16 +202,52 @@ class DispatcherUser(User):
 
     # -- sending ---------------------------------------------------------------------------------
 
+    def request(self, name: str, payload: Any = None, *, qos: str | None = None,
+                timeout: float = 5.0) -> Envelope | None:
+        """Send a request and wait for its answer (a closed loop, as Locust's ``HttpUser`` client does):
+        recorded and reported to Locust like every request.  The answer, or None if it failed (the failure
+        is recorded and reported, not raised).  The shortest path through the harness: one cached entry,
+        one wait (the waiting greenlet reads the answer itself), one sample, one Locust event."""
+        row = self._asks.get((name, qos))
+        if row is None:
+            row = self._asks[(name, qos)] = self._row("request", qos or self._tier(name), name)
+        e, rtype, lname = row
+        e.sent += 1
+        client = self.client
+        assert client is not None
+        t0 = _monotonic()
+        try:
+            p = client.request(name, payload, qos_override=qos, timeout=timeout)
+        except dispatcher.DispatcherError as exc:
+            self._failed(e, _monotonic() - t0, exc)
+            return None
+        try:
+            env = p.result()  # the request's own timeout settles it
+        except dispatcher.DispatcherError as exc:
+            self._failed(e, _monotonic() - t0, exc)
+            return None
+        except GreenletExit:  # the user is stopping: still in flight, so the lost audit judges it
+            self._track(p, t0, e)
+            raise
+        latency = _monotonic() - t0
+        e.record(latency)
+        samples = self.state.samples
+        if samples is not None:
+            samples.append((*e.key, latency))
+        self._fire_request(request_type=rtype, name=lname, response_time=latency * 1000.0, response_length=0,
+                           exception=None, context={})
+        return env
+
     def send_intent(self, name: str, payload: Any, *, intended: float | None = None, qos: str | None = None) -> None:
         assert self.client is not None
-        t0 = time.monotonic()
+        t0 = _monotonic()
         intended = t0 if intended is None else intended
         try:
             env = self.client.intent(name, payload, qos_override=qos)
         except dispatcher.DispatcherError as exc:
             e = self._entry("intent", qos or self._tier(name), name)
             e.sent += 1
-            self._failed(e, time.monotonic() - intended, exc)
+            self._failed(e, _monotonic() - intended, exc)
             return
         if env is None:  # release mode dropped it: invalid payload
             e = self._entry("intent", qos or self._tier(name), name)
@@ -204,40 +256,57 @@ class DispatcherUser(User):
             return
         e = self._entry("intent", env.meta.qos.name, name)
         e.sent += 1
-        self.state.capture(self.player_id, env, "intent")
-        if self.state.registry.channel_of(name).reliable:
+        if self.state.capture_buffer is not None:
+            self.state.capture(self.player_id, env, "intent")
+        if self._reliable(name):
             self._acks[(name, env.meta.seq)] = (intended, e)
         else:
-            self._ok(e, time.monotonic() - intended)
+            self._ok(e, _monotonic() - intended)
 
     def send_request(self, name: str, payload: Any, *, intended: float | None = None, qos: str | None = None,
                      timeout: float = 5.0) -> None:
+        """Send a request without waiting (open model): its answer is recorded when it comes."""
         assert self.client is not None
-        intended = time.monotonic() if intended is None else intended
+        intended = _monotonic() if intended is None else intended
         tier = qos or self._tier(name)
         e = self._entry("request", tier, name)
         e.sent += 1
         try:
             p = self.client.request(name, payload, qos_override=qos, timeout=timeout)
         except dispatcher.DispatcherError as exc:
-            self._failed(e, time.monotonic() - intended, exc)
+            self._failed(e, _monotonic() - intended, exc)
             return
-        self.state.capture(self.player_id, Envelope(name, payload, Meta(0, QoS[tier], time.monotonic())), "request")
+        if self.state.capture_buffer is not None:
+            self.state.capture(self.player_id, Envelope(name, payload, Meta(0, QoS[tier], _monotonic())), "request")
+        self._track(p, intended, e)
+
+    def _track(self, p: dispatcher.Promise[Envelope], intended: float, e: Entry) -> None:
+        """Record ``p``'s answer or failure when it comes; pending until then (the lost audit's)."""
         rid = next(_requests)
         self._pending[rid] = (intended, e)
 
         def answered(env: Envelope) -> None:
             if self._pending.pop(rid, None) is not None:  # not already counted lost
-                self._ok(e, time.monotonic() - intended)
+                self._ok(e, _monotonic() - intended)
 
         def failed(exc: BaseException) -> None:
             if self._pending.pop(rid, None) is not None:
-                self._failed(e, time.monotonic() - intended, exc)
+                self._failed(e, _monotonic() - intended, exc)
 
         p.and_then(answered).catch(failed)
 
     def _tier(self, name: str) -> str:
-        return self.state.registry.channel_of(name).qos.name
+        return self._channel(name)[0]
+
+    def _reliable(self, name: str) -> bool:
+        return self._channel(name)[1]
+
+    def _channel(self, name: str) -> tuple[str, bool]:
+        got = self._tiers.get(name)
+        if got is None:
+            ch = self.state.registry.channel_of(name)
+            got = self._tiers[name] = (ch.qos.name, bool(ch.reliable))
+        return got
 
     def wait_until(self, intended: float, kind: str, qos: str | None, name: str, tolerance: float) -> None:
         """Sleep until ``intended``, then measure how late the send really starts (a sleep can overrun, a

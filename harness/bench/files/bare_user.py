@@ -1,4 +1,5 @@
-"""Closed-loop requests over a bare msgpack socket: the same work as a dispatcher request, no dispatcher."""
+"""Closed-loop requests over a bare msgpack socket: the same exchange as a dispatcher request (the same
+answer payload, see ``harness.bench.servers``), no dispatcher."""
 
 from __future__ import annotations
 
@@ -8,6 +9,10 @@ from typing import Any
 import gevent.socket
 import msgpack
 from locust import User, task
+
+from harness.bench.files import cpumeter
+
+cpumeter.install()
 
 
 class BareMsgpackBench(User):
@@ -27,7 +32,7 @@ class BareMsgpackBench(User):
     def ask(self) -> None:
         self.seq += 1
         t0 = time.perf_counter()
-        self.sock.sendall(msgpack.packb((self.seq, {"version": self.seq})))
+        self.sock.sendall(msgpack.packb((self.seq, None)))
         answer: Any = None
         while answer is None:
             self.unpacker.feed(self.sock.recv(65536))

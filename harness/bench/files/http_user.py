@@ -1,6 +1,10 @@
-"""Closed-loop GET / with Locust's FastHttpUser, against a trivial gevent WSGI server."""
+"""Closed-loop GET / with Locust's FastHttpUser, against a minimal gevent HTTP/1.1 server."""
 
 from locust import FastHttpUser, task
+
+from harness.bench.files import cpumeter
+
+cpumeter.install()
 
 
 class HttpBench(FastHttpUser):

@@ -1,0 +1,218 @@
+"""The client's TCP connection: its input is read by whichever greenlet needs it.
+
+A greenlet blocked in ``promise.result()`` reads the socket itself while it waits (``read_until``): the
+answer it waits for is read, decoded and settled in that greenlet, with no switch to a reader greenlet and
+back through the hub (a bare socket client's path).  The reader greenlet reads only while nobody waits
+(events, answers that callbacks consume) and deals with the end of the connection.  One io watcher per
+connection; ``_parked`` is the greenlet its readiness wakes, and at most one greenlet reads at a time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Hashable
+from typing import TYPE_CHECKING, Any
+
+import gevent
+from gevent import getcurrent
+
+from ..errors import RemoteProtocolError
+from .tcpconn import _LINGER_BYTES, _LINGER_SECONDS, _PREAUTH_LINGER_BYTES, _PREAUTH_READ, _READ, Conn, Owner
+
+if TYPE_CHECKING:
+    import gevent.socket
+
+    from ..promise import Promise
+
+greenlet = Any  # a greenlet (gevent ships no type stubs for it)
+
+__all__ = ["ClientConn"]
+
+
+class ClientConn(Conn):
+    """A client's socket, read by a waiting greenlet while one waits and by the reader greenlet otherwise."""
+
+    __slots__ = ("_hub", "_io", "_parked", "_reader", "_reader_idle", "_user", "_user_waiting")
+
+    def __init__(self, rt: Owner, sock: gevent.socket.socket, key: Hashable) -> None:
+        super().__init__(rt, sock, key)
+        self._hub = gevent.get_hub()
+        self._io = self._hub.loop.io(self.raw.fileno(), 1)  # readable
+        self._parked: greenlet | None = None  # whom readiness wakes
+        self._reader: greenlet | None = None  # the reader greenlet
+        self._reader_idle = False  # it is suspended, waiting for readiness or for a waiting greenlet to finish
+        self._user: greenlet | None = None  # a waiting greenlet that holds the reading
+        self._user_waiting = False  # and is suspended, waiting for readiness, its promise or its deadline
+
+    # -- who wakes whom ---------------------------------------------------------------------------
+
+    def _park(self, g: greenlet) -> None:
+        self._parked = g
+        if not self._io.active:
+            self._io.start(self._readable)
+
+    def _readable(self) -> None:
+        """The io watcher's callback (in the hub): wake whoever is parked on the socket."""
+        self._io.stop()
+        g, self._parked = self._parked, None
+        if g is not None:
+            self._switch(g)
+
+    def _switch(self, g: greenlet) -> None:
+        try:
+            g.switch()
+        except BaseException:  # as gevent's Waiter: the hub must survive whatever the greenlet raised
+            self._hub.handle_error(g, *sys.exc_info())
+
+    def wake(self, g: greenlet) -> None:
+        """A hub callback: resume ``g`` if it is still suspended here (a stale wake-up is ignored; an early
+        one only makes the greenlet look again)."""
+        if (g is self._user and self._user_waiting) or (g is self._reader and self._reader_idle):
+            if self._parked is g:
+                self._parked = None
+            self._switch(g)
+
+    def settled(self) -> None:
+        """Subscribed to the promise the reading greenlet waits for: settled by another greenlet (a timer,
+        a close), it wakes the waiting one."""
+        g = self._user
+        if g is not None and self._user_waiting and g is not getcurrent():
+            self._hub.loop.run_callback(self.wake, g)
+
+    def deadline(self, g: greenlet, _now: float) -> None:
+        """A core timer (fired by the timer greenlet): the waiting greenlet's deadline passed."""
+        self._hub.loop.run_callback(self.wake, g)
+
+    # -- reading in a waiting greenlet ---------------------------------------------------------------
+
+    def can_lend(self) -> bool:
+        """Whether a waiting greenlet may read now: the reader greenlet is idle, nobody else reads, and the
+        session is open (handshakes, closing and lingering stay with the reader greenlet)."""
+        if self.dead or self._user is not None or not self._reader_idle:
+            return False
+        c = self.rt.core.session_or_none(self.key)
+        return c is not None and c.open
+
+    def read_until(self, promise: Promise[Any], deadline: float | None) -> None:
+        """Read in the calling greenlet until ``promise`` settles, ``deadline`` passes, or the connection
+        stops being readable here (the caller then waits the ordinary way for what is left)."""
+        me = getcurrent()
+        self._user = me
+        if self._parked is self._reader:
+            self._parked = None
+        raw, rt, core, key = self.raw, self.rt, self.rt.core, self.key
+        now = rt.now
+        suspend = True  # the caller has just sent: wait for readiness before the first read
+        try:
+            while promise._state == 0 and not self.dead:  # 0: pending
+                if deadline is not None and now() >= deadline:
+                    return
+                if suspend:
+                    suspend = False
+                    self._park(me)
+                    self._user_waiting = True
+                    try:
+                        self._hub.switch()
+                    finally:
+                        self._user_waiting = False
+                        if self._parked is me:
+                            self._parked = None
+                    continue
+                try:
+                    data = raw.recv(_READ)
+                except BlockingIOError:
+                    suspend = True
+                    continue
+                except OSError:
+                    return  # the reader greenlet meets the error again, and ends the connection
+                if not data:
+                    return  # the same: end of input stays readable for the reader greenlet
+                try:  # noqa: SIM105  (a with-statement costs more on this hot path)
+                    core.receive_data(data, now(), key)
+                except RemoteProtocolError:
+                    pass  # the core closed the session and queued a CLOSE saying why
+                rt.flush()
+                c = core.session_or_none(key)
+                if c is None or not c.open:
+                    if not self.shut and (c is None or c.closed):
+                        self.flush()
+                    return
+        finally:
+            self._user = None
+            reader = self._reader
+            if reader is not None and self._reader_idle:
+                if self.dead or self._parked is not None:
+                    self._hub.loop.run_callback(self.wake, reader)
+                else:
+                    self._park(reader)
+
+    # -- the reader greenlet ---------------------------------------------------------------------------
+
+    def _idle(self, me: greenlet) -> None:
+        """The reader greenlet waits: for readiness, or until the greenlet reading meanwhile is done."""
+        if self._user is None:
+            self._park(me)
+        self._reader_idle = True
+        try:
+            self._hub.switch()
+        finally:
+            self._reader_idle = False
+            if self._parked is me:
+                self._parked = None
+
+    def read_loop(self) -> None:
+        core, rt, raw, key = self.rt.core, self.rt, self.raw, self.key
+        me = self._reader = getcurrent()
+        drained = 0
+        authed = False
+        try:
+            while not self.dead:
+                if self._user is not None:
+                    self._idle(me)
+                    continue
+                c = core.session_or_none(key)
+                closed = c is None or c.closed
+                opened = c is not None and c.open
+                authed = authed or opened
+                try:
+                    # Small reads until the server welcomes us; input after our CLOSE is only discarded.
+                    data = raw.recv(_READ if closed or opened else _PREAUTH_READ)
+                except BlockingIOError:
+                    self._idle(me)
+                    continue
+                except OSError:
+                    break
+                if not data:
+                    break
+                if closed:
+                    drained += len(data)
+                    if drained > (_LINGER_BYTES if authed else _PREAUTH_LINGER_BYTES):
+                        break
+                    gevent.sleep(0)
+                    continue
+                with contextlib.suppress(RemoteProtocolError):  # the core closed the session, queued a CLOSE
+                    core.receive_data(data, rt.now(), key)
+                rt.flush()
+                if not self.shut and self._session_closed():
+                    self.flush()
+        finally:
+            self._reader = None
+            if self._session_closed() and not self.dead:
+                # The server may have half-closed right after the frame that made us close: our CLOSE (the
+                # reason) may still be queued.  Send it before the socket goes.
+                self.eof = True
+                self.flush()
+                if self.writer is not None:
+                    self.writer.join(timeout=_LINGER_SECONDS)
+            self.kill()
+
+    def kill(self) -> None:
+        if self.dead:
+            return
+        self._io.stop()  # before the socket closes: its descriptor may be reused at once
+        self._parked = None
+        super().kill()
+        for g in (self._reader, self._user):
+            if g is not None and g is not getcurrent():
+                self._hub.loop.run_callback(self.wake, g)

@@ -1,0 +1,148 @@
+"""The TCP client's reading (dispatcher/runtime/tcpclientconn.py): a greenlet blocked in ``result()`` reads
+its answer itself, and nothing is lost or stuck when several greenlets wait, events arrive meanwhile, a
+waiter dies, times out, or the connection goes away.  Real gevent sockets on 127.0.0.1."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import gevent
+import pytest
+
+import dispatcher
+from harness.game import load_registry
+from harness.game.schemas import SCHEMAS
+
+REG = load_registry()
+ASK = "Intent.Attributes.RequestSnapshot"  # answered with {"attributes": {"str": n}, "points": n}
+EVENT = "Event.Skills.Execution"  # reliable: every one emitted must arrive
+
+
+@pytest.fixture
+def server() -> Iterator[dispatcher.Transport]:
+    srv = dispatcher.init(peer="server", channel_registry=REG, listen=("127.0.0.1", 0), schemas=SCHEMAS,
+                          mode="release")
+    srv.on(ASK, lambda env: _answer(int(env.payload["traceId"])))
+    yield srv
+    srv.close()
+
+
+def _answer(n: int) -> dict[str, Any]:
+    return {"attributes": {"str": n}, "points": n}
+
+
+def _player(server: dispatcher.Transport, pid: int) -> dispatcher.Transport:
+    assert server.address is not None and server.secret is not None
+    return dispatcher.init(peer="client", channel_registry=REG, connect=server.address, player_id=pid,
+                           token=dispatcher.make_token(server.secret, pid), schemas=SCHEMAS, mode="release")
+
+
+def _ask(client: dispatcher.Transport, n: int, **kw: Any) -> int:
+    env = client.request(ASK, {"traceId": str(n)}, **kw).result()
+    return int(env.payload["points"])
+
+
+def test_the_waiting_greenlet_reads_its_own_answer(server: dispatcher.Transport) -> None:
+    client = _player(server, 1)
+    where: list[Any] = []
+    client.set_logger(lambda env, direction: where.append(gevent.getcurrent()) if direction == "in" else None)
+    try:
+        assert _ask(client, 7) == 7
+        assert where == [gevent.getcurrent()]  # decoded and settled here: no reader greenlet in between
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize(("waiters", "asks", "events"), [(1, 50, 0), (1, 30, 40), (4, 25, 0), (4, 20, 60)])
+def test_concurrent_waiters_and_events_each_get_theirs(server: dispatcher.Transport, waiters: int, asks: int,
+                                                        events: int) -> None:
+    client = _player(server, 2)
+    got: list[int] = []
+    client.on(EVENT, lambda env: got.append(env.payload["seq"]))
+
+    def emitter() -> None:
+        for i in range(events):
+            server.emit(EVENT, {"skillId": "Nova", "caster": 1, "at": 0.0, "seq": i}, to=2)
+            gevent.sleep(0)
+
+    def asker(w: int) -> list[int]:
+        return [_ask(client, w * 1000 + i) for i in range(asks)]
+
+    try:
+        em = gevent.spawn(emitter)
+        jobs = [gevent.spawn(asker, w) for w in range(waiters)]
+        gevent.joinall([em, *jobs], timeout=30, raise_error=True)
+        assert [j.value for j in jobs] == [[w * 1000 + i for i in range(asks)] for w in range(waiters)]
+        deadline = gevent.get_hub().loop.now() + 10
+        while len(got) < events and gevent.get_hub().loop.now() < deadline:
+            gevent.sleep(0.01)  # the last events arrive after the last answer: the reader greenlet reads them
+        assert got == list(range(events))
+    finally:
+        client.close()
+
+
+def test_a_killed_waiter_hands_the_reading_back(server: dispatcher.Transport) -> None:
+    stuck = dispatcher.Promise[Any]()
+    server.on("Intent.Stats.RequestSnapshot", lambda env: stuck)  # never answered
+    client = _player(server, 3)
+    try:
+        g = gevent.spawn(lambda: client.request("Intent.Stats.RequestSnapshot", {"version": 1}).result())
+        gevent.sleep(0.05)
+        g.kill()
+        assert g.dead
+        got: list[Any] = []
+        client.on(EVENT, lambda env: got.append(env.payload["seq"]))
+        server.emit(EVENT, {"skillId": "Nova", "caster": 1, "at": 0.0, "seq": 5}, to=3)
+        with gevent.Timeout(10):
+            while not got:  # nobody waits: the reader greenlet reads again
+                gevent.sleep(0.01)
+        assert got == [5] and _ask(client, 11) == 11
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("how", ["result timeout", "request timeout"])
+def test_an_unanswered_wait_ends_and_the_connection_goes_on(server: dispatcher.Transport, how: str) -> None:
+    server.on("Intent.Stats.RequestSnapshot", lambda env: dispatcher.Promise())  # never answered
+    client = _player(server, 4)
+    try:
+        with gevent.Timeout(10):
+            if how == "result timeout":
+                p = client.request("Intent.Stats.RequestSnapshot", {"version": 1}, timeout=30)
+                with pytest.raises(TimeoutError, match="still pending"):
+                    p.result(timeout=0.05)
+            else:
+                p = client.request("Intent.Stats.RequestSnapshot", {"version": 1}, timeout=0.05, retries=0)
+                with pytest.raises(dispatcher.RequestTimeout):
+                    p.result()
+            assert _ask(client, 12) == 12
+    finally:
+        client.close()
+
+
+def test_a_waiter_learns_that_the_server_closed(server: dispatcher.Transport) -> None:
+    server.on("Intent.Stats.RequestSnapshot", lambda env: dispatcher.Promise())  # never answered
+    client = _player(server, 5)
+    try:
+        p = client.request("Intent.Stats.RequestSnapshot", {"version": 1}, timeout=30)
+        gevent.spawn_later(0.05, server.close)
+        with gevent.Timeout(10), pytest.raises(dispatcher.ConnectionClosed):
+            p.result()
+    finally:
+        client.close()
+
+
+def test_a_dropped_connection_resumes_under_a_waiter(server: dispatcher.Transport) -> None:
+    answer = dispatcher.Promise[Any]()
+    server.on("Intent.Stats.RequestSnapshot", lambda env: answer)
+    client = _player(server, 6)
+    try:
+        p = client.request("Intent.Stats.RequestSnapshot", {"version": 1}, timeout=30)
+        gevent.spawn_later(0.05, client.runtime.drop)  # type: ignore[attr-defined]
+        gevent.spawn_later(0.5, answer.resolve, {"version": 1, "stats": {"hp": 1.0}})
+        with gevent.Timeout(20):
+            assert p.result().payload["stats"] == {"hp": 1.0}
+        assert client.reconnects >= 1
+    finally:
+        client.close()
