@@ -58,7 +58,7 @@ class RoleSteps(Protocol):
 
     def lost(self, c: Connection, now: float) -> None: ...
 
-    def latency(self, wire_id: int, meta: Meta, now: float) -> None: ...
+    def latency(self, wire_id: int, qos: int, ts_sent: float, now: float) -> None: ...
 
 
 class CoreBase:
@@ -107,7 +107,9 @@ class CoreBase:
     _warned: set[str]
     _ack_listeners: list[AckListener]
     _charges: Callable[[Connection, NameInfo, float], bool] | None
-    _latency: Callable[[int, Meta, float], None] | None
+    _latency: Callable[[int, int, float, float], None] | None
+    _by_wire: list[NameInfo]  # by wire id
+    _accepts: list[tuple[bool, bool]]  # by wire id: whether this side accepts it as (not a response, a response)
 
     # -- queueing ------------------------------------------------------------------------------------
 

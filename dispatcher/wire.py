@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 
 import msgpack
 
-from .envelope import Envelope
+from .envelope import Envelope, Flags, make_envelope, make_meta
 from .errors import LocalProtocolError, RemoteProtocolError
 from .text import describe
 
@@ -52,6 +52,9 @@ __all__ = [
     "encode_control",
     "encode_envelope",
     "pack_payload",
+    "parse_control",
+    "record_envelope",
+    "record_flags",
 ]
 
 PROTOCOL_VERSION = 2
@@ -184,6 +187,9 @@ CONTROL: dict[int, tuple[type[Any], tuple[tuple[type, ...], ...], int]] = {
     FrameType.PONG: (Pong, (_NUM, _NUM), 2),
     FrameType.ACK: (Ack, ((int,), _INTS), 2),
 }
+_NO_FLAGS = Flags.of()
+_FLAG_BITS = Bits.REPLAYABLE_SET | Bits.RELIABLE_SET
+_RESPONSE = Bits.RESPONSE
 _TYPE_OF: dict[type[Any], int] = {cls: t for t, (cls, _, _) in CONTROL.items()}
 
 _packb: Callable[..., bytes] = msgpack.packb
@@ -231,6 +237,43 @@ def encode_envelope(env: Envelope, wire_id: int, bits: int = 0, payload_bytes: b
         tail_bytes = _packb(tail[:n])[1:]  # drop the fixarray header: the items join the frame's array
         return bytes((0x90 | (7 + n),)) + head[1:] + payload_bytes + tail_bytes
     return bytes((0x97,)) + head[1:] + payload_bytes
+
+
+def record_flags(bits: int) -> Flags:
+    """The ``Flags`` an envelope's bits carry."""
+    if not bits & _FLAG_BITS:
+        return _NO_FLAGS
+    return Flags.of(replayable=bool(bits & Bits.REPLAYABLE) if bits & Bits.REPLAYABLE_SET else None,
+                    reliable=bool(bits & Bits.RELIABLE) if bits & Bits.RELIABLE_SET else None)
+
+
+def record_envelope(r: list[Any], name: str) -> Envelope:
+    """The ``Envelope`` of a record (``FrameDecoder._record``) named ``name``."""
+    bits = r[4]
+    return make_envelope(name, r[6], make_meta(r[2], r[3], r[5], r[10], r[7], r[8],
+                                               _NO_FLAGS if not bits & _FLAG_BITS else record_flags(bits),
+                                               bool(bits & _RESPONSE), r[9]))
+
+
+def parse_control(f: list[Any]) -> Frame:
+    """A control frame's fields checked (``RemoteProtocolError`` otherwise), as its ``NamedTuple``."""
+    t = f[0]
+    spec = CONTROL.get(t)
+    if spec is None:
+        raise bad(f"unknown frame type {t}; known: {', '.join(str(int(x)) for x in FrameType)}")
+    cls, types, required = spec
+    n = len(f) - 1
+    if not required <= n <= len(types):
+        want = str(required) if required == len(types) else f"{required} to {len(types)}"
+        raise bad(f"{cls.__name__} frame has {n} fields, expected {want}")
+    for i, (v, ok) in enumerate(zip(f[1:], types, strict=False)):
+        if not isinstance(v, ok) or (isinstance(v, bool) and ok is not _BOOL):
+            raise bad(f"{cls.__name__} field {cls._fields[i]} has type {describe(v)}")
+        if isinstance(v, float) and not math.isfinite(v):
+            raise bad(f"{cls.__name__} field {cls._fields[i]} is not finite")
+        if ok is _INTS and not all(type(x) is int and x >= 0 for x in v):  # type: ignore[attr-defined]
+            raise bad(f"{cls.__name__} field {cls._fields[i]} must be a list of sequence numbers")
+    return cls(*f[1:])  # type: ignore[no-any-return]
 
 
 def encode_control(frame: ControlFrame) -> bytes:
