@@ -118,8 +118,7 @@ class CoreBase:
         out = c.out
         out.push(frame, qos, now, name, key, droppable)
         self._dirty[c.key] = None
-        if qos == QoS.CRITICAL and (out.queued(0) > self.limits.critical_frames
-                                    or out.queued_bytes(0) > self.limits.critical_bytes):
+        if qos == 0 and (out.counts[0] > self.limits.critical_frames or out.qbytes[0] > self.limits.critical_bytes):
             self.stats.count("critical_overruns")
             self.close_session(c.key, "overloaded",
                                f"more than {self.limits.critical_frames} frames or {self.limits.critical_bytes} "

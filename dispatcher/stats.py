@@ -11,11 +11,13 @@ histograms, queue depth, sojourn and saturation.  ``transport.stats()`` returns 
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from .envelope import QoS
 from .histogram import Histogram, merged
+from .qosconfig import Reporter
 
 __all__ = [
     "NAME_COUNTERS",
@@ -169,9 +171,24 @@ class Stats:
 
     def __init__(self) -> None:
         self.names: dict[str, NameStats] = {}
-        self.tiers: tuple[TierStats, ...] = tuple(TierStats() for _ in _TIERS)
+        self._tiers: tuple[TierStats, ...] = tuple(TierStats() for _ in _TIERS)
+        self._sources: weakref.WeakSet[Reporter] = weakref.WeakSet()
         self.latency: dict[tuple[str, int], Histogram] = {}
         self.peer: dict[str, int] = dict.fromkeys(PEER_COUNTERS, 0)
+
+    @property
+    def tiers(self) -> tuple[TierStats, ...]:
+        """Per tier scheduling figures, up to date (the schedulers report what they hold first)."""
+        self.flush()
+        return self._tiers
+
+    def flush(self) -> None:
+        """Have every scheduler report the figures it still holds."""
+        for source in list(self._sources):
+            source.report()
+
+    def watch(self, source: Reporter) -> None:
+        self._sources.add(source)
 
     def __getitem__(self, name: str) -> NameStats:
         s = self.names.get(name)
@@ -206,7 +223,7 @@ class Stats:
         return [[self.histogram(n, q).record_seconds for q in _TIERS] for n in names]
 
     def sent(self, nbytes: list[int], sojourns: list[list[float]]) -> None:
-        tiers = self.tiers
+        tiers = self._tiers
         for i in range(4):
             soj = sojourns[i]
             if soj:
@@ -218,19 +235,19 @@ class Stats:
                 tiers[i].bytes_out += nbytes[i]
 
     def dropped(self, tier: int, name: str | None, reason: str) -> None:
-        t = self.tiers[tier]
+        t = self._tiers[tier]
         t.dropped += 1
         t.drops[reason] = t.drops.get(reason, 0) + 1
         if name is not None:
             self.drop(name, reason)
 
     def coalesced(self, tier: int, name: str | None) -> None:
-        self.tiers[tier].coalesced += 1
+        self._tiers[tier].coalesced += 1
         if name is not None:
             self[name].coalesced += 1
 
     def depth(self, tier: int, dmsgs: int, dbytes: int) -> None:
-        t = self.tiers[tier]
+        t = self._tiers[tier]
         t.queued_msgs += dmsgs
         t.queued_bytes += dbytes
         if t.queued_msgs > t.max_queued_msgs:
@@ -239,7 +256,7 @@ class Stats:
             t.max_queued_bytes = t.queued_bytes
 
     def saturation(self, tier: int, saturated: bool, run: int) -> None:
-        t = self.tiers[tier]
+        t = self._tiers[tier]
         t.ticks += 1
         if saturated:
             t.saturated_ticks += 1
@@ -259,8 +276,8 @@ class Stats:
         for h in self.latency.values():  # kept: the core holds their recorders
             h.reset()
         queued = [(t.queued_msgs, t.queued_bytes) for t in self.tiers]  # what is queued stays queued
-        self.tiers = tuple(TierStats() for _ in _TIERS)
-        for t, (m, b) in zip(self.tiers, queued, strict=True):
+        self._tiers = tuple(TierStats() for _ in _TIERS)
+        for t, (m, b) in zip(self._tiers, queued, strict=True):
             t.queued_msgs = t.max_queued_msgs = m
             t.queued_bytes = t.max_queued_bytes = b
         self.peer = dict.fromkeys(PEER_COUNTERS, 0)
@@ -325,6 +342,9 @@ class NullStats(Stats):
         return [[_ignore] * len(_TIERS) for _ in names]
 
     def count(self, counter: str, n: int = 1) -> None:
+        pass
+
+    def watch(self, source: Reporter) -> None:
         pass
 
     def drop(self, name: str, reason: str, n: int = 1) -> None:

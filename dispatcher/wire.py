@@ -220,8 +220,15 @@ def flag_bits(env: Envelope) -> int:
 def encode_envelope(env: Envelope, wire_id: int, bits: int = 0, payload_bytes: bytes | None = None) -> bytes:
     """One envelope frame.  ``payload_bytes`` (from ``pack_payload``) lets a broadcast pack once."""
     m = env.meta
-    if m.is_response or m.flags.reliable is not None or m.flags.replayable is not None:
+    f = m.flags
+    if m.is_response or (f is not _NO_FLAGS and (f.reliable is not None or f.replayable is not None)):
         bits |= flag_bits(env)
+    if payload_bytes is None and m.player_id is None and m.trace_id is None and m.reply_to is None \
+            and m.ts_ack is None:  # the common case: no tail
+        try:
+            return _packb((0, wire_id, m.seq, m.qos, bits, m.ts_sent, env.payload), use_bin_type=True)
+        except (TypeError, ValueError, OverflowError):
+            payload_bytes = pack_payload(env.payload)  # raises LocalProtocolError saying what is wrong
     tail: tuple[Any, ...] = (m.player_id, m.trace_id, m.reply_to, m.ts_ack)
     n = 4
     while n and tail[n - 1] is None:
