@@ -62,8 +62,8 @@ class Scheduler:
 
     __slots__ = (
         "__weakref__", "_byte_limit", "_bytes", "_cfg", "_coalesce", "_deficit", "_fifo", "_limit", "_msg_ids",
-        "_msgs", "_queues", "_reported", "_reserve", "_rr", "_runs", "_sent_bytes", "_sink", "_small", "_sojourns",
-        "_t", "_tick", "_unreported", "_wake", "counts", "pending", "qbytes",
+        "_msgs", "_queues", "_reported", "_reserve", "_rr", "_runs", "_sent_bytes", "_sink", "_small", "_soj_n",
+        "_sojourns", "_t", "_tick", "_unreported", "_wake", "counts", "pending", "qbytes",
     )
 
     def __init__(self, config: SchedulerConfig, sink: Sink) -> None:
@@ -86,6 +86,7 @@ class Scheduler:
         # What went out during this pull, reported to the sink once at its end (None: stats are off).
         self._sent_bytes = [0, 0, 0, 0]
         self._sojourns: list[list[float]] | None = [[], [], [], []] if sink.enabled else None
+        self._soj_n: list[list[int]] = [[], [], [], []]  # how many frames had each of those sojourns
         self._unreported = 0  # frames whose sojourns the sink has not been told yet
         if sink.enabled:
             sink.watch(self)
@@ -250,11 +251,6 @@ class Scheduler:
         cfg = self._cfg
         return (cfg.budget is None or self._bytes > self._reserve) and (cfg.max_rate is None or self._msgs > 0)
 
-    def _spend(self, nbytes: int, whole: bool) -> None:
-        self._bytes -= nbytes
-        if whole:
-            self._msgs -= 1
-
     def _drain_fifo(self, out: list[bytes], now: float) -> None:
         q = self._queues[0]
         while q and self._can_send():
@@ -269,7 +265,8 @@ class Scheduler:
         tokens, msgs = self._bytes, self._msgs
         soj = self._sojourns[CRITICAL] if self._sojourns is not None else None
         coalesce = self._coalesce
-        n = nbytes = 0
+        n = nbytes = run = 0
+        last: float | None = None  # sojourns go as runs: frames queued at one time leave together
         while q and (not limited or tokens > 0) and (not rated or msgs > 0):
             it = q.popleft()
             frame = it.frame
@@ -282,13 +279,22 @@ class Scheduler:
             if it.key is not None and coalesce.get(it.key) is it:
                 del coalesce[it.key]
             if soj is not None:
-                soj.append(now - it.t_enq)
+                if it.t_enq == last:
+                    run += 1
+                else:
+                    if last is not None:
+                        soj.append(now - last)
+                        self._soj_n[CRITICAL].append(run)
+                    last, run = it.t_enq, 1
         self._bytes, self._msgs = tokens, msgs
         self.pending -= n
         self.counts[CRITICAL] -= n
         self.qbytes[CRITICAL] -= nbytes
         if soj is not None:
             self._sent_bytes[CRITICAL] += nbytes
+            if last is not None:
+                soj.append(now - last)
+                self._soj_n[CRITICAL].append(run)
 
     def _drain_priority(self, out: list[bytes], now: float) -> None:
         crit = self._queues[CRITICAL]
@@ -345,7 +351,7 @@ class Scheduler:
         if last:
             q.popleft()
             return self._finish(it, chunk, out, now, len(frame))
-        self._spend(len(chunk), whole=False)
+        self._bytes -= len(chunk)
         self._sent_bytes[it.tier] += len(chunk)
         out.append(chunk)
         return len(chunk)
@@ -363,6 +369,7 @@ class Scheduler:
         if soj is not None:
             self._sent_bytes[it.tier] += len(data)
             soj[it.tier].append(now - it.t_enq)
+            self._soj_n[it.tier].append(1)
         return len(data)
 
     def _report_depth(self) -> None:
@@ -393,9 +400,10 @@ class Scheduler:
         soj = self._sojourns
         if soj is None or not self._unreported:
             return
-        self._sink.sent(self._sent_bytes, soj)
+        self._sink.sent(self._sent_bytes, soj, self._soj_n)
         self._sent_bytes = [0, 0, 0, 0]
         self._sojourns = [[], [], [], []]
+        self._soj_n = [[], [], [], []]
         self._unreported = 0
 
     def _account_tick(self) -> None:

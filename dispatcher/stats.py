@@ -15,9 +15,12 @@ import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import numpy as np
+
 from .envelope import QoS
 from .histogram import Histogram, merged
 from .qosconfig import Reporter
+from .statstext import format_us, merge_snapshots, text_table
 
 __all__ = [
     "NAME_COUNTERS",
@@ -84,6 +87,8 @@ PEER_COUNTERS = (
 )
 
 _TIERS = tuple(QoS)
+#: Sojourns are folded into the histograms by this many (or when the stats are read).
+_FOLD_SOJOURNS = 4096
 
 
 class NameStats:
@@ -173,6 +178,9 @@ class Stats:
         self.names: dict[str, NameStats] = {}
         self._tiers: tuple[TierStats, ...] = tuple(TierStats() for _ in _TIERS)
         self._sources: weakref.WeakSet[Reporter] = weakref.WeakSet()
+        # Sojourns reported but not yet in the tiers' histograms, per tier: (values, counts), and how many.
+        self._soj_pending: list[tuple[list[float], list[int]]] = [([], []) for _ in _TIERS]
+        self._soj_count = [0, 0, 0, 0]
         self.latency: dict[tuple[str, int], Histogram] = {}
         self.peer: dict[str, int] = dict.fromkeys(PEER_COUNTERS, 0)
 
@@ -183,9 +191,11 @@ class Stats:
         return self._tiers
 
     def flush(self) -> None:
-        """Have every scheduler report the figures it still holds."""
+        """Have every scheduler report the figures it still holds; fold held sojourns into their histograms."""
         for source in list(self._sources):
             source.report()
+        for tier in range(4):
+            self._fold_sojourns(tier)
 
     def watch(self, source: Reporter) -> None:
         self._sources.add(source)
@@ -222,17 +232,32 @@ class Stats:
         """``[wire id][tier] -> record_seconds`` of each name's latency histograms, for the hot path."""
         return [[self.histogram(n, q).record_seconds for q in _TIERS] for n in names]
 
-    def sent(self, nbytes: list[int], sojourns: list[list[float]]) -> None:
+    def sent(self, nbytes: list[int], sojourns: list[list[float]], counts: list[list[int]]) -> None:
         tiers = self._tiers
         for i in range(4):
             soj = sojourns[i]
             if soj:
                 t = tiers[i]
                 t.bytes_out += nbytes[i]
-                t.sent += len(soj)
-                t.sojourn.record_many_seconds(soj)
+                k = sum(counts[i])
+                t.sent += k
+                pend = self._soj_pending[i]
+                pend[0].extend(soj)
+                pend[1].extend(counts[i])
+                self._soj_count[i] += k
+                if self._soj_count[i] >= _FOLD_SOJOURNS:
+                    self._fold_sojourns(i)
             elif nbytes[i]:
                 tiers[i].bytes_out += nbytes[i]
+
+    def _fold_sojourns(self, tier: int) -> None:
+        """Sojourn runs held for ``tier`` into its histogram (as ``Histogram.record_seconds`` of each frame)."""
+        values, counts = self._soj_pending[tier]
+        if values:
+            us = np.clip(np.rint(np.asarray(values, dtype=np.float64) * 1e6), -1, 2**53).astype(np.int64)
+            self._tiers[tier].sojourn.record_many(np.repeat(us, counts))
+            self._soj_pending[tier] = ([], [])
+            self._soj_count[tier] = 0
 
     def dropped(self, tier: int, name: str | None, reason: str) -> None:
         t = self._tiers[tier]
@@ -350,7 +375,7 @@ class NullStats(Stats):
     def drop(self, name: str, reason: str, n: int = 1) -> None:
         pass
 
-    def sent(self, nbytes: list[int], sojourns: list[list[float]]) -> None:
+    def sent(self, nbytes: list[int], sojourns: list[list[float]], counts: list[list[int]]) -> None:
         pass
 
     def dropped(self, tier: int, name: str | None, reason: str) -> None:
@@ -368,46 +393,3 @@ class NullStats(Stats):
 
 def _ignore(seconds: float) -> None:
     pass
-
-
-def format_us(v: float) -> str:
-    """Microseconds, readable to 4 significant digits: 850us, 12.34ms, 1.5s."""
-    if v < 1000:
-        return f"{v:.0f}us"
-    if v < 1_000_000:
-        return f"{v / 1000:.4g}ms"
-    return f"{v / 1e6:.4g}s"
-
-
-def text_table(header: tuple[str, ...], rows: Iterable[tuple[Any, ...]]) -> str:
-    cells = [tuple(str(c) for c in header)] + [tuple(str(c) for c in r) for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    lines = []
-    for k, r in enumerate(cells):
-        padded = (c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
-        lines.append("  ".join(padded))
-        if k == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def merge_snapshots(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-    """Two ``Stats.snapshot()``s as one (players of a run, workers of a run): counters add, ``max_*`` and
-    ``longest_*`` take the larger, histograms merge, ratios are recomputed."""
-    out: dict[str, Any] = _merge(a, b)
-    return out
-
-
-def _merge(a: Any, b: Any, key: str = "") -> Any:
-    if isinstance(a, dict) and isinstance(b, dict):
-        if "hdr" in a and "hdr" in b:  # a histogram (with its summary)
-            return merged([Histogram.decode(a["hdr"]), Histogram.decode(b["hdr"])]).to_dict()
-        out = {k: (_merge(a[k], b[k], k) if k in a and k in b else (a[k] if k in a else b[k])) for k in {*a, *b}}
-        if "saturated_ticks" in out and "ticks" in out:
-            out["saturation"] = round(out["saturated_ticks"] / out["ticks"], 6) if out["ticks"] else 0.0
-        return dict(sorted(out.items()))
-    if isinstance(a, bool) or isinstance(b, bool) or key in ("version",):
-        return a
-    if isinstance(a, int | float) and isinstance(b, int | float):
-        return max(a, b) if key.startswith(("max_", "longest_")) else a + b
-    return a
