@@ -109,6 +109,7 @@ class CoreBase:
     _charges: Callable[[Connection, NameInfo, float], bool] | None
     _latency: Callable[[int, int, float, float], None] | None
     _by_wire: list[NameInfo]  # by wire id
+    _unfolded: int  # frames received since the latency samples were last folded
     _accepts: list[tuple[bool, bool]]  # by wire id: whether this side accepts it as (not a response, a response)
 
     # -- queueing ------------------------------------------------------------------------------------

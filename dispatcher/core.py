@@ -141,7 +141,8 @@ class Dispatcher(Receiver, Sender):
         probes = (make_meta(0, QoS.BACKGROUND, 0.0), make_meta(0, QoS.BACKGROUND, 0.0, is_response=True))
         self._accepts = [(self.impl.expects(i, probes[0]), self.impl.expects(i, probes[1])) for i in self._by_wire]
         self._ns = self.stats.bind(registry.names)  # NameStats by wire id (the hot path's counters)
-        self._lat = self.stats.bind_latency(registry.names)  # [wire id][tier] -> record_seconds
+        self._lat = self.stats.bind_latency(registry.names)  # [wire id][tier] -> record(seconds)
+        self._unfolded = 0
         self._sessions = {}
         self._players = {}
         self._dirty = {}

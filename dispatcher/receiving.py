@@ -46,6 +46,8 @@ __all__ = ["Receiver"]
 
 _NO_FLAGS = Flags.of()
 _RESPONSE = Bits.RESPONSE
+#: Frames received between two folds of the latency samples into their histograms.
+_FOLD_EVERY = 4096
 _ACK_REQUESTED = Bits.ACK_REQUESTED
 
 _HANDSHAKE = (Challenge, Hello, Welcome)
@@ -83,6 +85,10 @@ class Receiver(CoreBase):
     def _received(self, c: Connection, n: int, now: float) -> None:
         st = self.stats
         st.count("frames_in", n)
+        self._unfolded += n
+        if self._unfolded >= _FOLD_EVERY:  # latency samples wait in plain lists (``Stats.bind_latency``)
+            self._unfolded = 0
+            st.fold_latency()
         if c.decoder.spoofed:
             st.count("spoofed_player_id", c.decoder.spoofed)
             c.decoder.spoofed = 0

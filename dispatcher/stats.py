@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from .counters import NAME_COUNTERS, PEER_COUNTERS, NameStats, TierStats
 from .envelope import QoS
 from .histogram import Histogram, merged
 from .qosconfig import Reporter
@@ -34,139 +35,9 @@ __all__ = [
     "text_table",
 ]
 
-#: Counters kept per envelope name.
-NAME_COUNTERS = (
-    "sent",
-    "received",
-    "bytes_out",
-    "bytes_in",
-    "retries",
-    "timeouts",
-    "failures",
-    "validation_errors",
-    "handler_errors",
-    "no_subscriber",
-    "wrong_direction",
-    "seq_regressions",
-    "seq_gaps",
-    "seq_late",
-    "duplicates",
-    "late_responses",
-    "dropped",
-    "coalesced",
-    "qos_deviations",
-)
-
-#: Counters kept per dispatcher (connection-level events).
-PEER_COUNTERS = (
-    "connections",
-    "disconnects",
-    "resumes",
-    "handshake_failures",
-    "malformed_frames",
-    "oversized_frames",
-    "spoofed_player_id",
-    "rate_limited",
-    "frames_in",
-    "bytes_in",
-    "bytes_out",
-    # the trust boundary (issue 12)
-    "not_admitted",
-    "qos_clamped",
-    "answer_resends_dropped",
-    "pings_dropped",
-    "nacks_suppressed",
-    "log_lines_suppressed",
-    "critical_overruns",
-    "handshake_timeouts",
-    "idle_timeouts",
-    "stalled",
-    "replaced",
-    "connections_refused",
-    "clock_skew",
-)
-
 _TIERS = tuple(QoS)
 #: Sojourns are folded into the histograms by this many (or when the stats are read).
 _FOLD_SOJOURNS = 4096
-
-
-class NameStats:
-    """Counters of one envelope name; ``drops`` breaks ``dropped`` down by reason."""
-
-    __slots__ = (*NAME_COUNTERS, "drops")
-
-    def __init__(self) -> None:
-        self.sent = 0
-        self.received = 0
-        self.bytes_out = 0
-        self.bytes_in = 0
-        self.retries = 0
-        self.timeouts = 0
-        self.failures = 0
-        self.validation_errors = 0
-        self.handler_errors = 0
-        self.no_subscriber = 0
-        self.wrong_direction = 0
-        self.seq_regressions = 0
-        self.seq_gaps = 0
-        self.seq_late = 0
-        self.duplicates = 0
-        self.late_responses = 0
-        self.dropped = 0
-        self.coalesced = 0
-        self.qos_deviations = 0
-        self.drops: dict[str, int] = {}
-
-    def snapshot(self) -> dict[str, Any]:
-        d: dict[str, Any] = {f: getattr(self, f) for f in NAME_COUNTERS}
-        d["drops"] = dict(self.drops)
-        return d
-
-    def reset(self) -> None:
-        for f in NAME_COUNTERS:
-            setattr(self, f, 0)
-        self.drops = {}
-
-    def __bool__(self) -> bool:
-        return any(getattr(self, f) for f in NAME_COUNTERS)
-
-
-class TierStats:
-    """Scheduling figures of one QoS tier, summed over the transport's connections."""
-
-    __slots__ = ("bytes_out", "coalesced", "dropped", "drops", "longest_saturated_run", "max_queued_bytes",
-                 "max_queued_msgs", "queued_bytes", "queued_msgs", "saturated_ticks", "sent", "sojourn", "ticks")
-
-    def __init__(self) -> None:
-        self.queued_msgs = 0
-        self.queued_bytes = 0
-        self.max_queued_msgs = 0
-        self.max_queued_bytes = 0
-        self.sent = 0
-        self.bytes_out = 0
-        self.dropped = 0
-        self.drops: dict[str, int] = {}
-        self.coalesced = 0
-        self.ticks = 0
-        self.saturated_ticks = 0
-        self.longest_saturated_run = 0
-        self.sojourn = Histogram()
-
-    @property
-    def saturation(self) -> float:
-        """Fraction of ticks that ended with this tier's frames still waiting."""
-        return self.saturated_ticks / self.ticks if self.ticks else 0.0
-
-    def snapshot(self) -> dict[str, Any]:
-        return {
-            "queued_msgs": self.queued_msgs, "queued_bytes": self.queued_bytes,
-            "max_queued_msgs": self.max_queued_msgs, "max_queued_bytes": self.max_queued_bytes,
-            "sent": self.sent, "bytes_out": self.bytes_out, "dropped": self.dropped, "drops": dict(self.drops),
-            "coalesced": self.coalesced, "ticks": self.ticks, "saturated_ticks": self.saturated_ticks,
-            "saturation": round(self.saturation, 6), "longest_saturated_run": self.longest_saturated_run,
-            "sojourn_us": self.sojourn.to_dict(),
-        }
 
 
 class Stats:
@@ -181,8 +52,16 @@ class Stats:
         # Sojourns reported but not yet in the tiers' histograms, per tier: (values, counts), and how many.
         self._soj_pending: list[tuple[list[float], list[int]]] = [([], []) for _ in _TIERS]
         self._soj_count = [0, 0, 0, 0]
-        self.latency: dict[tuple[str, int], Histogram] = {}
+        self._latency: dict[tuple[str, int], Histogram] = {}
+        # The hot path's latency recorders are ``list.append``s: the samples wait here, folded by thousands.
+        self._lat_pending: list[tuple[Histogram, list[float]]] = []
         self.peer: dict[str, int] = dict.fromkeys(PEER_COUNTERS, 0)
+
+    @property
+    def latency(self) -> dict[tuple[str, int], Histogram]:
+        """Latency histograms by (name, tier), up to date."""
+        self.flush()
+        return self._latency
 
     @property
     def tiers(self) -> tuple[TierStats, ...]:
@@ -196,6 +75,15 @@ class Stats:
             source.report()
         for tier in range(4):
             self._fold_sojourns(tier)
+        self.fold_latency()
+
+    def fold_latency(self) -> None:
+        """Latency samples recorded through ``bind_latency`` into their histograms (the core calls this every
+        few thousand frames, readers through ``flush``)."""
+        for h, samples in self._lat_pending:
+            if samples:
+                h.record_many_seconds(samples)
+                samples.clear()
 
     def watch(self, source: Reporter) -> None:
         self._sources.add(source)
@@ -222,15 +110,29 @@ class Stats:
         s.drops[reason] = s.drops.get(reason, 0) + n
 
     def histogram(self, name: str, qos: int) -> Histogram:
-        """The latency histogram of ``name`` at tier ``qos`` (created empty on first use)."""
-        h = self.latency.get((name, qos))
+        """The latency histogram of ``name`` at tier ``qos`` (created empty on first use), up to date."""
+        self.fold_latency()
+        return self._histogram(name, qos)
+
+    def _histogram(self, name: str, qos: int) -> Histogram:
+        h = self._latency.get((name, qos))
         if h is None:
-            h = self.latency[(name, qos)] = Histogram()
+            h = self._latency[(name, qos)] = Histogram()
         return h
 
     def bind_latency(self, names: Iterable[str]) -> list[list[Callable[[float], None]]]:
-        """``[wire id][tier] -> record_seconds`` of each name's latency histograms, for the hot path."""
-        return [[self.histogram(n, q).record_seconds for q in _TIERS] for n in names]
+        """``[wire id][tier] -> record(seconds)`` for each name's latency histograms, for the hot path: each a
+        list's ``append``, folded into the histogram by ``fold_latency`` (the caller's duty, every few thousand
+        samples) and whenever the stats are read."""
+        out = []
+        for n in names:
+            row: list[Callable[[float], None]] = []
+            for q in _TIERS:
+                samples: list[float] = []
+                self._lat_pending.append((self._histogram(n, q), samples))
+                row.append(samples.append)
+            out.append(row)
+        return out
 
     def sent(self, nbytes: list[int], sojourns: list[list[float]], counts: list[list[int]]) -> None:
         tiers = self._tiers
@@ -298,7 +200,7 @@ class Stats:
     def reset(self) -> None:
         for s in self.names.values():
             s.reset()
-        for h in self.latency.values():  # kept: the core holds their recorders
+        for h in self.latency.values():  # kept: the core holds their recorders (``latency`` folds them first)
             h.reset()
         queued = [(t.queued_msgs, t.queued_bytes) for t in self.tiers]  # what is queued stays queued
         self._tiers = tuple(TierStats() for _ in _TIERS)
@@ -308,26 +210,28 @@ class Stats:
         self.peer = dict.fromkeys(PEER_COUNTERS, 0)
 
     def snapshot(self) -> dict[str, Any]:
+        self.flush()
         names: dict[str, Any] = {}
-        active = {n for (n, _), h in self.latency.items() if h.count}
+        active = {n for (n, _), h in self._latency.items() if h.count}
         for n, s in sorted(self.names.items()):
             if not s and n not in active:
                 continue
             names[n] = s.snapshot()
-            names[n]["latency_us"] = {QoS(q).name: h.to_dict() for (hn, q), h in sorted(self.latency.items())
+            names[n]["latency_us"] = {QoS(q).name: h.to_dict() for (hn, q), h in sorted(self._latency.items())
                                       if hn == n and h.count}
         return {
             "version": 1,
             "enabled": self.enabled,
             "names": names,
-            "tiers": {tier.name: self.tiers[tier].snapshot() for tier in _TIERS},
+            "tiers": {tier.name: self._tiers[tier].snapshot() for tier in _TIERS},
             "peer": dict(self.peer),
         }
 
     def dump(self, file: Any = None) -> str:
         """A readable table: per name counters and latency percentiles, then per tier scheduling."""
+        self.flush()
         rows = []
-        active = {n for (n, _), h in self.latency.items() if h.count}
+        active = {n for (n, _), h in self._latency.items() if h.count}
         for n, s in sorted(self.names.items()):
             if not s and n not in active:
                 continue
@@ -338,7 +242,7 @@ class Stats:
                        "p50", "p99", "p99.9", "max"), rows)
         trows = []
         for tier in _TIERS:
-            t = self.tiers[tier]
+            t = self._tiers[tier]
             soj = ([format_us(v) for v in t.sojourn.percentiles([50, 99])] + [format_us(t.sojourn.max)]
                    if t.sent else ["-"] * 3)
             trows.append((tier.name, t.sent, t.bytes_out, t.queued_msgs, t.max_queued_msgs, t.dropped, t.coalesced,
@@ -370,6 +274,9 @@ class NullStats(Stats):
         pass
 
     def watch(self, source: Reporter) -> None:
+        pass
+
+    def fold_latency(self) -> None:
         pass
 
     def drop(self, name: str, reason: str, n: int = 1) -> None:
