@@ -105,6 +105,7 @@ class Dispatcher(Receiver, Sender):
         self.wall_clock = wall_clock
         self.bus = EventBus()
         self.handlers = HandlerTable()
+        self._handler_table, self._bus_table = self.handlers.table, self.bus.table
         self.logger = None
         self._ack_listeners = []
         self._ack_legacy: AckListener | None = None

@@ -288,9 +288,10 @@ class Receiver(CoreBase):
         name = info.name
         if self._latency is not None:
             self._latency(r[1], r[3], r[5], now)
-        handlers = self.handlers.get(name)
+        handlers = self._handler_table.get(name, ())
+        subscribers = self._bus_table.get(name)
         # The Envelope is built only for someone who looks at it.
-        if not (handlers or name in self.bus or self.replay_buffer is not None or self.logger is not None):
+        if not (handlers or subscribers or self.replay_buffer is not None or self.logger is not None):
             if bits & Bits.REQUEST:
                 self._serve_request(c, info, record_envelope(r, name), handlers, now)
                 return
@@ -301,7 +302,8 @@ class Receiver(CoreBase):
         env = record_envelope(r, name)
         if self.replay_buffer is not None:
             self.replay_buffer.push(env, "in", now)
-        self.bus.emit(name, env.payload, env.meta)
+        if subscribers:
+            self.bus.emit(name, env.payload, env.meta)
         if self.logger is not None:
             self._log(env, "in")
         if bits & Bits.REQUEST:

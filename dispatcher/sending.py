@@ -10,7 +10,7 @@ from typing import Any
 from .base import SERVER_PEER, CoreBase, Handler, log
 from .bus import Subscription
 from .connection import Connection, NameInfo, PendingRequest
-from .envelope import Envelope, Flags, QoS, make_envelope, make_meta
+from .envelope import Envelope, Flags, QoS, envelope_of, make_envelope, make_meta
 from .errors import LocalProtocolError, RequestTimeout, ValidationError
 from .promise import Promise, Waiter
 from .registry import Kind
@@ -59,7 +59,7 @@ class Sender(CoreBase):
         flags = _NO_FLAGS if replayable is None and reliable is None else Flags.of(replayable, reliable)
         seq = c.seq[chan] + 1
         c.seq[chan] = seq
-        env = make_envelope(name, payload, make_meta(seq, qos, now, None, None, trace_id, flags))
+        env = envelope_of(name, payload, seq, qos, now, None, None, trace_id, flags)
         is_reliable = self._reliable[chan] if reliable is None else reliable
         if is_reliable:
             c.unacked[(chan, seq)] = (env, info)

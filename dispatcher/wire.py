@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 
 import msgpack
 
-from .envelope import Envelope, Flags, make_envelope, make_meta
+from .envelope import Envelope, Flags, envelope_of
 from .errors import LocalProtocolError, RemoteProtocolError
 from .text import describe
 
@@ -257,9 +257,8 @@ def record_flags(bits: int) -> Flags:
 def record_envelope(r: list[Any], name: str) -> Envelope:
     """The ``Envelope`` of a record (``FrameDecoder._record``) named ``name``."""
     bits = r[4]
-    return make_envelope(name, r[6], make_meta(r[2], r[3], r[5], r[10], r[7], r[8],
-                                               _NO_FLAGS if not bits & _FLAG_BITS else record_flags(bits),
-                                               bool(bits & _RESPONSE), r[9]))
+    return envelope_of(name, r[6], r[2], r[3], r[5], r[10], r[7], r[8],
+                       _NO_FLAGS if not bits & _FLAG_BITS else record_flags(bits), bool(bits & _RESPONSE), r[9])
 
 
 def parse_control(f: list[Any]) -> Frame:
