@@ -328,7 +328,7 @@ class _Code:
 def compile_test(validator: Validator) -> Callable[[Any], bool]:
     """A flat function that returns True only for payloads ``validator`` accepts (and never raises)."""
     code = _Code()
-    body = code.lines(validator, "v")
+    body = code.lines(validator, "v") or ["pass"]
     src = "\n".join(["def test(v):", "    try:", *("        " + line for line in body), "    except Exception:",
                      "        return False", "    return True"])
     scope = dict(code.consts)
