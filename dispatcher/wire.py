@@ -192,13 +192,16 @@ _FLAG_BITS = Bits.REPLAYABLE_SET | Bits.RELIABLE_SET
 _RESPONSE = Bits.RESPONSE
 _TYPE_OF: dict[type[Any], int] = {cls: t for t, (cls, _, _) in CONTROL.items()}
 
-_packb: Callable[..., bytes] = msgpack.packb
+#: One reusable packer: ``msgpack.packb`` builds a ``Packer`` per call, which costs more than packing a small
+#: frame.  ``pack`` runs in C without calling back into Python (no ``default``), so no other thread or greenlet
+#: can interleave; after an error it starts clean.
+_pack: Callable[[Any], bytes] = msgpack.Packer(use_bin_type=True).pack
 
 
 def pack_payload(payload: Any) -> bytes:
     """msgpack bytes of a payload; ``LocalProtocolError`` when it holds something msgpack cannot carry."""
     try:
-        return _packb(payload, use_bin_type=True)
+        return _pack(payload)
     except (TypeError, ValueError, OverflowError) as e:
         raise LocalProtocolError(
             f"payload cannot be encoded ({e}); allowed: nil, booleans, numbers, strings, bytes, "
@@ -226,7 +229,7 @@ def encode_envelope(env: Envelope, wire_id: int, bits: int = 0, payload_bytes: b
     if payload_bytes is None and m.player_id is None and m.trace_id is None and m.reply_to is None \
             and m.ts_ack is None:  # the common case: no tail
         try:
-            return _packb((0, wire_id, m.seq, m.qos, bits, m.ts_sent, env.payload), use_bin_type=True)
+            return _pack((0, wire_id, m.seq, m.qos, bits, m.ts_sent, env.payload))
         except (TypeError, ValueError, OverflowError):
             payload_bytes = pack_payload(env.payload)  # raises LocalProtocolError saying what is wrong
     tail: tuple[Any, ...] = (m.player_id, m.trace_id, m.reply_to, m.ts_ack)
@@ -235,13 +238,12 @@ def encode_envelope(env: Envelope, wire_id: int, bits: int = 0, payload_bytes: b
         n -= 1
     if payload_bytes is None:  # one pack of the whole frame
         try:
-            return _packb((0, wire_id, m.seq, int(m.qos), bits, m.ts_sent, env.payload, *tail[:n]),
-                          use_bin_type=True)
+            return _pack((0, wire_id, m.seq, int(m.qos), bits, m.ts_sent, env.payload, *tail[:n]))
         except (TypeError, ValueError, OverflowError):
             payload_bytes = pack_payload(env.payload)  # raises LocalProtocolError saying what is wrong
-    head = _packb((0, wire_id, m.seq, int(m.qos), bits, m.ts_sent))
+    head = _pack((0, wire_id, m.seq, int(m.qos), bits, m.ts_sent))
     if n:
-        tail_bytes = _packb(tail[:n])[1:]  # drop the fixarray header: the items join the frame's array
+        tail_bytes = _pack(tail[:n])[1:]  # drop the fixarray header: the items join the frame's array
         return bytes((0x90 | (7 + n),)) + head[1:] + payload_bytes + tail_bytes
     return bytes((0x97,)) + head[1:] + payload_bytes
 
@@ -283,12 +285,12 @@ def parse_control(f: list[Any]) -> Frame:
 
 
 def encode_control(frame: ControlFrame) -> bytes:
-    return _packb((_TYPE_OF[type(frame)], *frame), use_bin_type=True)
+    return _pack((_TYPE_OF[type(frame)], *frame))
 
 
 def encode_chunk(msg_id: int, offset: int, last: bool, data: bytes) -> bytes:
     """A slice of a larger frame: ``[8, msg_id, offset, last, data]``; the receiver reassembles it."""
-    return _packb((FrameType.CHUNK, msg_id, offset, last, data), use_bin_type=True)
+    return _pack((FrameType.CHUNK, msg_id, offset, last, data))
 
 
 def bad(msg: str) -> RemoteProtocolError:
