@@ -305,7 +305,7 @@ class Scheduler:
         weights = self._cfg.weights
         quantum = self._cfg.chunk_size
         lower = self._queues[1:]
-        while self._can_send_lower() and (lower[0] or lower[1] or lower[2]):
+        while (lower[0] or lower[1] or lower[2]) and self._can_send_lower():
             i = self._rr
             q = lower[i]
             if not q:

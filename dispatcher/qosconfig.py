@@ -80,10 +80,11 @@ class Sink(Protocol):
 
     enabled: bool
 
-    def sent(self, nbytes: list[int], sojourns: list[list[float]], counts: list[list[int]]) -> None:
+    def sent(self, nbytes: list[int], sojourns: list[list[float]], counts: list[list[int]] | None = None) -> None:
         """Since the last report, per tier: bytes on the wire, and the sojourns (enqueue -> on the wire, in
         seconds) of the frames that finished going out, as runs: ``counts[tier][i]`` frames had sojourn
-        ``sojourns[tier][i]``.  Called every few hundred frames and at each tick."""
+        ``sojourns[tier][i]`` (``counts=None``: one frame each).  Called every few hundred frames and at each
+        tick."""
 
     def watch(self, source: Reporter) -> None:
         """``source`` holds figures not yet reported: call its ``report()`` before the figures are read

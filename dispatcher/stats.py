@@ -134,18 +134,19 @@ class Stats:
             out.append(row)
         return out
 
-    def sent(self, nbytes: list[int], sojourns: list[list[float]], counts: list[list[int]]) -> None:
+    def sent(self, nbytes: list[int], sojourns: list[list[float]], counts: list[list[int]] | None = None) -> None:
         tiers = self._tiers
         for i in range(4):
             soj = sojourns[i]
             if soj:
                 t = tiers[i]
                 t.bytes_out += nbytes[i]
-                k = sum(counts[i])
+                runs = counts[i] if counts is not None else [1] * len(soj)  # None: one frame per sojourn
+                k = sum(runs)
                 t.sent += k
                 pend = self._soj_pending[i]
                 pend[0].extend(soj)
-                pend[1].extend(counts[i])
+                pend[1].extend(runs)
                 self._soj_count[i] += k
                 if self._soj_count[i] >= _FOLD_SOJOURNS:
                     self._fold_sojourns(i)
@@ -282,7 +283,7 @@ class NullStats(Stats):
     def drop(self, name: str, reason: str, n: int = 1) -> None:
         pass
 
-    def sent(self, nbytes: list[int], sojourns: list[list[float]], counts: list[list[int]]) -> None:
+    def sent(self, nbytes: list[int], sojourns: list[list[float]], counts: list[list[int]] | None = None) -> None:
         pass
 
     def dropped(self, tier: int, name: str | None, reason: str) -> None:
