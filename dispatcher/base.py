@@ -58,7 +58,7 @@ class RoleSteps(Protocol):
 
     def lost(self, c: Connection, now: float) -> None: ...
 
-    def latency(self, wire_id: int, meta: Meta, now: float) -> None: ...
+    def latency(self, wire_id: int, qos: int, ts_sent: float, now: float) -> None: ...
 
 
 class CoreBase:
@@ -107,7 +107,12 @@ class CoreBase:
     _warned: set[str]
     _ack_listeners: list[AckListener]
     _charges: Callable[[Connection, NameInfo, float], bool] | None
-    _latency: Callable[[int, Meta, float], None] | None
+    _latency: Callable[[int, int, float, float], None] | None
+    _by_wire: list[NameInfo]  # by wire id
+    _handler_table: dict[str, tuple[Handler, ...]]  # ``handlers.table``
+    _bus_table: dict[str, tuple[Callable[[Any, Meta], Any], ...]]  # ``bus.table``
+    _unfolded: int  # frames received since the latency samples were last folded
+    _accepts: list[tuple[bool, bool]]  # by wire id: whether this side accepts it as (not a response, a response)
 
     # -- queueing ------------------------------------------------------------------------------------
 
@@ -116,12 +121,15 @@ class CoreBase:
         out = c.out
         out.push(frame, qos, now, name, key, droppable)
         self._dirty[c.key] = None
-        if qos == QoS.CRITICAL and (out.queued(0) > self.limits.critical_frames
-                                    or out.queued_bytes(0) > self.limits.critical_bytes):
-            self.stats.count("critical_overruns")
-            self.close_session(c.key, "overloaded",
-                               f"more than {self.limits.critical_frames} frames or {self.limits.critical_bytes} "
-                               "bytes queued on CRITICAL to this peer", now=now)
+        if qos == 0 and (out.counts[0] > self.limits.critical_frames or out.qbytes[0] > self.limits.critical_bytes):
+            self._overrun(c, now)
+
+    def _overrun(self, c: Connection, now: float) -> None:
+        """More CRITICAL frames or bytes queued to ``c`` than the limits allow: the peer is not reading."""
+        self.stats.count("critical_overruns")
+        self.close_session(c.key, "overloaded",
+                           f"more than {self.limits.critical_frames} frames or {self.limits.critical_bytes} "
+                           "bytes queued on CRITICAL to this peer", now=now)
 
     def _nack(self, c: Connection, info: NameInfo, seq: int, code: str, message: str, now: float,
               key: tuple[int, int] | None = None) -> None:
@@ -145,7 +153,12 @@ class CoreBase:
               coalesce_key: Hashable = None, droppable: bool = True) -> None:
         """Queue an envelope; ``droppable=False`` (reliable envelopes, responses) keeps it out of drop-oldest."""
         key = (info.name, coalesce_key) if coalesce_key is not None or info.coalesce else None
-        self._push(c, frame, env.meta.qos, now, info.name, key, droppable)
+        qos = env.meta.qos
+        out = c.out  # ``_push``, inline
+        out.push(frame, qos, now, info.name, key, droppable)
+        self._dirty[c.key] = None
+        if qos == 0 and (out.counts[0] > self.limits.critical_frames or out.qbytes[0] > self.limits.critical_bytes):
+            self._overrun(c, now)
         if self.replay_buffer is not None:
             self.replay_buffer.push(env, "out", now)
         st = self._ns[info.wire_id]

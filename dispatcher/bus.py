@@ -45,6 +45,11 @@ class HandlerTable(Generic[H]):
     def __init__(self) -> None:
         self._handlers: dict[str, tuple[H, ...]] = {}
 
+    @property
+    def table(self) -> dict[str, tuple[H, ...]]:
+        """The handlers by name (read-only: the core's hot path looks names up here directly)."""
+        return self._handlers
+
     def add(self, name: str, handler: H) -> Subscription:
         if not callable(handler):
             raise TypeError(f"handler for {name!r} must be callable, got {type(handler).__name__}")

@@ -25,6 +25,7 @@ from .clocksync import ClockSync, Domain
 from .config import DispatcherConfig
 from .connection import Answers, Connection, NameInfo, State
 from .decoder import FrameDecoder
+from .envelope import QoS, make_meta
 from .errors import LocalProtocolError, RegistryError
 from .qos import Scheduler
 from .receiving import Receiver
@@ -104,6 +105,7 @@ class Dispatcher(Receiver, Sender):
         self.wall_clock = wall_clock
         self.bus = EventBus()
         self.handlers = HandlerTable()
+        self._handler_table, self._bus_table = self.handlers.table, self.bus.table
         self.logger = None
         self._ack_listeners = []
         self._ack_legacy: AckListener | None = None
@@ -136,8 +138,12 @@ class Dispatcher(Receiver, Sender):
         }
         # The names this side may send (the checks of ``_outgoing``, made once).
         self._sendable = {n: i for n, i in self._info.items() if i.kind != self.impl.incoming}
+        self._by_wire = [self._info[n] for n in registry.names]
+        probes = (make_meta(0, QoS.BACKGROUND, 0.0), make_meta(0, QoS.BACKGROUND, 0.0, is_response=True))
+        self._accepts = [(self.impl.expects(i, probes[0]), self.impl.expects(i, probes[1])) for i in self._by_wire]
         self._ns = self.stats.bind(registry.names)  # NameStats by wire id (the hot path's counters)
-        self._lat = self.stats.bind_latency(registry.names)  # [wire id][tier] -> record_seconds
+        self._lat = self.stats.bind_latency(registry.names)  # [wire id][tier] -> record(seconds)
+        self._unfolded = 0
         self._sessions = {}
         self._players = {}
         self._dirty = {}

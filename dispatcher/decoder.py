@@ -13,20 +13,16 @@ connection's state accepts (checked as soon as a frame's type is known, before i
 
 from __future__ import annotations
 
-import math
 from collections import deque
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Literal, overload
 
 import msgpack
 
-from .envelope import Envelope, Flags, Meta, QoS
+from .envelope import QoS
 from .errors import RemoteProtocolError
 from .text import describe, escape
 from .wire import (
-    _BOOL,
-    _INTS,
-    CONTROL,
     DEFAULT_MAX_FRAME_SIZE,
     MAX_PARTIALS,
     Bits,
@@ -35,6 +31,8 @@ from .wire import (
     FrameType,
     bad,
     check_time,
+    parse_control,
+    record_envelope,
 )
 
 __all__ = ["ALL_TYPES", "FrameDecoder"]
@@ -48,9 +46,9 @@ ALL_TYPES: frozenset[int] = frozenset(int(t) for t in FrameType)
 #: a float ``ts_sent`` takes 8 more).
 _MIN_HEAD = 7
 _TIERS = tuple(QoS)
-_FLAG_BITS = Bits.REPLAYABLE_SET | Bits.RELIABLE_SET
-_NO_FLAGS = Flags.of()
 _NOTHING = object()
+_PAD = [None, None, None, None]
+_ALL_BITS = Bits.ALL
 
 
 def _num(v: Any) -> str:
@@ -201,10 +199,21 @@ class FrameDecoder:
     def next_frame(self) -> Frame | None:
         return next(self.frames(), None)
 
-    def frames(self) -> Iterator[Frame]:
+    @overload
+    def frames(self) -> Iterator[Frame]: ...
+
+    @overload
+    def frames(self, records: Literal[True]) -> Iterator[Frame | list[Any]]: ...
+
+    def frames(self, records: bool = False) -> Iterator[Frame | list[Any]]:
         """The complete frames buffered, one at a time and lazily: the connection may change state (and so
         what is admitted) between two.  All state is in the decoder: a generator left unfinished loses
-        nothing.  A ``RemoteProtocolError`` is also kept as ``failure``."""
+        nothing.  A ``RemoteProtocolError`` is also kept as ``failure``.
+
+        With ``records`` (the core's receive path) an envelope comes as its checked, compact record (a list,
+        see ``_record``) instead of an ``EnvelopeFrame``: the core builds the ``Envelope`` only for a
+        handler, a subscriber, the logger or the replay buffer."""
+        make = self._record if records else self._envelope
         if self._error is not None:
             raise bad(f"connection already failed: {self._error}")
         try:
@@ -212,7 +221,7 @@ class FrameDecoder:
                 obj = self._next_small()
                 if obj is _NOTHING:
                     return
-                fr = self._whole(obj, self._small_size)
+                fr = self._whole(obj, self._small_size, make)
                 if fr is not None:
                     yield fr
             up = self._unpacker if self._unpacker is not None else self._make_unpacker()
@@ -237,14 +246,14 @@ class FrameDecoder:
                         if t not in self.admits:
                             self._admit(t)
                         if t == 0:  # the hot path: an envelope
-                            yield self._envelope(obj, size)
+                            yield make(obj, size)
                             continue
                         if t == FrameType.CHUNK:
                             whole = self._chunk(obj)
                             if whole is None:
                                 continue
                             obj, size = whole
-                        yield self._parse(obj, size)
+                        yield make(obj, size) if obj[0] == 0 else parse_control(obj)
                         continue
                 if self._fed - self._start > self.limit:  # the frame in progress is already too big
                     raise self._too_big("frame")
@@ -274,7 +283,7 @@ class FrameDecoder:
         self.oversized = True
         return bad(f"{what} larger than the {self.limit}-byte limit")
 
-    def _whole(self, obj: Any, size: int) -> Frame | None:
+    def _whole(self, obj: Any, size: int, make: Callable[[list[Any], int], Any]) -> Any:
         """A whole decoded object as a frame (None: a CHUNK of a message still incomplete)."""
         if size > self.limit:
             raise self._too_big(f"frame of {size} bytes is")
@@ -283,14 +292,14 @@ class FrameDecoder:
         t = obj[0]
         if t not in self.admits:
             self._admit(t)
-        if t == 0:
-            return self._envelope(obj, size)
         if t == FrameType.CHUNK:
             whole = self._chunk(obj)
             if whole is None:
                 return None
             obj, size = whole
-        return self._parse(obj, size)
+        if obj[0] == 0:
+            return make(obj, size)
+        return parse_control(obj)
 
     def _admit(self, t: int) -> None:
         if t not in self.admits:
@@ -342,28 +351,16 @@ class FrameDecoder:
 
     # -- fields ------------------------------------------------------------------------------------------
 
-    def _parse(self, f: list[Any], size: int) -> Frame:
-        t = f[0]
-        if t == 0:
-            return self._envelope(f, size)
-        spec = CONTROL.get(t)
-        if spec is None:
-            raise bad(f"unknown frame type {t}; known: {', '.join(str(int(x)) for x in FrameType)}")
-        cls, types, required = spec
-        n = len(f) - 1
-        if not required <= n <= len(types):
-            want = str(required) if required == len(types) else f"{required} to {len(types)}"
-            raise bad(f"{cls.__name__} frame has {n} fields, expected {want}")
-        for i, (v, ok) in enumerate(zip(f[1:], types, strict=False)):
-            if not isinstance(v, ok) or (isinstance(v, bool) and ok is not _BOOL):
-                raise bad(f"{cls.__name__} field {cls._fields[i]} has type {describe(v)}")
-            if isinstance(v, float) and not math.isfinite(v):
-                raise bad(f"{cls.__name__} field {cls._fields[i]} is not finite")
-            if ok is _INTS and not all(type(x) is int and x >= 0 for x in v):  # type: ignore[attr-defined]
-                raise bad(f"{cls.__name__} field {cls._fields[i]} must be a list of sequence numbers")
-        return cls(*f[1:])  # type: ignore[no-any-return]
-
     def _envelope(self, f: list[Any], size: int) -> EnvelopeFrame:
+        r = self._record(f, size)
+        return EnvelopeFrame(record_envelope(r, self._names[r[1]]), r[1], r[4], size)
+
+    def _record(self, f: list[Any], size: int) -> list[Any]:
+        """Check an envelope frame's fields and turn the list, in place, into the core's compact record::
+
+            [size, wire_id, seq, qos (QoS), bits, ts_sent (float), payload, player_id, trace_id, reply_to, ts_ack]
+
+        (always 11 items; ``player_id`` stamped when the connection has one)."""
         n = len(f)
         if n < 7 or n > 11:
             raise bad(f"envelope frame has {n} items, expected 7 to 11")
@@ -374,44 +371,44 @@ class FrameDecoder:
             raise bad(f"sequence number must be a non-negative integer, got {_num(seq)}")
         if type(qos) is not int or not 0 <= qos <= 3:
             raise bad(f"qos must be 0..3, got {_num(qos)}")
-        if type(bits) is not int or not 0 <= bits <= Bits.ALL:
-            raise bad(f"bits must be 0..{Bits.ALL}, got {_num(bits)}")
-        ts_sent = check_time(ts, "ts_sent")
-        player_id = trace_id = reply_to = None
-        ts_ack: float | None = None
-        if n > 7:
-            player_id = f[7]
+        if type(bits) is not int or not 0 <= bits <= _ALL_BITS:
+            raise bad(f"bits must be 0..{_ALL_BITS}, got {_num(bits)}")
+        if type(ts) is float:
+            if ts - ts != 0.0:  # inf or nan
+                raise bad("ts_sent is not finite")
+        else:
+            f[5] = check_time(ts, "ts_sent")
+        f[3] = _TIERS[qos]
+        if n == 7:
+            f += _PAD
+        else:
+            if n < 11:
+                f += _PAD[:11 - n]
+            player_id, trace_id, reply_to, ts_ack = f[7], f[8], f[9], f[10]
             if player_id is not None and type(player_id) is not int:
                 raise bad(f"player_id must be an integer, got {describe(player_id)}")
-            if n > 8:
-                trace_id = f[8]
-                if trace_id is not None and type(trace_id) is not str:
-                    raise bad(f"trace_id must be a string, got {describe(trace_id)}")
-                if n > 9:
-                    reply_to = f[9]
-                    if reply_to is not None and (type(reply_to) is not int or reply_to < 0):
-                        raise bad(f"reply_to must be a sequence number, got {_num(reply_to)}")
-                    if n > 10 and f[10] is not None:
-                        ts_ack = check_time(f[10], "ts_ack")
+            if trace_id is not None and type(trace_id) is not str:
+                raise bad(f"trace_id must be a string, got {describe(trace_id)}")
+            if reply_to is not None and (type(reply_to) is not int or reply_to < 0):
+                raise bad(f"reply_to must be a sequence number, got {_num(reply_to)}")
+            if ts_ack is not None:
+                f[10] = check_time(ts_ack, "ts_ack")
         payload = f[6]
         # Each level of nesting costs the payload at least one byte, and the frame's other fields at least
-        # _MIN_HEAD: a smaller frame cannot be too deep (most are), so it is not walked.
-        head = _MIN_HEAD + 8 if type(ts) is float else _MIN_HEAD
-        if (type(payload) is list or type(payload) is dict) and size - head > self.max_depth \
-                and _depth_over(payload, self.max_depth):
-            raise bad(f"payload nested deeper than {self.max_depth} levels")
+        # _MIN_HEAD: a smaller frame cannot be too deep (most are), so it is not walked; nor is a table
+        # of scalars (most of the rest).
+        tp = type(payload)
+        if (tp is dict or tp is list) and size - (_MIN_HEAD + 8 if type(ts) is float else _MIN_HEAD) > self.max_depth:
+            for y in (payload.values() if tp is dict else payload):
+                if type(y) is list or type(y) is dict:
+                    if _depth_over(payload, self.max_depth):
+                        raise bad(f"payload nested deeper than {self.max_depth} levels")
+                    break
         stamp = self.player_id
         if stamp is not None:
-            if player_id is not None and player_id != stamp:
+            if f[7] is not None and f[7] != stamp:
                 self.spoofed += 1
-            player_id = stamp
-        if bits & _FLAG_BITS:
-            flags = Flags.of(
-                replayable=bool(bits & Bits.REPLAYABLE) if bits & Bits.REPLAYABLE_SET else None,
-                reliable=bool(bits & Bits.RELIABLE) if bits & Bits.RELIABLE_SET else None,
-            )
-        else:
-            flags = _NO_FLAGS
-        meta = Meta(seq, _TIERS[qos], ts_sent, ts_ack, player_id, trace_id, flags, bool(bits & Bits.RESPONSE),
-                    reply_to)
-        return EnvelopeFrame(Envelope(self._names[wid], payload, meta), wid, bits, size)
+            f[7] = stamp
+        f[0] = size
+        return f
+

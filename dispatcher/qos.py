@@ -29,33 +29,17 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Hashable
-from typing import Protocol
 
-from .qosconfig import BACKGROUND, CRITICAL, HIGH, NORMAL, SchedulerConfig
+from .qosconfig import BACKGROUND, CRITICAL, HIGH, NORMAL, SchedulerConfig, Sink
 from .wire import CHUNK_OVERHEAD, encode_chunk
 
 __all__ = ["Scheduler", "SchedulerConfig", "Sink"]
 
 __all__ += ["BACKGROUND", "CRITICAL", "HIGH", "NORMAL"]
 _MIN_CHUNK = 64
-
-
-class Sink(Protocol):
-    """Where a scheduler reports what happens to frames (``stats.Stats`` implements it)."""
-
-    enabled: bool
-
-    def sent(self, nbytes: list[int], sojourns: list[list[float]]) -> None:
-        """Since the last report, per tier: bytes on the wire, and the sojourn (enqueue -> on the wire, in
-        seconds) of each frame that finished going out.  Called once per ``pull``."""
-
-    def dropped(self, tier: int, name: str | None, reason: str) -> None: ...
-
-    def coalesced(self, tier: int, name: str | None) -> None: ...
-
-    def depth(self, tier: int, dmsgs: int, dbytes: int) -> None: ...
-
-    def saturation(self, tier: int, saturated: bool, run: int) -> None: ...
+#: The scheduler tells its sink what went out at least every this many frames (and at each tick).
+_REPORT_EVERY = 256
+_new = object.__new__
 
 
 class _Item:
@@ -77,27 +61,9 @@ class Scheduler:
     """Outbound frames of one connection; ``pull(now)`` returns what may go on the wire now."""
 
     __slots__ = (
-        "_bytes",
-        "_cfg",
-        "_coalesce",
-        "_count",
-        "_deficit",
-        "_msg_ids",
-        "_msgs",
-        "_qbytes",
-        "_queues",
-        "_reported",
-        "_reserve",
-        "_rr",
-        "_runs",
-        "_sent_bytes",
-        "_sink",
-        "_small",
-        "_sojourns",
-        "_t",
-        "_tick",
-        "_wake",
-        "pending",
+        "__weakref__", "_byte_limit", "_bytes", "_cfg", "_coalesce", "_deficit", "_fifo", "_limit", "_msg_ids",
+        "_msgs", "_queues", "_reported", "_reserve", "_rr", "_runs", "_sent_bytes", "_sink", "_small", "_soj_n",
+        "_sojourns", "_t", "_tick", "_unreported", "_wake", "counts", "pending", "qbytes",
     )
 
     def __init__(self, config: SchedulerConfig, sink: Sink) -> None:
@@ -114,17 +80,24 @@ class Scheduler:
         self._wake: float | None = None
         self._msg_ids = 0
         self._runs = [0, 0, 0, 0]
-        self._count = [0, 0, 0, 0]  # frames queued per tier
-        self._qbytes = [0, 0, 0, 0]  # bytes queued per tier
+        self.counts = [0, 0, 0, 0]  # frames queued per tier (read-only outside)
+        self.qbytes = [0, 0, 0, 0]  # bytes queued per tier (read-only outside)
         self._reported: list[tuple[int, int]] | None = None  # depth last reported to the sink, per tier
         # What went out during this pull, reported to the sink once at its end (None: stats are off).
         self._sent_bytes = [0, 0, 0, 0]
         self._sojourns: list[list[float]] | None = [[], [], [], []] if sink.enabled else None
+        self._soj_n: list[list[int]] = [[], [], [], []]  # how many frames had each of those sojourns
+        self._unreported = 0  # frames whose sojourns the sink has not been told yet
+        if sink.enabled:
+            sink.watch(self)
         # A frame up to this size goes whole (when it fits the tokens); a larger one is cut into chunks.
         tick_budget = (config.budget or float("inf")) * self._tick
         self._small = int(min(config.chunk_size, tick_budget))
         self._reserve = config.critical_reserve * tick_budget if config.budget is not None else 0.0
         self.pending = 0
+        self._fifo = config.mode == "fifo"
+        self._limit = tuple(config.queue_limits.get(t) for t in range(4))  # frames per tier, at most
+        self._byte_limit = tuple(config.queue_bytes.get(t) for t in range(4))
 
     @property
     def config(self) -> SchedulerConfig:
@@ -132,11 +105,11 @@ class Scheduler:
 
     def queued(self, tier: int) -> int:
         """Frames of ``tier`` waiting."""
-        return self._count[tier]
+        return self.counts[tier]
 
     def queued_bytes(self, tier: int) -> int:
         """Bytes of ``tier`` waiting."""
-        return self._qbytes[tier]
+        return self.qbytes[tier]
 
     # -- in --------------------------------------------------------------------------------------
 
@@ -144,8 +117,7 @@ class Scheduler:
              droppable: bool = True) -> None:
         """Queue ``frame``.  ``key`` (not for CRITICAL) coalesces with a queued frame of the same key;
         ``droppable=False`` keeps it out of drop-oldest (responses)."""
-        cfg = self._cfg
-        if cfg.mode == "fifo":
+        if self._fifo:
             q = self._queues[0]
             key = None
         else:
@@ -153,26 +125,32 @@ class Scheduler:
             if key is not None and tier != CRITICAL:
                 old = self._coalesce.get(key)
                 if old is not None and not old.committed:
-                    self._qbytes[tier] += len(frame) - len(old.frame)
+                    self.qbytes[tier] += len(frame) - len(old.frame)
                     old.frame, old.name = frame, name
                     self._sink.coalesced(tier, name)
                     return
-            limit = cfg.queue_limits.get(tier)
+            limit = self._limit[tier]
             if limit is not None and len(q) >= limit:
                 self._drop_oldest(q, tier)
-            byte_limit = cfg.queue_bytes.get(tier)
+            byte_limit = self._byte_limit[tier]
             if byte_limit is not None:
-                while q and self._qbytes[tier] + len(frame) > byte_limit and self._drop_oldest(q, tier):
+                while q and self.qbytes[tier] + len(frame) > byte_limit and self._drop_oldest(q, tier):
                     pass
-        it = _Item(frame, tier, name, key, now)
-        if not droppable:
-            it.committed = True
+        it = _new(_Item)  # _Item's fields, without the cost of a call to __init__
+        it.frame = frame
+        it.tier = tier
+        it.name = name
+        it.key = key
+        it.t_enq = now
+        it.offset = 0
+        it.msg_id = 0
+        it.committed = not droppable
         q.append(it)
         if key is not None:
             self._coalesce[key] = it
         self.pending += 1
-        self._count[tier] += 1
-        self._qbytes[tier] += len(frame)
+        self.counts[tier] += 1
+        self.qbytes[tier] += len(frame)
 
     def full(self, tier: int) -> bool:
         """Whether ``tier`` is at its bound (frames or bytes): the core refuses new requests whose responses
@@ -181,8 +159,8 @@ class Scheduler:
         if cfg.mode == "fifo":
             return False
         limit, byte_limit = cfg.queue_limits.get(tier), cfg.queue_bytes.get(tier)
-        return (limit is not None and self._count[tier] >= limit) or (
-            byte_limit is not None and self._qbytes[tier] >= byte_limit)
+        return (limit is not None and self.counts[tier] >= limit) or (
+            byte_limit is not None and self.qbytes[tier] >= byte_limit)
 
     def push_front(self, frame: bytes, now: float) -> None:
         """Queue a control frame ahead of everything (the handshake must open a connection's stream)."""
@@ -190,8 +168,8 @@ class Scheduler:
         it.committed = True
         self._queues[0].appendleft(it)
         self.pending += 1
-        self._count[CRITICAL] += 1
-        self._qbytes[CRITICAL] += len(frame)
+        self.counts[CRITICAL] += 1
+        self.qbytes[CRITICAL] += len(frame)
 
     def restart(self) -> None:
         """The connection was replaced: a frame whose first chunks went on the old one starts over (the new
@@ -207,8 +185,8 @@ class Scheduler:
                 del q[i]
                 self._forget(it)
                 self.pending -= 1
-                self._count[tier] -= 1
-                self._qbytes[tier] -= len(it.frame)
+                self.counts[tier] -= 1
+                self.qbytes[tier] -= len(it.frame)
                 self._sink.dropped(tier, it.name, "queue_full")
                 return True
         return False
@@ -235,11 +213,10 @@ class Scheduler:
             self._drain_fifo(out, now)
         else:
             self._drain_priority(out, now)
-        soj = self._sojourns
-        if soj is not None and out:
-            self._sink.sent(self._sent_bytes, soj)
-            self._sent_bytes = [0, 0, 0, 0]
-            self._sojourns = [[], [], [], []]
+        if out and self._sojourns is not None:
+            self._unreported += len(out)
+            if self._unreported >= _REPORT_EVERY:
+                self.report()
         if ticked:
             self._account_tick()
         if not self.pending:
@@ -274,28 +251,61 @@ class Scheduler:
         cfg = self._cfg
         return (cfg.budget is None or self._bytes > self._reserve) and (cfg.max_rate is None or self._msgs > 0)
 
-    def _spend(self, nbytes: int, whole: bool) -> None:
-        self._bytes -= nbytes
-        if whole:
-            self._msgs -= 1
-
     def _drain_fifo(self, out: list[bytes], now: float) -> None:
         q = self._queues[0]
         while q and self._can_send():
             it = q.popleft()
             self._finish(it, it.frame, out, now)
 
+    def _drain_critical(self, q: deque[_Item], out: list[bytes], now: float) -> None:
+        """Whole CRITICAL frames from the head of ``q`` while there are tokens (``_finish`` for each, inline:
+        this loop carries most frames)."""
+        cfg = self._cfg
+        limited, rated = cfg.budget is not None, cfg.max_rate is not None
+        tokens, msgs = self._bytes, self._msgs
+        soj = self._sojourns[CRITICAL] if self._sojourns is not None else None
+        coalesce = self._coalesce
+        n = nbytes = run = 0
+        last: float | None = None  # sojourns go as runs: frames queued at one time leave together
+        while q and (not limited or tokens > 0) and (not rated or msgs > 0):
+            it = q.popleft()
+            frame = it.frame
+            size = len(frame)
+            out.append(frame)
+            tokens -= size
+            msgs -= 1
+            n += 1
+            nbytes += size
+            if it.key is not None and coalesce.get(it.key) is it:
+                del coalesce[it.key]
+            if soj is not None:
+                if it.t_enq == last:
+                    run += 1
+                else:
+                    if last is not None:
+                        soj.append(now - last)
+                        self._soj_n[CRITICAL].append(run)
+                    last, run = it.t_enq, 1
+        self._bytes, self._msgs = tokens, msgs
+        self.pending -= n
+        self.counts[CRITICAL] -= n
+        self.qbytes[CRITICAL] -= nbytes
+        if soj is not None:
+            self._sent_bytes[CRITICAL] += nbytes
+            if last is not None:
+                soj.append(now - last)
+                self._soj_n[CRITICAL].append(run)
+
     def _drain_priority(self, out: list[bytes], now: float) -> None:
         crit = self._queues[CRITICAL]
-        while crit and self._can_send():
-            it = crit.popleft()
-            self._finish(it, it.frame, out, now)
         if crit:
-            return
+            self._drain_critical(crit, out, now)
+            if crit:
+                return
         weights = self._cfg.weights
         quantum = self._cfg.chunk_size
         lower = self._queues[1:]
-        while self._can_send_lower() and (lower[0] or lower[1] or lower[2]):
+        while (lower[0] or lower[1] or lower[2]) and self._can_send_lower():
             i = self._rr
             q = lower[i]
             if not q:
@@ -341,7 +351,7 @@ class Scheduler:
         if last:
             q.popleft()
             return self._finish(it, chunk, out, now, len(frame))
-        self._spend(len(chunk), whole=False)
+        self._bytes -= len(chunk)
         self._sent_bytes[it.tier] += len(chunk)
         out.append(chunk)
         return len(chunk)
@@ -353,18 +363,19 @@ class Scheduler:
         if it.key is not None:
             self._forget(it)
         self.pending -= 1
-        self._count[it.tier] -= 1
-        self._qbytes[it.tier] -= frame_len or len(data)
+        self.counts[it.tier] -= 1
+        self.qbytes[it.tier] -= frame_len or len(data)
         soj = self._sojourns
         if soj is not None:
             self._sent_bytes[it.tier] += len(data)
             soj[it.tier].append(now - it.t_enq)
+            self._soj_n[it.tier].append(1)
         return len(data)
 
     def _report_depth(self) -> None:
         """Tell the sink how the queues changed since the last report (sampled at ticks, not per frame)."""
         old = self._reported or [(0, 0)] * 4
-        new = list(zip(self._count, self._qbytes, strict=True))
+        new = list(zip(self.counts, self.qbytes, strict=True))
         for tier in range(4):
             if new[tier] != old[tier]:
                 self._sink.depth(tier, new[tier][0] - old[tier][0], new[tier][1] - old[tier][1])
@@ -374,17 +385,32 @@ class Scheduler:
         """The connection is gone: what it had queued is no longer queued."""
         self._queues = tuple(deque() for _ in self._queues)
         self._coalesce.clear()
-        self._count = [0, 0, 0, 0]
-        self._qbytes = [0, 0, 0, 0]
+        self.counts = [0, 0, 0, 0]
+        self.qbytes = [0, 0, 0, 0]
         self.pending = 0
         self._wake = None
+        self.report()
         if self._reported is not None:
             self._report_depth()
 
+    def report(self) -> None:
+        """Tell the sink what went out since the last report: bytes and sojourns per tier.  Reported every
+        ``_REPORT_EVERY`` frames, at each tick, on ``close`` and whenever the sink is read (``Sink.watch``), not
+        at every pull: a pull often carries one frame."""
+        soj = self._sojourns
+        if soj is None or not self._unreported:
+            return
+        self._sink.sent(self._sent_bytes, soj, self._soj_n)
+        self._sent_bytes = [0, 0, 0, 0]
+        self._sojourns = [[], [], [], []]
+        self._soj_n = [[], [], [], []]
+        self._unreported = 0
+
     def _account_tick(self) -> None:
         """A tick ended: a tier with frames still waiting was saturated during it."""
+        self.report()
         self._report_depth()
         for tier in range(4):
-            waiting = self._count[tier] > 0
+            waiting = self.counts[tier] > 0
             self._runs[tier] = self._runs[tier] + 1 if waiting else 0
             self._sink.saturation(tier, waiting, self._runs[tier])

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
 
 from .envelope import QoS
 
-__all__ = ["BACKGROUND", "CRITICAL", "HIGH", "NORMAL", "SchedulerConfig"]
+__all__ = ["BACKGROUND", "CRITICAL", "HIGH", "NORMAL", "Reporter", "SchedulerConfig", "Sink"]
 
 CRITICAL, HIGH, NORMAL, BACKGROUND = 0, 1, 2, 3
 
@@ -69,3 +69,31 @@ class SchedulerConfig:
         if not 0 <= self.critical_reserve < 1:
             raise ValueError(f"critical_reserve is a fraction of a tick's budget (0 to <1), "
                              f"got {self.critical_reserve}")
+
+
+class Reporter(Protocol):
+    def report(self) -> None: ...
+
+
+class Sink(Protocol):
+    """Where a scheduler reports what happens to frames (``stats.Stats`` implements it)."""
+
+    enabled: bool
+
+    def sent(self, nbytes: list[int], sojourns: list[list[float]], counts: list[list[int]] | None = None) -> None:
+        """Since the last report, per tier: bytes on the wire, and the sojourns (enqueue -> on the wire, in
+        seconds) of the frames that finished going out, as runs: ``counts[tier][i]`` frames had sojourn
+        ``sojourns[tier][i]`` (``counts=None``: one frame each).  Called every few hundred frames and at each
+        tick."""
+
+    def watch(self, source: Reporter) -> None:
+        """``source`` holds figures not yet reported: call its ``report()`` before the figures are read
+        (hold it weakly)."""
+
+    def dropped(self, tier: int, name: str | None, reason: str) -> None: ...
+
+    def coalesced(self, tier: int, name: str | None) -> None: ...
+
+    def depth(self, tier: int, dmsgs: int, dbytes: int) -> None: ...
+
+    def saturation(self, tier: int, saturated: bool, run: int) -> None: ...

@@ -15,12 +15,11 @@
 from __future__ import annotations
 
 from collections.abc import Hashable
-from dataclasses import replace
 from typing import Any
 
 from .base import SERVER_PEER, CoreBase, Handler
 from .connection import Connection, NameInfo, State
-from .envelope import Envelope, Flags, Meta
+from .envelope import Envelope, Flags, Meta, make_envelope, make_meta
 from .errors import LocalProtocolError, RemoteError, RemoteProtocolError, ValidationError
 from .promise import Promise
 from .sequence import DUPLICATE, IN_ORDER, LATE
@@ -32,7 +31,6 @@ from .wire import (
     Bits,
     Challenge,
     Close,
-    EnvelopeFrame,
     Frame,
     Hello,
     Nack,
@@ -41,11 +39,16 @@ from .wire import (
     Welcome,
     encode_control,
     encode_envelope,
+    record_envelope,
 )
 
 __all__ = ["Receiver"]
 
 _NO_FLAGS = Flags.of()
+_RESPONSE = Bits.RESPONSE
+#: Frames received between two folds of the latency samples into their histograms.
+_FOLD_EVERY = 4096
+_ACK_REQUESTED = Bits.ACK_REQUESTED
 
 _HANDSHAKE = (Challenge, Hello, Welcome)
 
@@ -62,12 +65,12 @@ class Receiver(CoreBase):
         dec = c.decoder
         try:
             dec.receive(data)
-            for fr in dec.frames():
+            for fr in dec.frames(True):
                 n += 1
-                if type(fr) is EnvelopeFrame:
+                if type(fr) is list:  # an envelope's compact record
                     self._on_envelope(c, fr, now)
                 else:
-                    c = self._frame(c, fr, now)
+                    c = self._frame(c, fr, now)  # type: ignore[arg-type]
                 if c.closed:
                     break
         except RemoteProtocolError as e:
@@ -82,6 +85,10 @@ class Receiver(CoreBase):
     def _received(self, c: Connection, n: int, now: float) -> None:
         st = self.stats
         st.count("frames_in", n)
+        self._unfolded += n
+        if self._unfolded >= _FOLD_EVERY:  # latency samples wait in plain lists (``Stats.bind_latency``)
+            self._unfolded = 0
+            st.fold_latency()
         if c.decoder.spoofed:
             st.count("spoofed_player_id", c.decoder.spoofed)
             c.decoder.spoofed = 0
@@ -100,9 +107,7 @@ class Receiver(CoreBase):
 
     def _frame(self, c: Connection, fr: Frame, now: float) -> Connection:
         t = type(fr)
-        if t is EnvelopeFrame:
-            self._on_envelope(c, fr, now)  # type: ignore[arg-type]
-        elif t in _HANDSHAKE:
+        if t in _HANDSHAKE:
             return self.impl.handshake(c, fr, now)
         elif t is Ping:
             if c.pings.take(now):
@@ -162,42 +167,48 @@ class Receiver(CoreBase):
 
     # -- the envelope pipeline -------------------------------------------------------------------------
 
-    def _on_envelope(self, c: Connection, fr: EnvelopeFrame, now: float) -> None:
-        env, bits = fr.envelope, fr.bits
-        meta = env.meta
-        info = self._info[env.name]
-        st = self._ns[fr.wire_id]
+    def _on_envelope(self, c: Connection, r: list[Any], now: float) -> None:
+        """One envelope's record (``FrameDecoder._record``: ``[size, wire_id, seq, qos, bits, ts_sent, payload,
+        player_id, trace_id, reply_to, ts_ack]``) through the pipeline."""
+        wid, seq, bits = r[1], r[2], r[4]
+        info = self._by_wire[wid]
+        st = self._ns[wid]
         # Each step's common case is tested inline; the step's method handles the rest (and says why).
-        if not self.impl.expects(info, meta):
-            self._authorise_direction(c, info, st, meta, bits, now)
+        if not self._accepts[wid][bits & _RESPONSE]:  # the role's ``expects``, tabulated per wire id
+            self._authorise_direction(c, info, st, self._meta(r, info), bits, now)
             return
-        if meta.qos < self._channel_qos[info.chan]:
-            env = self._authorise_tier(info, env)
-            meta = env.meta
-        if bits & Bits.ACK_REQUESTED:  # acknowledged whatever happens next: the sender must stop re-sending
-            acks = c.acks.get(info.chan)
+        chan = info.chan
+        if r[3] < self._channel_qos[chan]:
+            self._authorise_tier(info, r)
+        if bits & _ACK_REQUESTED:  # acknowledged whatever happens next: the sender must stop re-sending
+            acks = c.acks.get(chan)
             if acks is None:
-                c.acks[info.chan] = [meta.seq]
+                c.acks[chan] = [seq]
             else:
-                acks.append(meta.seq)
+                acks.append(seq)
         charges = self._charges
         if charges is not None and not charges(c, info, now):
-            self._refuse_budget(c, info, meta, bits, now)
+            self._refuse_budget(c, info, seq, bits, now)
             return
-        window = c.windows[info.chan]
-        if meta.seq == window.highest + 1:  # in order (ReceiveWindow.check's first case)
-            window.highest = meta.seq
+        window = c.windows[chan]
+        if seq == window.highest + 1:  # in order (ReceiveWindow.check's first case)
+            window.highest = seq
             window.gap = 0
-        elif not self._sequence(c, info, st, meta, bits, now):
+        elif not self._sequence(c, info, st, seq, bits, now):
             return
         st.received += 1
-        st.bytes_in += fr.size
-        if meta.is_response:
-            self._on_response(c, info, env, now)
+        st.bytes_in += r[0]
+        if bits & _RESPONSE:
+            self._on_response(c, info, record_envelope(r, info.name), now)
             return
-        if not self._validate(c, info, st, env, bits, now):
+        test = self.schemas.tests.get(info.name)  # the compiled test: a payload it passes is valid
+        if test is not None and not test(r[6]) and not self._validate(c, info, st, r, bits, now):
             return
-        self._deliver(c, info, st, env, bits, fr.wire_id, now)
+        self._deliver(c, info, st, r, bits, now)
+
+    @staticmethod
+    def _meta(r: list[Any], info: NameInfo) -> Meta:
+        return record_envelope(r, info.name).meta
 
     def _authorise_direction(self, c: Connection, info: NameInfo, st: NameStats, meta: Meta, bits: int,
                              now: float) -> bool:
@@ -212,29 +223,29 @@ class Receiver(CoreBase):
                        f"{info.name} is an {info.kind}; a {self.role} does not accept it", now)
         return False
 
-    def _authorise_tier(self, info: NameInfo, env: Envelope) -> Envelope:
+    def _authorise_tier(self, info: NameInfo, r: list[Any]) -> None:
+        """A claimed tier more urgent than the channel's is clamped to it (in the record) and counted."""
         declared = self._channel_qos[info.chan]
-        if env.meta.qos >= declared:
-            return env
-        self.stats.count("qos_clamped")
-        return Envelope(env.name, env.payload, replace(env.meta, qos=declared))
+        if r[3] < declared:
+            self.stats.count("qos_clamped")
+            r[3] = declared
 
-    def _authorise_budget(self, c: Connection, info: NameInfo, meta: Meta, bits: int, now: float) -> bool:
+    def _authorise_budget(self, c: Connection, info: NameInfo, seq: int, bits: int, now: float) -> bool:
         if self._charges is None or self._charges(c, info, now):
             return True
-        self._refuse_budget(c, info, meta, bits, now)
+        self._refuse_budget(c, info, seq, bits, now)
         return False
 
-    def _refuse_budget(self, c: Connection, info: NameInfo, meta: Meta, bits: int, now: float) -> None:
+    def _refuse_budget(self, c: Connection, info: NameInfo, seq: int, bits: int, now: float) -> None:
         self.stats.count("rate_limited")
         self.stats.drop(info.name, "rate_limited")
         if bits & Bits.REQUEST:
-            self._nack(c, info, meta.seq, "rate_limited",
+            self._nack(c, info, seq, "rate_limited",
                        f"more than {self._rates[info.chan]:g} envelopes/s on channel {info.channel.name}", now)
 
-    def _sequence(self, c: Connection, info: NameInfo, st: NameStats, meta: Meta, bits: int, now: float) -> bool:
+    def _sequence(self, c: Connection, info: NameInfo, st: NameStats, seq: int, bits: int, now: float) -> bool:
         window = c.windows[info.chan]
-        verdict = window.check(meta.seq)
+        verdict = window.check(seq)
         if verdict == IN_ORDER:
             if window.gap:
                 st.seq_gaps += window.gap
@@ -248,7 +259,7 @@ class Receiver(CoreBase):
             return False
         st.duplicates += 1
         if bits & Bits.REQUEST:
-            key = (info.chan, meta.seq)
+            key = (info.chan, seq)
             cached = c.answered.get(key)
             tier = self._declared(info)
             if cached is not None:
@@ -257,13 +268,12 @@ class Receiver(CoreBase):
                 else:
                     self.stats.count("answer_resends_dropped")
             elif c.answered.evicted(key):  # it ran; its answer is gone: refuse, never run it twice
-                self._nack(c, info, meta.seq, "expired",
-                           f"request {meta.seq} already ran and its answer is no longer kept", now)
+                self._nack(c, info, seq, "expired",
+                           f"request {seq} already ran and its answer is no longer kept", now)
         return False
 
-    def _validate(self, c: Connection, info: NameInfo, st: NameStats, env: Envelope, bits: int,
-                  now: float) -> bool:
-        reason = self.schemas.validate(info.name, env.payload)
+    def _validate(self, c: Connection, info: NameInfo, st: NameStats, r: list[Any], bits: int, now: float) -> bool:
+        reason = self.schemas.validate(info.name, r[6])
         if reason is None:
             return True
         reason = escape(reason, self.limits.reason_chars)
@@ -271,34 +281,45 @@ class Receiver(CoreBase):
         self.stats.drop(info.name, "invalid_payload")
         self._warn(c, now, "%s sent an invalid %s: %s", escape(str(c.key), 80), info.name, reason)
         if bits & Bits.REQUEST:
-            self._nack(c, info, env.meta.seq, "invalid_payload", reason, now)
+            self._nack(c, info, r[2], "invalid_payload", reason, now)
         return False
 
-    def _deliver(self, c: Connection, info: NameInfo, st: NameStats, env: Envelope, bits: int, wire_id: int,
-                 now: float) -> None:
+    def _deliver(self, c: Connection, info: NameInfo, st: NameStats, r: list[Any], bits: int, now: float) -> None:
+        name = info.name
         if self._latency is not None:
-            self._latency(wire_id, env.meta, now)
+            self._latency(r[1], r[3], r[5], now)
+        handlers = self._handler_table.get(name, ())
+        subscribers = self._bus_table.get(name)
+        # The Envelope is built only for someone who looks at it.
+        if not (handlers or subscribers or self.replay_buffer is not None or self.logger is not None):
+            if bits & Bits.REQUEST:
+                self._serve_request(c, info, record_envelope(r, name), handlers, now)
+                return
+            st.no_subscriber += 1
+            if bits & Bits.REQUIRE_SUBSCRIBER:
+                self._nack(c, info, r[2], "no_subscriber", f"no handler for {name} on the {self.role}", now)
+            return
+        env = record_envelope(r, name)
         if self.replay_buffer is not None:
             self.replay_buffer.push(env, "in", now)
-        self.bus.emit(info.name, env.payload, env.meta)
+        if subscribers:
+            self.bus.emit(name, env.payload, env.meta)
         if self.logger is not None:
             self._log(env, "in")
-        handlers = self.handlers.get(info.name)
         if bits & Bits.REQUEST:
             self._serve_request(c, info, env, handlers, now)
             return
         if not handlers:
             st.no_subscriber += 1
             if bits & Bits.REQUIRE_SUBSCRIBER:
-                self._nack(c, info, env.meta.seq, "no_subscriber", f"no handler for {info.name} on the {self.role}",
-                           now)
+                self._nack(c, info, r[2], "no_subscriber", f"no handler for {name} on the {self.role}", now)
             return
         for h in handlers:
             try:
                 h(env)
             except Exception as e:
                 st.handler_errors += 1
-                self._warn(c, now, "handler for %s raised %s: %s", info.name, type(e).__name__, escape(str(e)))
+                self._warn(c, now, "handler for %s raised %s: %s", name, type(e).__name__, escape(str(e)))
 
     # -- requests served here, responses to ours -------------------------------------------------------
 
@@ -349,8 +370,8 @@ class Receiver(CoreBase):
             self._nack(c, info, req.meta.seq, "handler_error", f"the response is invalid: {reason}", now, key)
             return
         seq = c.seq[info.chan] + 1
-        env = Envelope(name, payload, Meta(seq, self._declared(info), now, now, c.player_id,
-                                           req.meta.trace_id, _NO_FLAGS, True, req.meta.seq))
+        env = make_envelope(name, payload, make_meta(seq, self._declared(info), now, now, c.player_id,
+                                                     req.meta.trace_id, _NO_FLAGS, True, req.meta.seq))
         try:
             frame = encode_envelope(env, info.wire_id, 0)
         except LocalProtocolError as e:

@@ -54,7 +54,7 @@ class RoleImpl:
         core._tick_at.pop(c.key, None)
         core._dirty.pop(c.key, None)
 
-    def latency(self, wire_id: int, meta: Meta, now: float) -> None:
+    def latency(self, wire_id: int, qos: int, ts_sent: float, now: float) -> None:
         """Record a delivered envelope's one-way latency (a client, on the server's clock)."""
 
     def _version(self, version: int, peer: str) -> None:
@@ -279,13 +279,13 @@ class ClientRole(RoleImpl):
             return c
         raise RemoteProtocolError(f"unexpected {type(fr).__name__.upper()} in the handshake", code="handshake")
 
-    def latency(self, wire_id: int, meta: Meta, now: float) -> None:
+    def latency(self, wire_id: int, qos: int, ts_sent: float, now: float) -> None:
         core = self.core
-        one_way = now + core.clock.offset - meta.ts_sent
+        one_way = now + core.clock.offset - ts_sent
         if one_way < 0:  # the clocks disagree by more than the latency: counted, recorded as 0
             core.stats.count("clock_skew")
             one_way = 0.0
-        core._lat[wire_id][meta.qos](one_way)
+        core._lat[wire_id][qos](one_way)
 
     def _ping_interval(self) -> float:
         periods = [t for t in (self.core.clock_sync_interval, self.core.limits.keepalive_interval) if t > 0]

@@ -54,12 +54,18 @@ def _at(path: str, key: object) -> str:
 
 # Each combinator builds a ``_Node`` (validate with a path prefix) and wraps it as a plain Validator.
 
-class _Node:
-    __slots__ = ("check", "optional")
+#: Writes a node's test as Python statements: given the name of the value's variable and the ``_Code`` being
+#: written, the lines (unindented) that ``return False`` when the value fails and fall through otherwise.
+Gen = Callable[[str, "_Code"], list[str]]
 
-    def __init__(self, check: Callable[[Any, str], Result], optional: bool = False) -> None:
+
+class _Node:
+    __slots__ = ("check", "gen", "optional")
+
+    def __init__(self, check: Callable[[Any, str], Result], optional: bool = False, gen: Gen | None = None) -> None:
         self.check = check
         self.optional = optional  # a table field that may be absent
+        self.gen = gen  # None: the compiled test calls ``check``
 
     def __call__(self, value: Any) -> Result:
         return self.check(value, "")
@@ -78,16 +84,18 @@ def _node(v: Validator) -> Callable[[Any, str], Result]:
 
 def any_value() -> Validator:
     """Anything (including nil)."""
-    return _Node(lambda value, path: _OK)
+    return _Node(lambda value, path: _OK, gen=lambda v, g: [])
 
 
 def none() -> Validator:
     """Exactly nil."""
-    return _Node(lambda v, p: _OK if v is None else _fail(p, f"expected nil, got {_type_name(v)}"))
+    return _Node(lambda v, p: _OK if v is None else _fail(p, f"expected nil, got {_type_name(v)}"),
+                 gen=lambda v, g: [f"if {v} is not None: return False"])
 
 
 def boolean() -> Validator:
-    return _Node(lambda v, p: _OK if isinstance(v, bool) else _fail(p, f"expected a boolean, got {_type_name(v)}"))
+    return _Node(lambda v, p: _OK if isinstance(v, bool) else _fail(p, f"expected a boolean, got {_type_name(v)}"),
+                 gen=lambda v, g: [f"if type({v}) is not bool: return False"])
 
 
 def integer(*, min: int | None = None, max: int | None = None) -> Validator:
@@ -102,7 +110,10 @@ def integer(*, min: int | None = None, max: int | None = None) -> Validator:
             return _fail(p, f"{v} is above the maximum {max}")
         return _OK
 
-    return _Node(check)
+    def gen(v: str, g: _Code) -> list[str]:
+        return [f"if type({v}) is not int: return False", *g.bounds(v, min, max)]
+
+    return _Node(check, gen=gen)
 
 
 def number(*, min: float | None = None, max: float | None = None) -> Validator:
@@ -119,7 +130,11 @@ def number(*, min: float | None = None, max: float | None = None) -> Validator:
             return _fail(p, f"{v} is above the maximum {max}")
         return _OK
 
-    return _Node(check)
+    def gen(v: str, g: _Code) -> list[str]:
+        return [f"if type({v}) is float:", f"    if {v} - {v} != 0.0: return False",  # inf, nan
+                f"elif type({v}) is not int: return False", *g.bounds(v, min, max)]
+
+    return _Node(check, gen=gen)
 
 
 def string(*, min_len: int = 0, max_len: int | None = None, choices: Iterable[str] | None = None) -> Validator:
@@ -137,13 +152,23 @@ def string(*, min_len: int = 0, max_len: int | None = None, choices: Iterable[st
             return _fail(p, f"{v!r} is not one of {', '.join(sorted(allowed))}")
         return _OK
 
-    return _Node(check)
+    def gen(v: str, g: _Code) -> list[str]:
+        out = [f"if type({v}) is not str: return False"]
+        if allowed is not None:
+            out.append(f"if {v} not in {g.const(allowed)}: return False")
+        if min_len or max_len is not None:
+            out.append(f"n = len({v})")
+            out += g.bounds("n", min_len or None, max_len)
+        return out
+
+    return _Node(check, gen=gen)
 
 
 def optional(inner: Validator) -> Validator:
     """nil, or what ``inner`` accepts.  In a ``table``, an optional field may also be absent."""
     sub = _node(inner)
-    return _Node(lambda v, p: _OK if v is None else sub(v, p), optional=True)
+    return _Node(lambda v, p: _OK if v is None else sub(v, p), optional=True,
+                 gen=lambda v, g: [f"if {v} is not None:", *g.indent(g.lines(inner, v))])
 
 
 def one_of(*alternatives: Validator) -> Validator:
@@ -159,7 +184,10 @@ def one_of(*alternatives: Validator) -> Validator:
             reasons.append(reason or "invalid")
         return False, " / ".join(reasons)
 
-    return _Node(check)
+    def gen(v: str, g: _Code) -> list[str]:
+        return [f"if not ({' or '.join(f'{g.function(a)}({v})' for a in alternatives)}): return False"]
+
+    return _Node(check, gen=gen)
 
 
 def array(item: Validator, *, min_len: int = 0, max_len: int | None = None) -> Validator:
@@ -178,7 +206,12 @@ def array(item: Validator, *, min_len: int = 0, max_len: int | None = None) -> V
                 return False, sub(x, f"{p}[{i}]")[1]
         return _OK
 
-    return _Node(check)
+    def gen(v: str, g: _Code) -> list[str]:
+        x = g.var()
+        return [f"if type({v}) is not list: return False", f"n = len({v})", *g.bounds("n", min_len or None, max_len),
+                f"for {x} in {v}:", *g.indent(g.lines(item, x))]
+
+    return _Node(check, gen=gen)
 
 
 def map_of(key: Validator, value: Validator, *, max_len: int | None = None) -> Validator:
@@ -197,7 +230,12 @@ def map_of(key: Validator, value: Validator, *, max_len: int | None = None) -> V
                 return False, vsub(x, _at(p, k))[1]
         return _OK
 
-    return _Node(check)
+    def gen(v: str, g: _Code) -> list[str]:
+        k, x = g.var(), g.var()
+        return [f"if type({v}) is not dict: return False", f"n = len({v})", *g.bounds("n", None, max_len),
+                f"for {k}, {x} in {v}.items():", *g.indent(g.lines(key, k) + g.lines(value, x))]
+
+    return _Node(check, gen=gen)
 
 
 def table(*, extra: bool = False, **fields: Validator) -> Validator:
@@ -222,7 +260,81 @@ def table(*, extra: bool = False, **fields: Validator) -> Validator:
                 return False, s(x, _at(p, k))[1]
         return _OK
 
-    return _Node(check)
+    def gen(v: str, g: _Code) -> list[str]:
+        n = g.var()
+        out = [f"if type({v}) is not dict: return False", f"{n} = 0"]
+        for k, validator in fields.items():
+            x = g.var()
+            out.append(f"{x} = {v}.get({g.const(k)}, _ABSENT)")
+            if k in required:
+                out += [f"if {x} is _ABSENT: return False", f"{n} += 1", *g.lines(validator, x)]
+            else:
+                out += [f"if {x} is not _ABSENT:", f"    {n} += 1", *g.indent(g.lines(validator, x))]
+        if not extra:
+            out.append(f"if len({v}) != {n}: return False")  # a key that is no field
+        return out
+
+    return _Node(check, gen=gen)
+
+
+# -- compiled tests -------------------------------------------------------------------------------------------
+# A validator built from these combinators is also compiled into one flat Python function that only says
+# whether a payload is valid (no closures, no reasons).  It may be stricter than the validator (``type(v) is int``
+# where the validator accepts an int subclass), never looser: the registry runs it first and asks the validator
+# only when it says no, for the verdict and the reason.
+
+_ABSENT = object()
+
+
+class _Code:
+    """One compiled test being written: its constants and its fresh variable names."""
+
+    def __init__(self) -> None:
+        self.consts: dict[str, Any] = {"_ABSENT": _ABSENT, "_OK": _OK}
+        self._n = 0
+
+    def var(self) -> str:
+        self._n += 1
+        return f"v{self._n}"
+
+    def const(self, value: Any) -> str:
+        name = f"c{len(self.consts)}"
+        self.consts[name] = value
+        return name
+
+    def bounds(self, v: str, lo: float | None, hi: float | None) -> list[str]:
+        out = []
+        if lo is not None:
+            out.append(f"if {v} < {self.const(lo)}: return False")
+        if hi is not None:
+            out.append(f"if {v} > {self.const(hi)}: return False")
+        return out
+
+    @staticmethod
+    def indent(lines: list[str]) -> list[str]:
+        return ["    " + line for line in lines] or ["    pass"]
+
+    def lines(self, validator: Validator, v: str) -> list[str]:
+        """``validator``'s test of variable ``v``: written out, or a call of its check."""
+        if isinstance(validator, _Node) and validator.gen is not None:
+            return validator.gen(v, self)
+        return [f"if {self.const(_node(validator))}({v}, '') is not _OK: return False"]
+
+    def function(self, validator: Validator) -> str:
+        """The name of a constant holding ``validator``'s own compiled test (for ``one_of``)."""
+        return self.const(compile_test(validator))
+
+
+def compile_test(validator: Validator) -> Callable[[Any], bool]:
+    """A flat function that returns True only for payloads ``validator`` accepts (and never raises)."""
+    code = _Code()
+    body = code.lines(validator, "v") or ["pass"]
+    src = "\n".join(["def test(v):", "    try:", *("        " + line for line in body), "    except Exception:",
+                     "        return False", "    return True"])
+    scope = dict(code.consts)
+    exec(compile(src, "<dispatcher.schema compiled test>", "exec"), scope)  # source made here, from no input
+    test: Callable[[Any], bool] = scope["test"]
+    return test
 
 
 class SchemaRegistry(Mapping[str, Validator]):
@@ -231,10 +343,18 @@ class SchemaRegistry(Mapping[str, Validator]):
     RESPONSE_SUFFIX = "#response"
 
     def __init__(self, validators: Mapping[str, Validator] | None = None) -> None:
-        self._v: dict[str, Validator] = dict(validators or {})
+        self._v: dict[str, Validator] = {}
+        #: Per key, the compiled test (``compile_test``): True means valid; False means ask ``validate``.
+        self.tests: dict[str, Callable[[Any], bool]] = {}
+        for key, v in (validators or {}).items():
+            self._set(key, v)
 
     def register(self, name: str, validator: Validator, *, response: bool = False) -> None:
-        self._v[name + self.RESPONSE_SUFFIX if response else name] = validator
+        self._set(name + self.RESPONSE_SUFFIX if response else name, validator)
+
+    def _set(self, key: str, validator: Validator) -> None:
+        self._v[key] = validator
+        self.tests[key] = compile_test(validator)
 
     def check_names(self, names: Iterable[str]) -> None:
         """Raise ``RegistryError`` for a schema whose name the channel registry does not declare."""
@@ -246,9 +366,11 @@ class SchemaRegistry(Mapping[str, Validator]):
 
     def validate(self, name: str, payload: Any, *, response: bool = False) -> str | None:
         """The reason ``payload`` is invalid for ``name``, or None when valid or unchecked."""
-        v = self._v.get(name + self.RESPONSE_SUFFIX if response else name)
-        if v is None:
+        key = name + self.RESPONSE_SUFFIX if response else name
+        test = self.tests.get(key)
+        if test is None or test(payload):
             return None
+        v = self._v[key]
         try:
             ok, reason = v(payload)
         except Exception as e:  # a validator that crashes rejects, with what it raised

@@ -10,13 +10,15 @@ from typing import Any
 from .base import SERVER_PEER, CoreBase, Handler, log
 from .bus import Subscription
 from .connection import Connection, NameInfo, PendingRequest
-from .envelope import Envelope, Flags, Meta, QoS
+from .envelope import Envelope, Flags, QoS, envelope_of, make_envelope, make_meta
 from .errors import LocalProtocolError, RequestTimeout, ValidationError
 from .promise import Promise, Waiter
 from .registry import Kind
 from .wire import Bits, encode_envelope, pack_payload
 
 __all__ = ["Sender"]
+
+_NO_FLAGS = Flags.of()
 
 
 class Sender(CoreBase):
@@ -47,17 +49,20 @@ class Sender(CoreBase):
         c = self._sessions.get(SERVER_PEER)
         if c is None or c.closed:
             c = self._client_session()  # raises, saying why
-        if not self._valid_out(name, payload):
+        test = self.schemas.tests.get(name)  # the compiled test first; the validator only when it says no
+        if test is not None and not test(payload) and not self._valid_out(name, payload):
             return None
-        qos = self._channel_qos[info.chan] if qos_override is None else self._tier(info, qos_override)
+        chan = info.chan
+        qos = self._channel_qos[chan] if qos_override is None else self._tier(info, qos_override)
         bits = Bits.REQUIRE_SUBSCRIBER if (self.require_subscriber if require_subscriber is None
                                            else require_subscriber) else 0
-        flags = Flags.of(replayable, reliable)
-        c.seq[info.chan] += 1
-        env = Envelope(name, payload, Meta(c.seq[info.chan], qos, now, None, None, trace_id, flags))
-        is_reliable = self._reliable[info.chan] if reliable is None else reliable
+        flags = _NO_FLAGS if replayable is None and reliable is None else Flags.of(replayable, reliable)
+        seq = c.seq[chan] + 1
+        c.seq[chan] = seq
+        env = envelope_of(name, payload, seq, qos, now, None, None, trace_id, flags)
+        is_reliable = self._reliable[chan] if reliable is None else reliable
         if is_reliable:
-            c.unacked[(info.chan, env.meta.seq)] = (env, info)
+            c.unacked[(chan, seq)] = (env, info)
             bits |= Bits.ACK_REQUESTED
         self._send(c, info, env, encode_envelope(env, info.wire_id, bits), now, coalesce_key,
                    droppable=not is_reliable)
@@ -84,7 +89,7 @@ class Sender(CoreBase):
             p.reject(ValidationError(name, self.schemas.validate(name, payload) or "invalid"))
             return p
         c.seq[info.chan] += 1
-        env = Envelope(name, payload, Meta(c.seq[info.chan], qos, now, None, None, trace_id))
+        env = make_envelope(name, payload, make_meta(c.seq[info.chan], qos, now, None, None, trace_id))
         frame = encode_envelope(env, info.wire_id, Bits.REQUEST)
         pend = PendingRequest(info, env, frame, p, retries, timeout, now)
         c.pending[(info.chan, env.meta.seq)] = pend
@@ -123,7 +128,7 @@ class Sender(CoreBase):
         sent = []
         for c in targets:
             c.seq[info.chan] += 1
-            env = Envelope(name, payload, Meta(c.seq[info.chan], qos, now, None, player_id, trace_id, flags))
+            env = make_envelope(name, payload, make_meta(c.seq[info.chan], qos, now, None, player_id, trace_id, flags))
             if is_reliable:
                 c.unacked[(info.chan, env.meta.seq)] = (env, info)
             self._send(c, info, env, encode_envelope(env, info.wire_id, bits, body), now, coalesce_key,

@@ -11,11 +11,17 @@ histograms, queue depth, sojourn and saturation.  ``transport.stats()`` returns 
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import numpy as np
+
+from .counters import NAME_COUNTERS, PEER_COUNTERS, NameStats, TierStats
 from .envelope import QoS
 from .histogram import Histogram, merged
+from .qosconfig import Reporter
+from .statstext import format_us, merge_snapshots, text_table
 
 __all__ = [
     "NAME_COUNTERS",
@@ -29,137 +35,9 @@ __all__ = [
     "text_table",
 ]
 
-#: Counters kept per envelope name.
-NAME_COUNTERS = (
-    "sent",
-    "received",
-    "bytes_out",
-    "bytes_in",
-    "retries",
-    "timeouts",
-    "failures",
-    "validation_errors",
-    "handler_errors",
-    "no_subscriber",
-    "wrong_direction",
-    "seq_regressions",
-    "seq_gaps",
-    "seq_late",
-    "duplicates",
-    "late_responses",
-    "dropped",
-    "coalesced",
-    "qos_deviations",
-)
-
-#: Counters kept per dispatcher (connection-level events).
-PEER_COUNTERS = (
-    "connections",
-    "disconnects",
-    "resumes",
-    "handshake_failures",
-    "malformed_frames",
-    "oversized_frames",
-    "spoofed_player_id",
-    "rate_limited",
-    "frames_in",
-    "bytes_in",
-    "bytes_out",
-    # the trust boundary (issue 12)
-    "not_admitted",
-    "qos_clamped",
-    "answer_resends_dropped",
-    "pings_dropped",
-    "nacks_suppressed",
-    "log_lines_suppressed",
-    "critical_overruns",
-    "handshake_timeouts",
-    "idle_timeouts",
-    "stalled",
-    "replaced",
-    "connections_refused",
-    "clock_skew",
-)
-
 _TIERS = tuple(QoS)
-
-
-class NameStats:
-    """Counters of one envelope name; ``drops`` breaks ``dropped`` down by reason."""
-
-    __slots__ = (*NAME_COUNTERS, "drops")
-
-    def __init__(self) -> None:
-        self.sent = 0
-        self.received = 0
-        self.bytes_out = 0
-        self.bytes_in = 0
-        self.retries = 0
-        self.timeouts = 0
-        self.failures = 0
-        self.validation_errors = 0
-        self.handler_errors = 0
-        self.no_subscriber = 0
-        self.wrong_direction = 0
-        self.seq_regressions = 0
-        self.seq_gaps = 0
-        self.seq_late = 0
-        self.duplicates = 0
-        self.late_responses = 0
-        self.dropped = 0
-        self.coalesced = 0
-        self.qos_deviations = 0
-        self.drops: dict[str, int] = {}
-
-    def snapshot(self) -> dict[str, Any]:
-        d: dict[str, Any] = {f: getattr(self, f) for f in NAME_COUNTERS}
-        d["drops"] = dict(self.drops)
-        return d
-
-    def reset(self) -> None:
-        for f in NAME_COUNTERS:
-            setattr(self, f, 0)
-        self.drops = {}
-
-    def __bool__(self) -> bool:
-        return any(getattr(self, f) for f in NAME_COUNTERS)
-
-
-class TierStats:
-    """Scheduling figures of one QoS tier, summed over the transport's connections."""
-
-    __slots__ = ("bytes_out", "coalesced", "dropped", "drops", "longest_saturated_run", "max_queued_bytes",
-                 "max_queued_msgs", "queued_bytes", "queued_msgs", "saturated_ticks", "sent", "sojourn", "ticks")
-
-    def __init__(self) -> None:
-        self.queued_msgs = 0
-        self.queued_bytes = 0
-        self.max_queued_msgs = 0
-        self.max_queued_bytes = 0
-        self.sent = 0
-        self.bytes_out = 0
-        self.dropped = 0
-        self.drops: dict[str, int] = {}
-        self.coalesced = 0
-        self.ticks = 0
-        self.saturated_ticks = 0
-        self.longest_saturated_run = 0
-        self.sojourn = Histogram()
-
-    @property
-    def saturation(self) -> float:
-        """Fraction of ticks that ended with this tier's frames still waiting."""
-        return self.saturated_ticks / self.ticks if self.ticks else 0.0
-
-    def snapshot(self) -> dict[str, Any]:
-        return {
-            "queued_msgs": self.queued_msgs, "queued_bytes": self.queued_bytes,
-            "max_queued_msgs": self.max_queued_msgs, "max_queued_bytes": self.max_queued_bytes,
-            "sent": self.sent, "bytes_out": self.bytes_out, "dropped": self.dropped, "drops": dict(self.drops),
-            "coalesced": self.coalesced, "ticks": self.ticks, "saturated_ticks": self.saturated_ticks,
-            "saturation": round(self.saturation, 6), "longest_saturated_run": self.longest_saturated_run,
-            "sojourn_us": self.sojourn.to_dict(),
-        }
+#: Sojourns are folded into the histograms by this many (or when the stats are read).
+_FOLD_SOJOURNS = 4096
 
 
 class Stats:
@@ -169,9 +47,46 @@ class Stats:
 
     def __init__(self) -> None:
         self.names: dict[str, NameStats] = {}
-        self.tiers: tuple[TierStats, ...] = tuple(TierStats() for _ in _TIERS)
-        self.latency: dict[tuple[str, int], Histogram] = {}
+        self._tiers: tuple[TierStats, ...] = tuple(TierStats() for _ in _TIERS)
+        self._sources: weakref.WeakSet[Reporter] = weakref.WeakSet()
+        # Sojourns reported but not yet in the tiers' histograms, per tier: (values, counts), and how many.
+        self._soj_pending: list[tuple[list[float], list[int]]] = [([], []) for _ in _TIERS]
+        self._soj_count = [0, 0, 0, 0]
+        self._latency: dict[tuple[str, int], Histogram] = {}
+        # The hot path's latency recorders are ``list.append``s: the samples wait here, folded by thousands.
+        self._lat_pending: list[tuple[Histogram, list[float]]] = []
         self.peer: dict[str, int] = dict.fromkeys(PEER_COUNTERS, 0)
+
+    @property
+    def latency(self) -> dict[tuple[str, int], Histogram]:
+        """Latency histograms by (name, tier), up to date."""
+        self.flush()
+        return self._latency
+
+    @property
+    def tiers(self) -> tuple[TierStats, ...]:
+        """Per tier scheduling figures, up to date (the schedulers report what they hold first)."""
+        self.flush()
+        return self._tiers
+
+    def flush(self) -> None:
+        """Have every scheduler report the figures it still holds; fold held sojourns into their histograms."""
+        for source in list(self._sources):
+            source.report()
+        for tier in range(4):
+            self._fold_sojourns(tier)
+        self.fold_latency()
+
+    def fold_latency(self) -> None:
+        """Latency samples recorded through ``bind_latency`` into their histograms (the core calls this every
+        few thousand frames, readers through ``flush``)."""
+        for h, samples in self._lat_pending:
+            if samples:
+                h.record_many_seconds(samples)
+                samples.clear()
+
+    def watch(self, source: Reporter) -> None:
+        self._sources.add(source)
 
     def __getitem__(self, name: str) -> NameStats:
         s = self.names.get(name)
@@ -195,42 +110,72 @@ class Stats:
         s.drops[reason] = s.drops.get(reason, 0) + n
 
     def histogram(self, name: str, qos: int) -> Histogram:
-        """The latency histogram of ``name`` at tier ``qos`` (created empty on first use)."""
-        h = self.latency.get((name, qos))
+        """The latency histogram of ``name`` at tier ``qos`` (created empty on first use), up to date."""
+        self.fold_latency()
+        return self._histogram(name, qos)
+
+    def _histogram(self, name: str, qos: int) -> Histogram:
+        h = self._latency.get((name, qos))
         if h is None:
-            h = self.latency[(name, qos)] = Histogram()
+            h = self._latency[(name, qos)] = Histogram()
         return h
 
     def bind_latency(self, names: Iterable[str]) -> list[list[Callable[[float], None]]]:
-        """``[wire id][tier] -> record_seconds`` of each name's latency histograms, for the hot path."""
-        return [[self.histogram(n, q).record_seconds for q in _TIERS] for n in names]
+        """``[wire id][tier] -> record(seconds)`` for each name's latency histograms, for the hot path: each a
+        list's ``append``, folded into the histogram by ``fold_latency`` (the caller's duty, every few thousand
+        samples) and whenever the stats are read."""
+        out = []
+        for n in names:
+            row: list[Callable[[float], None]] = []
+            for q in _TIERS:
+                samples: list[float] = []
+                self._lat_pending.append((self._histogram(n, q), samples))
+                row.append(samples.append)
+            out.append(row)
+        return out
 
-    def sent(self, nbytes: list[int], sojourns: list[list[float]]) -> None:
-        tiers = self.tiers
+    def sent(self, nbytes: list[int], sojourns: list[list[float]], counts: list[list[int]] | None = None) -> None:
+        tiers = self._tiers
         for i in range(4):
             soj = sojourns[i]
             if soj:
                 t = tiers[i]
                 t.bytes_out += nbytes[i]
-                t.sent += len(soj)
-                t.sojourn.record_many_seconds(soj)
+                runs = counts[i] if counts is not None else [1] * len(soj)  # None: one frame per sojourn
+                k = sum(runs)
+                t.sent += k
+                pend = self._soj_pending[i]
+                pend[0].extend(soj)
+                pend[1].extend(runs)
+                self._soj_count[i] += k
+                if self._soj_count[i] >= _FOLD_SOJOURNS:
+                    self._fold_sojourns(i)
             elif nbytes[i]:
                 tiers[i].bytes_out += nbytes[i]
 
+    def _fold_sojourns(self, tier: int) -> None:
+        """Sojourn runs held for ``tier`` into its histogram (as ``Histogram.record_seconds`` of each frame)."""
+        values, counts = self._soj_pending[tier]
+        if values:
+            us = np.clip(np.rint(np.asarray(values, dtype=np.float64) * 1e6), -1, 2**53).astype(np.int64)
+            self._tiers[tier].sojourn.record_many(np.repeat(us, counts))
+            self._soj_pending[tier] = ([], [])
+            self._soj_count[tier] = 0
+
     def dropped(self, tier: int, name: str | None, reason: str) -> None:
-        t = self.tiers[tier]
+        t = self._tiers[tier]
         t.dropped += 1
         t.drops[reason] = t.drops.get(reason, 0) + 1
         if name is not None:
             self.drop(name, reason)
 
     def coalesced(self, tier: int, name: str | None) -> None:
-        self.tiers[tier].coalesced += 1
+        self._tiers[tier].coalesced += 1
         if name is not None:
             self[name].coalesced += 1
 
     def depth(self, tier: int, dmsgs: int, dbytes: int) -> None:
-        t = self.tiers[tier]
+        t = self._tiers[tier]
         t.queued_msgs += dmsgs
         t.queued_bytes += dbytes
         if t.queued_msgs > t.max_queued_msgs:
@@ -239,7 +184,7 @@ class Stats:
             t.max_queued_bytes = t.queued_bytes
 
     def saturation(self, tier: int, saturated: bool, run: int) -> None:
-        t = self.tiers[tier]
+        t = self._tiers[tier]
         t.ticks += 1
         if saturated:
             t.saturated_ticks += 1
@@ -256,36 +201,38 @@ class Stats:
     def reset(self) -> None:
         for s in self.names.values():
             s.reset()
-        for h in self.latency.values():  # kept: the core holds their recorders
+        for h in self.latency.values():  # kept: the core holds their recorders (``latency`` folds them first)
             h.reset()
         queued = [(t.queued_msgs, t.queued_bytes) for t in self.tiers]  # what is queued stays queued
-        self.tiers = tuple(TierStats() for _ in _TIERS)
-        for t, (m, b) in zip(self.tiers, queued, strict=True):
+        self._tiers = tuple(TierStats() for _ in _TIERS)
+        for t, (m, b) in zip(self._tiers, queued, strict=True):
             t.queued_msgs = t.max_queued_msgs = m
             t.queued_bytes = t.max_queued_bytes = b
         self.peer = dict.fromkeys(PEER_COUNTERS, 0)
 
     def snapshot(self) -> dict[str, Any]:
+        self.flush()
         names: dict[str, Any] = {}
-        active = {n for (n, _), h in self.latency.items() if h.count}
+        active = {n for (n, _), h in self._latency.items() if h.count}
         for n, s in sorted(self.names.items()):
             if not s and n not in active:
                 continue
             names[n] = s.snapshot()
-            names[n]["latency_us"] = {QoS(q).name: h.to_dict() for (hn, q), h in sorted(self.latency.items())
+            names[n]["latency_us"] = {QoS(q).name: h.to_dict() for (hn, q), h in sorted(self._latency.items())
                                       if hn == n and h.count}
         return {
             "version": 1,
             "enabled": self.enabled,
             "names": names,
-            "tiers": {tier.name: self.tiers[tier].snapshot() for tier in _TIERS},
+            "tiers": {tier.name: self._tiers[tier].snapshot() for tier in _TIERS},
             "peer": dict(self.peer),
         }
 
     def dump(self, file: Any = None) -> str:
         """A readable table: per name counters and latency percentiles, then per tier scheduling."""
+        self.flush()
         rows = []
-        active = {n for (n, _), h in self.latency.items() if h.count}
+        active = {n for (n, _), h in self._latency.items() if h.count}
         for n, s in sorted(self.names.items()):
             if not s and n not in active:
                 continue
@@ -296,7 +243,7 @@ class Stats:
                        "p50", "p99", "p99.9", "max"), rows)
         trows = []
         for tier in _TIERS:
-            t = self.tiers[tier]
+            t = self._tiers[tier]
             soj = ([format_us(v) for v in t.sojourn.percentiles([50, 99])] + [format_us(t.sojourn.max)]
                    if t.sent else ["-"] * 3)
             trows.append((tier.name, t.sent, t.bytes_out, t.queued_msgs, t.max_queued_msgs, t.dropped, t.coalesced,
@@ -327,10 +274,16 @@ class NullStats(Stats):
     def count(self, counter: str, n: int = 1) -> None:
         pass
 
+    def watch(self, source: Reporter) -> None:
+        pass
+
+    def fold_latency(self) -> None:
+        pass
+
     def drop(self, name: str, reason: str, n: int = 1) -> None:
         pass
 
-    def sent(self, nbytes: list[int], sojourns: list[list[float]]) -> None:
+    def sent(self, nbytes: list[int], sojourns: list[list[float]], counts: list[list[int]] | None = None) -> None:
         pass
 
     def dropped(self, tier: int, name: str | None, reason: str) -> None:
@@ -348,46 +301,3 @@ class NullStats(Stats):
 
 def _ignore(seconds: float) -> None:
     pass
-
-
-def format_us(v: float) -> str:
-    """Microseconds, readable to 4 significant digits: 850us, 12.34ms, 1.5s."""
-    if v < 1000:
-        return f"{v:.0f}us"
-    if v < 1_000_000:
-        return f"{v / 1000:.4g}ms"
-    return f"{v / 1e6:.4g}s"
-
-
-def text_table(header: tuple[str, ...], rows: Iterable[tuple[Any, ...]]) -> str:
-    cells = [tuple(str(c) for c in header)] + [tuple(str(c) for c in r) for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    lines = []
-    for k, r in enumerate(cells):
-        padded = (c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
-        lines.append("  ".join(padded))
-        if k == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def merge_snapshots(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-    """Two ``Stats.snapshot()``s as one (players of a run, workers of a run): counters add, ``max_*`` and
-    ``longest_*`` take the larger, histograms merge, ratios are recomputed."""
-    out: dict[str, Any] = _merge(a, b)
-    return out
-
-
-def _merge(a: Any, b: Any, key: str = "") -> Any:
-    if isinstance(a, dict) and isinstance(b, dict):
-        if "hdr" in a and "hdr" in b:  # a histogram (with its summary)
-            return merged([Histogram.decode(a["hdr"]), Histogram.decode(b["hdr"])]).to_dict()
-        out = {k: (_merge(a[k], b[k], k) if k in a and k in b else (a[k] if k in a else b[k])) for k in {*a, *b}}
-        if "saturated_ticks" in out and "ticks" in out:
-            out["saturation"] = round(out["saturated_ticks"] / out["ticks"], 6) if out["ticks"] else 0.0
-        return dict(sorted(out.items()))
-    if isinstance(a, bool) or isinstance(b, bool) or key in ("version",):
-        return a
-    if isinstance(a, int | float) and isinstance(b, int | float):
-        return max(a, b) if key.startswith(("max_", "longest_")) else a + b
-    return a

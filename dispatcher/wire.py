@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 
 import msgpack
 
-from .envelope import Envelope
+from .envelope import Envelope, Flags, envelope_of
 from .errors import LocalProtocolError, RemoteProtocolError
 from .text import describe
 
@@ -52,6 +52,9 @@ __all__ = [
     "encode_control",
     "encode_envelope",
     "pack_payload",
+    "parse_control",
+    "record_envelope",
+    "record_flags",
 ]
 
 PROTOCOL_VERSION = 2
@@ -184,15 +187,21 @@ CONTROL: dict[int, tuple[type[Any], tuple[tuple[type, ...], ...], int]] = {
     FrameType.PONG: (Pong, (_NUM, _NUM), 2),
     FrameType.ACK: (Ack, ((int,), _INTS), 2),
 }
+_NO_FLAGS = Flags.of()
+_FLAG_BITS = Bits.REPLAYABLE_SET | Bits.RELIABLE_SET
+_RESPONSE = Bits.RESPONSE
 _TYPE_OF: dict[type[Any], int] = {cls: t for t, (cls, _, _) in CONTROL.items()}
 
-_packb: Callable[..., bytes] = msgpack.packb
+#: One reusable packer: ``msgpack.packb`` builds a ``Packer`` per call, which costs more than packing a small
+#: frame.  ``pack`` runs in C without calling back into Python (no ``default``), so no other thread or greenlet
+#: can interleave; after an error it starts clean.
+_pack: Callable[[Any], bytes] = msgpack.Packer(use_bin_type=True).pack
 
 
 def pack_payload(payload: Any) -> bytes:
     """msgpack bytes of a payload; ``LocalProtocolError`` when it holds something msgpack cannot carry."""
     try:
-        return _packb(payload, use_bin_type=True)
+        return _pack(payload)
     except (TypeError, ValueError, OverflowError) as e:
         raise LocalProtocolError(
             f"payload cannot be encoded ({e}); allowed: nil, booleans, numbers, strings, bytes, "
@@ -214,32 +223,74 @@ def flag_bits(env: Envelope) -> int:
 def encode_envelope(env: Envelope, wire_id: int, bits: int = 0, payload_bytes: bytes | None = None) -> bytes:
     """One envelope frame.  ``payload_bytes`` (from ``pack_payload``) lets a broadcast pack once."""
     m = env.meta
-    if m.is_response or m.flags.reliable is not None or m.flags.replayable is not None:
+    f = m.flags
+    if m.is_response or (f is not _NO_FLAGS and (f.reliable is not None or f.replayable is not None)):
         bits |= flag_bits(env)
+    if payload_bytes is None and m.player_id is None and m.trace_id is None and m.reply_to is None \
+            and m.ts_ack is None:  # the common case: no tail
+        try:
+            return _pack((0, wire_id, m.seq, m.qos, bits, m.ts_sent, env.payload))
+        except (TypeError, ValueError, OverflowError):
+            payload_bytes = pack_payload(env.payload)  # raises LocalProtocolError saying what is wrong
     tail: tuple[Any, ...] = (m.player_id, m.trace_id, m.reply_to, m.ts_ack)
     n = 4
     while n and tail[n - 1] is None:
         n -= 1
     if payload_bytes is None:  # one pack of the whole frame
         try:
-            return _packb((0, wire_id, m.seq, int(m.qos), bits, m.ts_sent, env.payload, *tail[:n]),
-                          use_bin_type=True)
+            return _pack((0, wire_id, m.seq, int(m.qos), bits, m.ts_sent, env.payload, *tail[:n]))
         except (TypeError, ValueError, OverflowError):
             payload_bytes = pack_payload(env.payload)  # raises LocalProtocolError saying what is wrong
-    head = _packb((0, wire_id, m.seq, int(m.qos), bits, m.ts_sent))
+    head = _pack((0, wire_id, m.seq, int(m.qos), bits, m.ts_sent))
     if n:
-        tail_bytes = _packb(tail[:n])[1:]  # drop the fixarray header: the items join the frame's array
+        tail_bytes = _pack(tail[:n])[1:]  # drop the fixarray header: the items join the frame's array
         return bytes((0x90 | (7 + n),)) + head[1:] + payload_bytes + tail_bytes
     return bytes((0x97,)) + head[1:] + payload_bytes
 
 
+def record_flags(bits: int) -> Flags:
+    """The ``Flags`` an envelope's bits carry."""
+    if not bits & _FLAG_BITS:
+        return _NO_FLAGS
+    return Flags.of(replayable=bool(bits & Bits.REPLAYABLE) if bits & Bits.REPLAYABLE_SET else None,
+                    reliable=bool(bits & Bits.RELIABLE) if bits & Bits.RELIABLE_SET else None)
+
+
+def record_envelope(r: list[Any], name: str) -> Envelope:
+    """The ``Envelope`` of a record (``FrameDecoder._record``) named ``name``."""
+    bits = r[4]
+    return envelope_of(name, r[6], r[2], r[3], r[5], r[10], r[7], r[8],
+                       _NO_FLAGS if not bits & _FLAG_BITS else record_flags(bits), bool(bits & _RESPONSE), r[9])
+
+
+def parse_control(f: list[Any]) -> Frame:
+    """A control frame's fields checked (``RemoteProtocolError`` otherwise), as its ``NamedTuple``."""
+    t = f[0]
+    spec = CONTROL.get(t)
+    if spec is None:
+        raise bad(f"unknown frame type {t}; known: {', '.join(str(int(x)) for x in FrameType)}")
+    cls, types, required = spec
+    n = len(f) - 1
+    if not required <= n <= len(types):
+        want = str(required) if required == len(types) else f"{required} to {len(types)}"
+        raise bad(f"{cls.__name__} frame has {n} fields, expected {want}")
+    for i, (v, ok) in enumerate(zip(f[1:], types, strict=False)):
+        if not isinstance(v, ok) or (isinstance(v, bool) and ok is not _BOOL):
+            raise bad(f"{cls.__name__} field {cls._fields[i]} has type {describe(v)}")
+        if isinstance(v, float) and not math.isfinite(v):
+            raise bad(f"{cls.__name__} field {cls._fields[i]} is not finite")
+        if ok is _INTS and not all(type(x) is int and x >= 0 for x in v):  # type: ignore[attr-defined]
+            raise bad(f"{cls.__name__} field {cls._fields[i]} must be a list of sequence numbers")
+    return cls(*f[1:])  # type: ignore[no-any-return]
+
+
 def encode_control(frame: ControlFrame) -> bytes:
-    return _packb((_TYPE_OF[type(frame)], *frame), use_bin_type=True)
+    return _pack((_TYPE_OF[type(frame)], *frame))
 
 
 def encode_chunk(msg_id: int, offset: int, last: bool, data: bytes) -> bytes:
     """A slice of a larger frame: ``[8, msg_id, offset, last, data]``; the receiver reassembles it."""
-    return _packb((FrameType.CHUNK, msg_id, offset, last, data), use_bin_type=True)
+    return _pack((FrameType.CHUNK, msg_id, offset, last, data))
 
 
 def bad(msg: str) -> RemoteProtocolError:

@@ -3,6 +3,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dispatcher import RegistryError, SchemaRegistry
 from dispatcher import schema as s
@@ -70,3 +72,47 @@ def test_crashing_validator_rejects_with_what_it_raised() -> None:
 def test_schema_for_undeclared_name() -> None:
     with pytest.raises(RegistryError, match=r"schema for 'Intent.Skills.Nope': no such name"):
         SchemaRegistry({"Intent.Skills.Nope": SKILL}).check_names(["Intent.Skills.Use"])
+
+
+# -- compiled tests (``schema.compile_test``): never looser than the validator, equal on plain values --------
+
+@pytest.mark.parametrize(("validator", "value", "reason"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_compiled_test_agrees_with_the_validator(validator: s.Validator, value: Any, reason: str | None) -> None:
+    assert s.compile_test(validator)(value) is (reason is None)
+
+
+class _Int(int):
+    pass
+
+
+def test_compiled_test_may_be_stricter_and_the_registry_then_asks_the_validator() -> None:
+    v = s.table(n=s.integer(min=0))
+    assert s.compile_test(v)({"n": _Int(3)}) is False  # an int subclass: the compiled test says "ask"
+    assert v({"n": _Int(3)}) == (True, None)
+    assert SchemaRegistry({"Intent.Skills.Use": v}).validate("Intent.Skills.Use", {"n": _Int(3)}) is None
+
+
+def test_registered_later_is_compiled_too() -> None:
+    reg = SchemaRegistry()
+    reg.register("Intent.Skills.Use", SKILL)
+    assert reg.tests["Intent.Skills.Use"]({"skillId": "A"}) is True
+    assert reg.validate("Intent.Skills.Use", {"skillId": 1}) == "skillId: expected a string, got int"
+
+
+_scalars = st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.floats(allow_nan=True, allow_infinity=True) \
+    | st.text(max_size=12) | st.sampled_from(["TripleStrike", "Nova", "str", "dex", "skillId", "target", "stats"])
+_keys = st.sampled_from(["skillId", "target", "traceId", "seq", "version", "stats", "blob", "attribute", "points",
+                         "caster", "at", "ready_in", "id", "hp", "x", "y", "accepted", "attributes", "str", "dex"])
+_values = st.recursive(_scalars, lambda inner: st.lists(inner, max_size=4)
+                       | st.dictionaries(_keys | st.text(max_size=4), inner, max_size=6), max_leaves=12)
+_payloads = st.dictionaries(_keys, _values, max_size=6) | _values
+
+
+@given(payload=_payloads)
+@settings(max_examples=400, deadline=None)
+def test_compiled_tests_of_the_game_schemas_agree_with_their_validators(payload: Any) -> None:
+    from harness.game.schemas import SCHEMAS
+
+    for key in SCHEMAS:
+        ok, _ = SCHEMAS[key](payload)
+        assert SCHEMAS.tests[key](payload) is ok, key

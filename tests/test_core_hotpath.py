@@ -1,0 +1,105 @@
+"""The core's hot path (issue 13): fast envelope construction, compact records built into an ``Envelope`` only
+for someone who looks, and statistics that are coalesced on the way in but never stale when read."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+
+import dispatcher.receiving
+from dispatcher import ChannelRegistry, Envelope, Flags, LoopbackHub, Meta, QoS, VirtualClock
+from dispatcher.envelope import envelope_of, make_envelope, make_meta
+
+ARGS: list[tuple[str, tuple[Any, ...]]] = [
+    ("minimal", (1, QoS.CRITICAL, 2.5)),
+    ("every field", (7, QoS.BACKGROUND, 1.0, 2.0, 42, "trace", Flags(True, False), True, 6)),
+]
+
+
+@pytest.mark.parametrize("args", [a for _, a in ARGS], ids=[n for n, _ in ARGS])
+def test_fast_constructors_make_ordinary_frozen_envelopes(args: tuple[Any, ...]) -> None:
+    want = Envelope("Intent.Skills.Use", {"skillId": "Nova"}, Meta(*args))
+    fast = envelope_of("Intent.Skills.Use", {"skillId": "Nova"}, *args)
+    assert type(fast) is Envelope and type(fast.meta) is Meta
+    assert fast == want and fast.meta == want.meta and hash(fast.meta) == hash(want.meta)
+    assert make_envelope(want.name, want.payload, make_meta(*args)) == want
+    assert dataclasses.replace(fast.meta, replayed=True).replayed is True
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fast.meta.seq = 9  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fast.name = "x"  # type: ignore[misc]
+
+
+def _pair(registry: ChannelRegistry, **options: Any) -> tuple[LoopbackHub, Any]:
+    hub = LoopbackHub(registry, clock=VirtualClock(0.0), scheduler={"budget": None}, **options)
+    return hub, hub.connect(scheduler={"budget": None}, **options)
+
+
+def _count_builds(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    built = [0]
+    real = dispatcher.receiving.record_envelope
+
+    def counting(r: list[Any], name: str) -> Envelope:
+        built[0] += 1
+        return real(r, name)
+
+    monkeypatch.setattr(dispatcher.receiving, "record_envelope", counting)
+    return built
+
+
+@pytest.mark.parametrize(("who", "builds"), [("nobody", 0), ("handler", 3), ("bus", 3)])
+def test_the_envelope_is_built_only_for_someone_who_looks(registry: ChannelRegistry, monkeypatch: pytest.MonkeyPatch,
+                                                          who: str, builds: int) -> None:
+    hub, client = _pair(registry)
+    seen: list[Any] = []
+    if who == "handler":
+        hub.server.on("Intent.Skills.Use", seen.append)
+    elif who == "bus":
+        hub.server.core.bus.on("Intent.Skills.Use", lambda payload, meta: seen.append(payload))
+    built = _count_builds(monkeypatch)
+    for i in range(3):
+        client.intent("Intent.Skills.Use", {"skillId": f"s{i}"})
+    hub.pump()
+    assert built[0] == builds
+    assert len(seen) == builds
+    st = hub.server.stats()["Intent.Skills.Use"]
+    assert st.received == 3 and st.no_subscriber == (0 if who == "handler" else 3)  # the bus is no handler
+
+
+def test_tier_figures_are_current_when_read_though_reported_by_hundreds(registry: ChannelRegistry) -> None:
+    """The scheduler reports every 256 frames; three frames are visible at once, because reading flushes."""
+    hub, client = _pair(registry)
+    hub.pump()
+    before = client.stats().tiers[QoS.CRITICAL].sent  # the handshake
+    for i in range(3):
+        client.intent("Intent.Skills.Use", {"skillId": f"s{i}"})  # Skills: CRITICAL
+    hub.pump()
+    crit = client.stats().tiers[QoS.CRITICAL]
+    assert crit.sent == before + 3 and crit.sojourn.count == before + 3
+    assert client.stats().snapshot()["tiers"]["CRITICAL"]["sojourn_us"]["count"] == before + 3
+
+
+def test_latency_samples_are_current_when_read_and_bounded_when_not(registry: ChannelRegistry) -> None:
+    hub, client = _pair(registry)
+    client.on("Event.Skills.Execution", lambda env: None)
+    n = 10_000
+    for i in range(n // 50):
+        for _ in range(50):
+            hub.server_core.emit("Event.Skills.Execution", {"skillId": "Nova", "caster": 1, "at": 0.0}, hub.clock.now())
+        hub.pump()
+        if i == 0:
+            assert client.stats().latency_of("Event.Skills.Execution").count == 50
+    stats = client.core.stats
+    held = sum(len(samples) for _, samples in stats._lat_pending)
+    assert held < 4096 + 50  # folded every 4,096 frames received, not kept until read
+    assert stats.latency_of("Event.Skills.Execution").count == n
+
+
+def test_stats_off_records_nothing(registry: ChannelRegistry) -> None:
+    hub, client = _pair(registry, stats=False)
+    client.intent("Intent.Skills.Use", {"skillId": "s"})
+    hub.pump()
+    assert client.stats().tiers[QoS.CRITICAL].sent == 0
+    assert client.stats().snapshot()["enabled"] is False
