@@ -13,6 +13,7 @@ import gevent
 import gevent.socket
 
 from ..errors import RemoteProtocolError
+from ..timers import Timer, Timers
 
 if TYPE_CHECKING:
     import gevent.event
@@ -62,7 +63,7 @@ class Conn:
     connection and could destroy our CLOSE frame (the reason) on its way.
     """
 
-    __slots__ = ("busy", "dead", "eof", "key", "pending", "raw", "rt", "shut", "sock", "window", "writer")
+    __slots__ = ("busy", "dead", "eof", "key", "linger", "pending", "raw", "rt", "shut", "sock", "window", "writer")
 
     def __init__(self, rt: Owner, sock: gevent.socket.socket, key: Hashable) -> None:
         self.rt = rt
@@ -76,6 +77,7 @@ class Conn:
         self.shut = False  # our side is half-closed
         self.pending: bytes | memoryview = b""  # written by the writer greenlet
         self.writer: gevent.Greenlet | None = None
+        self.linger: Timer | None = None  # after our half-close: when the peer's time to close is up
         with contextlib.suppress(OSError):
             sock.setsockopt(_stdsocket.IPPROTO_TCP, _stdsocket.TCP_NODELAY, 1)
         rt._conns[key] = self
@@ -137,8 +139,14 @@ class Conn:
             return
         if self.eof:  # the peer is done sending: nothing to wait for
             self.kill()
-        else:
-            gevent.spawn_later(_LINGER_SECONDS, self.kill)
+            return
+        # An entry in the core's timer heap, fired by the runtime's one timer greenlet: no greenlet and no
+        # event-loop timer per closing connection (a fired gevent timer leaves a small string in CPython's
+        # type cache, allocated in the middle of the churn: see tcpserver._trim).
+        rt = self.rt
+        self.linger = rt.core.timers.schedule(rt.now() + _LINGER_SECONDS, _linger_over, self)
+        if rt._timer_at is None or self.linger[0] < rt._timer_at:
+            rt._timer_wake.set()
 
     # -- reading ------------------------------------------------------------------------------------
 
@@ -211,9 +219,15 @@ class Conn:
         if self.dead:
             return
         self.dead = True
+        Timers.cancel(self.linger)
+        self.linger = None
         with contextlib.suppress(OSError):
             self.sock.shutdown(_stdsocket.SHUT_RDWR)
         self.sock.close()
         if self.writer is not None and self.writer is not gevent.getcurrent():
             self.writer.kill(block=False)
         self.rt._connection_done(self)
+
+
+def _linger_over(conn: Conn, now: float) -> None:
+    conn.kill()
