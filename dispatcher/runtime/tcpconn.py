@@ -33,6 +33,14 @@ _PREAUTH_LINGER_BYTES = 64 << 10  # the same for a peer that never authenticated
 # honest ones.  An honest player uses a small fraction of a percent.
 _FAIR_READ = 4096
 _FAIR_WINDOW = 0.1
+# Past _BUSY_SHARE of the window, a connection's reader yields through the event loop's poll (a short timer
+# sleep) instead of only to the greenlets already runnable: gevent runs runnable greenlets for up to 50
+# turns before it polls the sockets again, so a flooder yielding with sleep(0) would delay every other
+# connection's input by several of its turns.  Its turns also shrink to _BUSY_READ bytes.
+_BUSY_SHARE = 0.02
+_BUSY_READ = 1024
+_BUSY_YIELD = 0.0002
+_BUSY_BUDGET = _FAIR_WINDOW * _BUSY_SHARE
 
 
 class Owner(Protocol):
@@ -164,7 +172,13 @@ class Conn:
                 try:
                     # Small reads until the peer authenticates: a half-open handshake holds little.  Input
                     # after our CLOSE is only discarded: large reads, and a turn for the others after each.
-                    data = self.sock.recv(_READ if closed else full if c is not None and c.open else _PREAUTH_READ)
+                    if closed:
+                        size = _READ
+                    elif c is not None and c.open:
+                        size = _BUSY_READ if self.busy > _BUSY_BUDGET else full
+                    else:
+                        size = _PREAUTH_READ
+                    data = self.sock.recv(size)
                 except OSError:
                     break
                 if not data:
@@ -203,6 +217,8 @@ class Conn:
         if self.busy > _FAIR_WINDOW * share:
             self.rt.core.stats.count("reads_paced")
             gevent.sleep(self.window + _FAIR_WINDOW - t1)
+        elif self.busy > _BUSY_BUDGET:
+            gevent.sleep(_BUSY_YIELD)
         else:
             gevent.sleep(0)
 
