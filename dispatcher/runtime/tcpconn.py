@@ -13,6 +13,7 @@ import gevent
 import gevent.socket
 
 from ..errors import RemoteProtocolError
+from ..timers import Timer, Timers
 
 if TYPE_CHECKING:
     import gevent.event
@@ -32,6 +33,14 @@ _PREAUTH_LINGER_BYTES = 64 << 10  # the same for a peer that never authenticated
 # honest ones.  An honest player uses a small fraction of a percent.
 _FAIR_READ = 4096
 _FAIR_WINDOW = 0.1
+# Past _BUSY_SHARE of the window, a connection's reader yields through the event loop's poll (a short timer
+# sleep) instead of only to the greenlets already runnable: gevent runs runnable greenlets for up to 50
+# turns before it polls the sockets again, so a flooder yielding with sleep(0) would delay every other
+# connection's input by several of its turns.  Its turns also shrink to _BUSY_READ bytes.
+_BUSY_SHARE = 0.02
+_BUSY_READ = 1024
+_BUSY_YIELD = 0.0002
+_BUSY_BUDGET = _FAIR_WINDOW * _BUSY_SHARE
 
 
 class Owner(Protocol):
@@ -62,7 +71,7 @@ class Conn:
     connection and could destroy our CLOSE frame (the reason) on its way.
     """
 
-    __slots__ = ("busy", "dead", "eof", "key", "pending", "raw", "rt", "shut", "sock", "window", "writer")
+    __slots__ = ("busy", "dead", "eof", "key", "linger", "pending", "raw", "rt", "shut", "sock", "window", "writer")
 
     def __init__(self, rt: Owner, sock: gevent.socket.socket, key: Hashable) -> None:
         self.rt = rt
@@ -76,6 +85,7 @@ class Conn:
         self.shut = False  # our side is half-closed
         self.pending: bytes | memoryview = b""  # written by the writer greenlet
         self.writer: gevent.Greenlet | None = None
+        self.linger: Timer | None = None  # after our half-close: when the peer's time to close is up
         with contextlib.suppress(OSError):
             sock.setsockopt(_stdsocket.IPPROTO_TCP, _stdsocket.TCP_NODELAY, 1)
         rt._conns[key] = self
@@ -137,8 +147,14 @@ class Conn:
             return
         if self.eof:  # the peer is done sending: nothing to wait for
             self.kill()
-        else:
-            gevent.spawn_later(_LINGER_SECONDS, self.kill)
+            return
+        # An entry in the core's timer heap, fired by the runtime's one timer greenlet: no greenlet and no
+        # event-loop timer per closing connection (a fired gevent timer leaves a small string in CPython's
+        # type cache, allocated in the middle of the churn: see tcpserver._trim).
+        rt = self.rt
+        self.linger = rt.core.timers.schedule(rt.now() + _LINGER_SECONDS, _linger_over, self)
+        if rt._timer_at is None or self.linger[0] < rt._timer_at:
+            rt._timer_wake.set()
 
     # -- reading ------------------------------------------------------------------------------------
 
@@ -156,7 +172,13 @@ class Conn:
                 try:
                     # Small reads until the peer authenticates: a half-open handshake holds little.  Input
                     # after our CLOSE is only discarded: large reads, and a turn for the others after each.
-                    data = self.sock.recv(_READ if closed else full if c is not None and c.open else _PREAUTH_READ)
+                    if closed:
+                        size = _READ
+                    elif c is not None and c.open:
+                        size = _BUSY_READ if self.busy > _BUSY_BUDGET else full
+                    else:
+                        size = _PREAUTH_READ
+                    data = self.sock.recv(size)
                 except OSError:
                     break
                 if not data:
@@ -195,6 +217,8 @@ class Conn:
         if self.busy > _FAIR_WINDOW * share:
             self.rt.core.stats.count("reads_paced")
             gevent.sleep(self.window + _FAIR_WINDOW - t1)
+        elif self.busy > _BUSY_BUDGET:
+            gevent.sleep(_BUSY_YIELD)
         else:
             gevent.sleep(0)
 
@@ -211,9 +235,15 @@ class Conn:
         if self.dead:
             return
         self.dead = True
+        Timers.cancel(self.linger)
+        self.linger = None
         with contextlib.suppress(OSError):
             self.sock.shutdown(_stdsocket.SHUT_RDWR)
         self.sock.close()
         if self.writer is not None and self.writer is not gevent.getcurrent():
             self.writer.kill(block=False)
         self.rt._connection_done(self)
+
+
+def _linger_over(conn: Conn, now: float) -> None:
+    conn.kill()

@@ -130,6 +130,11 @@ class TcpServerRuntime(TcpBase):
             gevent.sleep(wake - t)
         self._trimmer = None
         self.core.timers.compact()  # the closed connections' cancelled watchdogs
+        # CPython's type attribute cache holds a reference to the name string of each cached lookup, keyed
+        # by the string's address; gevent's C code looks up ``watcher.stop`` with a fresh string each time a
+        # timer fires, so up to 4,096 such strings, each allocated at some moment of the churn, would pin
+        # the allocator's arenas (1 MiB each) long after the connections are gone.
+        sys._clear_type_cache()
         gc.collect()  # dead connections' reference cycles (greenlets, sockets) first
         if _malloc_trim is not None:
             _malloc_trim(0)
