@@ -23,7 +23,7 @@ from .registry import ChannelRegistry, Kind
 from .replay import ReplayBuffer
 from .schema import SchemaRegistry
 from .stats import NameStats, Stats
-from .text import escape
+from .text import LogGate, escape
 from .timers import Timer, Timers
 from .wire import Close, Nack, encode_control
 
@@ -86,6 +86,7 @@ class CoreBase:
     handlers: HandlerTable[Handler]
     logger: Logger | None
     limits: Limits
+    _handshake_log: LogGate | None = None
     clock_id: str
     server_info: dict[str, Any]
     clock: ClockSync
@@ -214,10 +215,17 @@ class CoreBase:
 
     def _warn(self, c: Connection | None, now: float, fmt: str, *args: Any) -> None:
         """A warning under ``c``'s log budget; every argument a peer chose must be ``escape``d by the caller."""
-        if c is not None and not c.log.allow(now):
+        if c is not None and not (c.log.allow(now) and (c.state != State.AWAITING_AUTH
+                                                         or self._handshake_log_allows(now))):
             self.stats.count("log_lines_suppressed")
             return
         log.warning(fmt, *args)
+
+    def _handshake_log_allows(self, now: float) -> bool:
+        """The budget shared by every connection still in its handshake (``handshake_log_lines_per_minute``)."""
+        if self._handshake_log is None:
+            self._handshake_log = LogGate(self.limits.handshake_log_lines_per_minute)
+        return self._handshake_log.allow(now)
 
     # -- implemented by the halves (declared here so that roles need only this class) -------------------
 

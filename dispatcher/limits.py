@@ -40,6 +40,9 @@ class Limits:
     stall_timeout: float = 10.0
     #: Warning log lines per connection per minute (burst); more are counted, not written.
     log_lines_per_minute: float = 10.0
+    #: Warning log lines per minute for all connections still in their handshake together (a client that
+    #: reconnects for every bad frame gets a fresh per-connection budget each time, not this one).
+    handshake_log_lines_per_minute: float = 60.0
     #: Longest reason in a CLOSE or NACK, and longest log line fragment taken from a peer.
     reason_chars: int = 200
     #: Bytes of ``server_info`` (packed) a server may send in its WELCOME.

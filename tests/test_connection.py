@@ -377,3 +377,23 @@ def test_the_depth_walk_is_skipped_only_for_frames_too_small_to_be_too_deep(ts: 
             dec.feed(frame)
     else:
         assert len(dec.feed(frame)) == 1
+
+
+@pytest.mark.parametrize(("per_connection", "shared", "connections", "written"), [
+    (10.0, 60.0, 200, 60),  # a reconnecting attacker: one bad HELLO per connection, the shared budget caps
+    (10.0, 1000.0, 200, 200),  # a generous shared budget: every connection's first line is written
+    (1.0, 60.0, 30, 30),  # fewer connections than the shared budget: each one's own budget decides
+])
+def test_connections_in_their_handshake_share_one_log_budget(per_connection: float, shared: float,
+                                                             connections: int, written: int,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    srv = Dispatcher("server", REG, secret=SECRET, limits={"log_lines_per_minute": per_connection,
+                                                           "handshake_log_lines_per_minute": shared})
+    bad = encode_control(Hello(PROTOCOL_VERSION, REG.hash, 7, "not a proof", 0.0))
+    with caplog.at_level("WARNING", logger="dispatcher"):
+        for i in range(connections):
+            srv.open_session(0.0, f"c{i}")
+            with contextlib.suppress(RemoteProtocolError):
+                srv.receive_data(bad, 0.0, f"c{i}")
+    assert len([r for r in caplog.records if r.name == "dispatcher"]) == written
+    assert srv.stats.peer.get("log_lines_suppressed", 0) == connections - written
