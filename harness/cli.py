@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import sys
 from collections.abc import Callable
 
@@ -63,6 +64,18 @@ def _command(cmd: str) -> Callable[[list[str]], int] | None:
     return None
 
 
+def serve_on_the_c_allocator() -> None:
+    """``netharness serve`` from the command line runs on the C library's allocator (``PYTHONMALLOC=malloc``):
+    its freed pages go back to the OS (``malloc_trim``) one by one, where CPython's own allocator returns a
+    1 MiB arena only once every object in it is gone, so a few long-lived objects allocated during a
+    connection flood would pin the flood's memory (README, "Security model and limits").  The process
+    re-executes itself once, same PID, before it reads anything; a ``PYTHONMALLOC`` already set wins."""
+    if "PYTHONMALLOC" in os.environ or not sys.platform.startswith("linux"):
+        return
+    os.environ["PYTHONMALLOC"] = "malloc"
+    os.execv(sys.executable, [sys.executable, "-m", "harness", *sys.argv[1:]])
+
+
 def _plain_help(run: Callable[[list[str]], int], rest: list[str]) -> int:
     """A command's --help, as plain text whatever its parser's description says."""
     buf = io.StringIO()
@@ -76,6 +89,7 @@ def _plain_help(run: Callable[[list[str]], int], rest: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from_command_line = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv:
         return fail("netharness", f"no command given; commands: {', '.join(COMMANDS)} (see netharness --help)")
@@ -91,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         return fail("netharness", f"unknown command {cmd!r}; commands: {', '.join(COMMANDS)}")
     if "-h" in rest or "--help" in rest:
         return _plain_help(run, rest)
+    if cmd == "serve" and from_command_line:
+        serve_on_the_c_allocator()
     if cmd == "fuzz" and "--soak" in rest:  # `fuzz --soak` is the soak (here: soak imports fuzz's helpers)
         return _command("soak")([a for a in rest if a != "--soak"])  # type: ignore[misc]
     return run(rest)

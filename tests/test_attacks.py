@@ -6,6 +6,7 @@ alive, must not have printed a traceback, and must still answer an honest player
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -296,8 +297,10 @@ def test_9_three_thousand_half_open_connections_are_closed_and_memory_returns() 
             if end <= base * 1.2:
                 break
         assert_serves(srv)
-        # The server runs on the C library's allocator (``ServerProc``; README "Security model and limits"):
+        # `netharness serve` runs itself on the C library's allocator (README "Security model and limits"):
         # under CPython's own, a few long-lived objects allocated during the flood pin its 1 MiB arenas.
+        environ = Path(f"/proc/{srv.pid}/environ").read_bytes().split(b"\0")
+        assert b"PYTHONMALLOC=malloc" in environ or "PYTHONMALLOC" in os.environ
         assert end <= base * 1.2, f"RSS not back within 20%: before {before}; after {srv.rss_detail()}"
 
 

@@ -93,15 +93,13 @@ class ServerProc:
 
     ``stop()`` (or leaving the ``with`` block) sends SIGTERM to that PID, then SIGKILL after ``grace``.
 
-    The server runs the way the README recommends for a public server: with ``PYTHONMALLOC=malloc`` (the
-    C library's allocator, whose freed pages ``malloc_trim`` returns one by one; CPython's own allocator
-    returns a 1 MiB arena only once every object in it is gone, so a few long-lived objects allocated during
-    a connection flood pin the flood's memory).  ``allocator`` picks another (``"pymalloc"``), and a
+    The server picks its allocator itself, as ``netharness serve`` always does (``PYTHONMALLOC=malloc``,
+    ``harness.cli.serve_on_the_c_allocator``); ``allocator`` sets another (``"pymalloc"``), and a
     ``PYTHONMALLOC`` set in the environment wins.
     """
 
     def __init__(self, secret: str = "attack-secret", config: dict[str, Any] | None = None, *,
-                 start_timeout: float = 20.0, allocator: str = "malloc") -> None:
+                 start_timeout: float = 20.0, allocator: str | None = None) -> None:
         self.secret = secret
         self._dir = tempfile.TemporaryDirectory(prefix="netharness-attack-")
         d = Path(self._dir.name)
@@ -113,7 +111,7 @@ class ServerProc:
             args += ["--config", str(d / "server.toml")]
         self.stderr_path = d / "stderr.log"
         self._stderr = self.stderr_path.open("wb")
-        env = {"PYTHONMALLOC": allocator, **os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**({"PYTHONMALLOC": allocator} if allocator else {}), **os.environ, "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=self._stderr, env=env)
         self.pid = self.proc.pid
         assert self.proc.stdout is not None
