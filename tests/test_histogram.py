@@ -1,12 +1,15 @@
 from __future__ import annotations
 
+import gc
+import tracemalloc
+
 import numpy as np
 import pytest
 from hdrh.histogram import HdrHistogram
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dispatcher.histogram import DEFAULT_HIGHEST, Histogram, HistogramError, merged
+from dispatcher.histogram import DEFAULT_HIGHEST, Histogram, HistogramError, _layout, merged
 
 from .conftest import exact_percentile
 
@@ -93,3 +96,67 @@ def test_decode_errors(data: str, message: str) -> None:
 def test_merge_refuses_other_layouts() -> None:
     with pytest.raises(HistogramError, match="different layouts"):
         Histogram(significant_figures=3).merge(Histogram(significant_figures=2))
+
+
+def _reference_counts(seconds: np.ndarray, highest: int) -> tuple[np.ndarray, int]:
+    """What recording ``seconds`` must count: microseconds rounded to the nearest, NaN and negatives as 0,
+    above ``highest`` as ``highest`` (and in the overflow), placed by the layout's own index."""
+    us = np.rint(np.nan_to_num(seconds, nan=0.0, posinf=2.0**60, neginf=0.0) * 1e6)
+    over = int(np.count_nonzero(us > highest))
+    ints = np.clip(us, 0, highest).astype(np.int64)
+    lay = _layout(highest, 3)
+    return np.bincount(lay.index(ints), minlength=lay.counts_len), over
+
+
+# One value at a time, and batches around each stage: the list's (256), the buffer's (4096), numpy's
+# bincount (16384) and a large batch folded straight from the list.
+BATCHES = [[1], [7, 1], [255, 1, 256], [257, 3], [2047, 16385], [4095, 1, 4096], [5000, 1], [1, 9000, 300]]
+
+
+@pytest.mark.parametrize("batches", BATCHES, ids=[str(b) for b in BATCHES])
+@given(seed=st.integers(0, 2**32 - 1))
+@settings(max_examples=15, deadline=None)
+def test_every_recording_path_counts_as_the_layout_index(batches: list[int], seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    highest = 10_000_000  # 10 s: some values overflow
+    n = sum(batches) * 2
+    seconds = rng.lognormal(-7, 3, n)
+    specials = np.array([0.0, -1e-3, -np.inf, np.inf, np.nan, 5e-7, 4.999e-7, 1e9, 2047e-6, 2048e-6, 10.0])
+    seconds[rng.integers(0, n, 40)] = rng.choice(specials, 40)
+    h = Histogram(highest=highest)
+    values, i, k = seconds.tolist(), 0, 0
+    while i < n:
+        size = batches[k % len(batches)]
+        chunk = values[i : i + size]
+        if size == 1:
+            h.record_seconds(chunk[0])
+        else:
+            h.record_many_seconds(chunk)
+        i += size
+        k += 1
+        assert h.count == min(i, n)
+    want, over = _reference_counts(seconds, highest)
+    assert np.array_equal(h.counts, want)
+    assert h.overflow == over
+
+
+def test_values_waiting_to_be_folded_hold_little_memory() -> None:
+    """A histogram recording a few values a second holds its values' memory until they are folded: that
+    must stay a few kB (it was 128 kB, and a Locust process holds hundreds of histograms)."""
+    h = Histogram()
+    rng = np.random.default_rng(1)
+    values = rng.lognormal(-7, 1, 20_000).tolist()
+    h.record_seconds(values[0])  # the histogram's own memory (counts, buffer) is taken here
+    rest = values[1:]
+    gc.collect()
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        peak = 0
+        for v in rest:
+            h.record_seconds(v + 1e-9)  # a new float object, as a measured latency is
+            peak = max(peak, tracemalloc.get_traced_memory()[0] - base)
+    finally:
+        tracemalloc.stop()
+    assert h.count == len(values)
+    assert peak < 16_000, f"{peak} bytes held by values waiting to be folded"
