@@ -10,9 +10,15 @@ Recording is cheap: ``record_seconds()`` appends to a list, so the hot path pays
 append.  Every ``_STAGE_EVERY`` values the list is copied into a float buffer taken with the counts (at the
 first value), and the buffer is folded into the counts with numpy when full (or when a figure is read).  Two
 stages because a value waiting in a list costs 32 bytes (a float object and its slot) and one in the buffer
-8: a process holding hundreds of histograms that each record a few values a second grew for minutes when
-4096 values waited in each list (128 kB a histogram); a fold's fixed cost (a dozen numpy calls) is still
-paid once per 4096 values, a copy's (one call) once per 256.
+8; a fold's fixed cost (a dozen numpy calls) is paid once per ``_FOLD_EVERY`` values, a copy's (one call)
+once per 256.
+
+Memory is what a load generator has hundreds of histograms of (a transport's stats keep one per name and
+tier, and one per tier for queue sojourn): the counts hold only the buckets up to the largest value seen
+(a few tens of kB for latencies of milliseconds; all of the layout, 188 kB, only past about half an hour),
+growing when a larger value comes, and values waiting to be folded take at most 16 kB.  A Locust process
+grew for minutes when every histogram took 188 kB at its first value and let 4096 values (128 kB) wait in a
+list.
 """
 
 from __future__ import annotations
@@ -32,9 +38,12 @@ __all__ = ["DEFAULT_HIGHEST", "Histogram", "HistogramError", "merged"]
 
 DEFAULT_HIGHEST = 3_600_000_000  # one hour, in microseconds
 #: Values a list holds before they are copied into the buffer (8 kB of list at most), and the buffer's size
-#: (32 kB): how many are folded into the counts at once.
+#: (8 kB): how many are folded into the counts at once.
 _STAGE_EVERY = 256
-_FOLD_EVERY = 4096
+_FOLD_EVERY = 1024
+#: The counts first taken cover this many sub-bucket ranges (values below 2**(n + figures' bits): about 8 ms
+#: at 3 figures); past that they grow a range (one power of two of values) at a time, with one spare.
+_FIRST_RANGES = 3
 #: Below this many values a fold adds them one by one (``np.add.at``: no temporary), above it by
 #: ``np.bincount`` (whose cost and 188 kB temporary are the layout's length however few values there are).
 _BINCOUNT_FROM = 16384
@@ -99,7 +108,7 @@ class Histogram:
 
     def __init__(self, highest: int = DEFAULT_HIGHEST, significant_figures: int = 3) -> None:
         self._layout = _layout(int(highest), int(significant_figures))
-        self._counts: npt.NDArray[np.int64] | None = None  # allocated on first value
+        self._counts: npt.NDArray[np.int64] | None = None  # the first buckets' counts, from the first value
         self._pending: list[float] = []  # seconds, not yet in the buffer
         self._buffer: npt.NDArray[np.float64] | None = None  # microseconds, not yet folded into the counts
         self._buffered = 0
@@ -138,7 +147,7 @@ class Histogram:
         if buf is None:
             buf = self._buffer = np.empty(_FOLD_EVERY, dtype=np.float64)
             if self._counts is None:
-                self._counts = np.zeros(self._layout.counts_len, dtype=np.int64)
+                self._grow(0)
         k = self._buffered
         if k + n > _FOLD_EVERY:
             self._fold_buffer()
@@ -176,10 +185,13 @@ class Histogram:
         values above ``highest`` as ``highest`` and in ``overflow``).  ``values`` is overwritten."""
         lay = self._layout
         np.fmax(values, 0.0, out=values)  # fmax, not maximum: NaN becomes 0
-        if values.max() > lay.highest:
+        top = float(values.max())
+        if top > lay.highest:
             over = values > lay.highest
             self._overflow += int(np.count_nonzero(over))
             values[over] = lay.highest
+            top = lay.highest
+        counts = self._grow(_index_of(lay, int(top)) + 1)
         v = values.astype(np.int64)
         # HdrHistogram's index (as _Layout.index): the bucket is the bit length of v | mask, less the
         # sub-bucket bits; frexp of a whole number below 2**53 is its bit length, and v | mask's is the larger
@@ -193,27 +205,44 @@ class Histogram:
         idx <<= lay.half_mag
         idx += sub
         idx -= lay.half_count
-        counts = self._counts
-        if counts is None:
-            counts = self._counts = np.zeros(lay.counts_len, dtype=np.int64)
         if idx.size < _BINCOUNT_FROM:
             np.add.at(counts, idx, 1)
         else:
-            counts += np.bincount(idx, minlength=lay.counts_len)
+            counts += np.bincount(idx, minlength=counts.size)
+
+    def _grow(self, need: int) -> npt.NDArray[np.int64]:
+        """The counts, holding at least the first ``need`` buckets (taken, or grown by whole ranges)."""
+        c = self._counts
+        if c is not None and c.size >= need:
+            return c
+        lay = self._layout
+        ranges = max(-(-need // lay.half_count) + 1, _FIRST_RANGES + 1)
+        size = min(ranges * lay.half_count, lay.counts_len)
+        grown = np.zeros(size, dtype=np.int64)
+        if c is not None:
+            grown[: c.size] = c
+        self._counts = grown
+        return grown
+
+    def _filled(self) -> npt.NDArray[np.int64]:
+        """The counts held (the first buckets; the rest are 0), after folding what is pending."""
+        self._fold()
+        return self._counts if self._counts is not None else np.zeros(0, dtype=np.int64)
 
     @property
     def counts(self) -> npt.NDArray[np.int64]:
-        self._fold()
-        if self._counts is None:
-            self._counts = np.zeros(self._layout.counts_len, dtype=np.int64)
-        return self._counts
+        """Every bucket's count, the layout's full length (a copy: change it and nothing changes here)."""
+        c = self._filled()
+        full = np.zeros(self._layout.counts_len, dtype=np.int64)
+        full[: c.size] = c
+        return full
 
     # -- reading ---------------------------------------------------------------------------------
 
     def buckets(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
         """The non-empty buckets: (lowest value of each in microseconds, its count)."""
         nz = self._nonzero()
-        return self._layout.lowest_at[nz], self.counts[nz]
+        return self._layout.lowest_at[nz], self._filled()[nz]
 
     @property
     def overflow(self) -> int:
@@ -237,7 +266,7 @@ class Histogram:
         return self.count
 
     def _nonzero(self) -> npt.NDArray[np.intp]:
-        return np.flatnonzero(self.counts)
+        return np.flatnonzero(self._filled())
 
     @property
     def min(self) -> int:
@@ -251,9 +280,9 @@ class Histogram:
 
     @property
     def mean(self) -> float:
-        c = self.counts
+        c = self._filled()
         total = int(c.sum())
-        return float((c * self._layout.mid_at).sum() / total) if total else 0.0
+        return float((c * self._layout.mid_at[: c.size]).sum() / total) if total else 0.0
 
     def percentile(self, p: float) -> int:
         """The value at percentile ``p`` (0..100), as HdrHistogram (Java) defines it: the highest value
@@ -262,7 +291,7 @@ class Histogram:
         return self.percentiles([p])[0]
 
     def percentiles(self, ps: Sequence[float]) -> list[int]:
-        c = self.counts
+        c = self._filled()
         total = int(c.sum())
         if not total:
             return [0 for _ in ps]
@@ -291,10 +320,10 @@ class Histogram:
                 f"cannot merge histograms of different layouts: highest {other.highest} / "
                 f"{other.significant_figures} figures into highest {self.highest} / {self.significant_figures}"
             )
-        if other.count:
-            self.counts  # noqa: B018 - allocate
-            assert self._counts is not None
-            self._counts += other.counts
+        theirs = other._filled()
+        if theirs.size:
+            self._fold()
+            self._grow(theirs.size)[: theirs.size] += theirs
         self._overflow += other.overflow
         return self
 
@@ -305,7 +334,7 @@ class Histogram:
         h = cls(highest, significant_figures)
         if counts.shape != (h._layout.counts_len,):
             raise HistogramError(f"counts of length {counts.shape} do not fit this layout ({h._layout.counts_len})")
-        h._counts = counts.astype(np.int64, copy=True)
+        h._counts = _trimmed(counts.astype(np.int64, copy=True), h._layout)
         return h
 
     def copy(self) -> Histogram:
@@ -323,7 +352,7 @@ class Histogram:
 
     def encode(self) -> str:
         """Base64 HdrHistogram V2 compressed encoding (what ``HdrHistogram.encode()`` produces)."""
-        c = self.counts
+        c = self._filled()
         nz = np.flatnonzero(c)
         limit = int(nz[-1]) + 1 if nz.size else 0
         body = bytearray()
@@ -374,7 +403,7 @@ class Histogram:
                     raise HistogramError("histogram counts run past its layout")
                 counts[i] = v
                 i += 1
-        h._counts = counts
+        h._counts = _trimmed(counts, h._layout)
         return h
 
     def to_dict(self) -> dict[str, Any]:
@@ -384,6 +413,21 @@ class Histogram:
     def __repr__(self) -> str:
         s = self.summary()
         return f"<Histogram n={s['count']} p50={s['p50']}us p99={s['p99']}us max={s['max']}us>"
+
+
+def _index_of(lay: _Layout, value: int) -> int:
+    """HdrHistogram's index of one value in 0..highest (as ``_Layout.index``, for a Python int)."""
+    bucket = (value | lay.mask).bit_length() - (lay.half_mag + 1)
+    return ((bucket + 1) << lay.half_mag) + (value >> bucket) - lay.half_count
+
+
+def _trimmed(counts: npt.NDArray[np.int64], lay: _Layout) -> npt.NDArray[np.int64] | None:
+    """``counts`` cut after its last non-empty range (None if all are empty): what a histogram holds."""
+    nz = np.flatnonzero(counts)
+    if not nz.size:
+        return None
+    size = min((int(nz[-1]) // lay.half_count + 2) * lay.half_count, lay.counts_len)
+    return counts[:size].copy() if size < counts.size else counts
 
 
 def _zigzag_leb128(out: bytearray, v: int) -> None:

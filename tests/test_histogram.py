@@ -146,8 +146,9 @@ def test_values_waiting_to_be_folded_hold_little_memory() -> None:
     h = Histogram()
     rng = np.random.default_rng(1)
     values = rng.lognormal(-7, 1, 20_000).tolist()
-    h.record_seconds(values[0])  # the histogram's own memory (counts, buffer) is taken here
-    rest = values[1:]
+    h.record_seconds(max(values))
+    assert h.max >= max(values) * 1e6 - 1  # read: folded, so the counts cover every value that follows
+    rest = values[:]
     gc.collect()
     tracemalloc.start()
     try:
@@ -158,5 +159,23 @@ def test_values_waiting_to_be_folded_hold_little_memory() -> None:
             peak = max(peak, tracemalloc.get_traced_memory()[0] - base)
     finally:
         tracemalloc.stop()
-    assert h.count == len(values)
+    assert h.count == len(values) + 1
     assert peak < 16_000, f"{peak} bytes held by values waiting to be folded"
+
+
+@pytest.mark.parametrize(("first_us", "most_kb"), [(1, 48), (900, 48), (40_000, 80), (3_600_000_000, 200)])
+def test_counts_take_memory_for_the_values_seen(first_us: int, most_kb: int) -> None:
+    """A histogram's counts cover the buckets up to its largest value, not all of an hour's: a latency of
+    milliseconds costs tens of kB, not 188 (a load generator holds hundreds)."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        h = Histogram()
+        h.record(first_us)
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert held < most_kb * 1024, f"{held} bytes for one value of {first_us} us"
+    assert h.max >= first_us and h.counts.shape == (h._layout.counts_len,)
+    h.record(first_us * 3)  # larger values grow the counts, losing nothing
+    assert h.count == 2 and h.percentile(0) <= first_us and h.max >= min(first_us * 3, h.highest)
