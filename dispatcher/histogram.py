@@ -41,9 +41,10 @@ DEFAULT_HIGHEST = 3_600_000_000  # one hour, in microseconds
 #: (8 kB): how many are folded into the counts at once.
 _STAGE_EVERY = 256
 _FOLD_EVERY = 1024
-#: The counts first taken cover this many sub-bucket ranges (values below 2**(n + figures' bits): about 8 ms
-#: at 3 figures); past that they grow a range (one power of two of values) at a time, with one spare.
-_FIRST_RANGES = 3
+#: The counts first taken cover the values below this (microseconds: 131 ms, 72 kB of counts at 3 figures),
+#: so that a latency's tail seldom grows them; past it they grow a range (a power of two of values) at a
+#: time, with one spare.
+_FIRST_US = 1 << 17
 #: Below this many values a fold adds them one by one (``np.add.at``: no temporary), above it by
 #: ``np.bincount`` (whose cost and 188 kB temporary are the layout's length however few values there are).
 _BINCOUNT_FROM = 16384
@@ -134,6 +135,15 @@ class Histogram:
         if len(p) >= _STAGE_EVERY:
             self._stage()
 
+    def reserve(self) -> None:
+        """Take the histogram's memory now, as its first value would: for a histogram that is sure to be
+        used but whose first value may come minutes into a run (a tier's queue sojourn), so that a
+        process's memory is taken when it starts, not later."""
+        if self._counts is None:
+            self._grow(0)
+        if self._buffer is None:
+            self._buffer = np.empty(_FOLD_EVERY, dtype=np.float64)
+
     def record_many(self, values_us: Iterable[int] | npt.NDArray[Any]) -> None:
         self._fold()
         self._add(np.asarray(values_us, dtype=np.int64))
@@ -145,9 +155,9 @@ class Histogram:
         n = len(p)
         buf = self._buffer
         if buf is None:
-            buf = self._buffer = np.empty(_FOLD_EVERY, dtype=np.float64)
-            if self._counts is None:
-                self._grow(0)
+            self.reserve()
+            buf = self._buffer
+            assert buf is not None
         k = self._buffered
         if k + n > _FOLD_EVERY:
             self._fold_buffer()
@@ -216,8 +226,8 @@ class Histogram:
         if c is not None and c.size >= need:
             return c
         lay = self._layout
-        ranges = max(-(-need // lay.half_count) + 1, _FIRST_RANGES + 1)
-        size = min(ranges * lay.half_count, lay.counts_len)
+        need = max(need, _index_of(lay, min(_FIRST_US, lay.highest)))
+        size = min((-(-need // lay.half_count) + 1) * lay.half_count, lay.counts_len)
         grown = np.zeros(size, dtype=np.int64)
         if c is not None:
             grown[: c.size] = c
@@ -342,10 +352,11 @@ class Histogram:
         return h.merge(self)
 
     def reset(self) -> None:
+        """Empty it, keeping the memory it took (zeroed in place)."""
         self._pending = []
         self._buffered = 0
-        self._buffer = None
-        self._counts = None
+        if self._counts is not None:
+            self._counts[:] = 0
         self._overflow = 0
 
     # -- the HdrHistogram V2 compressed format ---------------------------------------------------

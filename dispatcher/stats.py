@@ -170,8 +170,16 @@ class Stats:
     def __init__(self) -> None:
         self.names: dict[str, NameStats] = {}
         self.tiers: tuple[TierStats, ...] = tuple(TierStats() for _ in _TIERS)
+        self._reserve_sojourns()
         self.latency: dict[tuple[str, int], Histogram] = {}
         self.peer: dict[str, int] = dict.fromkeys(PEER_COUNTERS, 0)
+
+    def _reserve_sojourns(self) -> None:
+        """Every tier's sojourn histogram takes its memory now: a tier's first frame may wait in its queue
+        minutes into a run, and a load generator holds four per player (issue 13: the Locust process grew)."""
+        if self.enabled:
+            for t in self.tiers:
+                t.sojourn.reserve()
 
     def __getitem__(self, name: str) -> NameStats:
         s = self.names.get(name)
@@ -260,6 +268,7 @@ class Stats:
             h.reset()
         queued = [(t.queued_msgs, t.queued_bytes) for t in self.tiers]  # what is queued stays queued
         self.tiers = tuple(TierStats() for _ in _TIERS)
+        self._reserve_sojourns()
         for t, (m, b) in zip(self.tiers, queued, strict=True):
             t.queued_msgs = t.max_queued_msgs = m
             t.queued_bytes = t.max_queued_bytes = b
