@@ -11,12 +11,12 @@ append.  Every ``_STAGE_EVERY`` values the list is copied into a float buffer ta
 first value), and the buffer is folded into the counts with numpy when full (or when a figure is read).  Two
 stages because a value waiting in a list costs 32 bytes (a float object and its slot) and one in the buffer
 8; a fold's fixed cost (a dozen numpy calls) is paid once per ``_FOLD_EVERY`` values, a copy's (one call)
-once per 256.
+once per 128.
 
 Memory is what a load generator has hundreds of histograms of (a transport's stats keep one per name and
 tier, and one per tier for queue sojourn): the counts hold only the buckets up to the largest value seen
 (a few tens of kB for latencies of milliseconds; all of the layout, 188 kB, only past about half an hour),
-growing when a larger value comes, and values waiting to be folded take at most 16 kB.  A Locust process
+growing when a larger value comes, and values waiting to be folded take at most 12 kB.  A Locust process
 grew for minutes when every histogram took 188 kB at its first value and let 4096 values (128 kB) wait in a
 list.
 """
@@ -37,9 +37,9 @@ import numpy.typing as npt
 __all__ = ["DEFAULT_HIGHEST", "Histogram", "HistogramError", "merged"]
 
 DEFAULT_HIGHEST = 3_600_000_000  # one hour, in microseconds
-#: Values a list holds before they are copied into the buffer (8 kB of list at most), and the buffer's size
+#: Values a list holds before they are copied into the buffer (4 kB of list at most), and the buffer's size
 #: (8 kB): how many are folded into the counts at once.
-_STAGE_EVERY = 256
+_STAGE_EVERY = 128
 _FOLD_EVERY = 1024
 #: The counts first taken cover the values below this (microseconds: 131 ms, 72 kB of counts at 3 figures),
 #: so that a latency's tail seldom grows them; past it they grow a range (a power of two of values) at a

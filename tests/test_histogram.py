@@ -108,9 +108,9 @@ def _reference_counts(seconds: np.ndarray, highest: int) -> tuple[np.ndarray, in
     return np.bincount(lay.index(ints), minlength=lay.counts_len), over
 
 
-# One value at a time, and batches around each stage: the list's (256), the buffer's (4096), numpy's
+# One value at a time, and batches around each stage: the list's (128), the buffer's (1024), numpy's
 # bincount (16384) and a large batch folded straight from the list.
-BATCHES = [[1], [7, 1], [255, 1, 256], [257, 3], [2047, 16385], [4095, 1, 4096], [5000, 1], [1, 9000, 300]]
+BATCHES = [[1], [7, 1], [127, 1, 128], [257, 3], [1023, 1, 1024], [2047, 16385], [4095, 1], [1, 9000, 300]]
 
 
 @pytest.mark.parametrize("batches", BATCHES, ids=[str(b) for b in BATCHES])
