@@ -23,16 +23,15 @@ list.
 
 from __future__ import annotations
 
-import base64
 import math
-import struct
-import zlib
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+from .hdrformat import HistogramError, pack, unpack
 
 __all__ = ["DEFAULT_HIGHEST", "Histogram", "HistogramError", "merged"]
 
@@ -48,14 +47,6 @@ _FIRST_US = 1 << 17
 #: Below this many values a fold adds them one by one (``np.add.at``: no temporary), above it by
 #: ``np.bincount`` (whose cost and 188 kB temporary are the layout's length however few values there are).
 _BINCOUNT_FROM = 16384
-_ENCODING_COOKIE = 0x1C849303 | 0x10
-_COMPRESSION_COOKIE = 0x1C849304 | 0x10
-_PAYLOAD_HEADER = struct.Struct(">iiiiqqd")
-_EXTERNAL_HEADER = struct.Struct(">ii")
-
-
-class HistogramError(ValueError):
-    """An encoded histogram that cannot be decoded, or histograms that cannot be merged."""
 
 
 class _Layout:
@@ -363,50 +354,16 @@ class Histogram:
 
     def encode(self) -> str:
         """Base64 HdrHistogram V2 compressed encoding (what ``HdrHistogram.encode()`` produces)."""
-        c = self._filled()
-        nz = np.flatnonzero(c)
-        limit = int(nz[-1]) + 1 if nz.size else 0
-        body = bytearray()
-        i = 0
-        for j in nz.tolist():
-            if j > i:
-                _zigzag_leb128(body, -(j - i))
-            _zigzag_leb128(body, int(c[j]))
-            i = j + 1
-        assert i == limit
-        lay = self._layout
-        payload = _PAYLOAD_HEADER.pack(_ENCODING_COOKIE, len(body), 0, lay.figures, 1, lay.highest, 1.0) + body
-        compressed = zlib.compress(payload)
-        return base64.b64encode(_EXTERNAL_HEADER.pack(_COMPRESSION_COOKIE, len(compressed)) + compressed).decode()
+        return pack(self._filled(), self._layout.highest, self._layout.figures)
 
     @classmethod
     def decode(cls, encoded: str | bytes) -> Histogram:
         """A histogram from ``encode()`` output (or any HdrHistogram V2 compressed base64 with lowest 1)."""
-        try:
-            raw = base64.b64decode(encoded, validate=True)
-        except (ValueError, TypeError) as e:
-            raise HistogramError(f"not base64: {e}") from None
-        if len(raw) < _EXTERNAL_HEADER.size:
-            raise HistogramError("encoded histogram is truncated")
-        cookie, length = _EXTERNAL_HEADER.unpack_from(raw)
-        if cookie & ~0xF0 != _COMPRESSION_COOKIE & ~0xF0:
-            raise HistogramError(f"not an HdrHistogram V2 compressed histogram (cookie {cookie:#x})")
-        try:
-            payload = zlib.decompress(raw[_EXTERNAL_HEADER.size : _EXTERNAL_HEADER.size + length])
-        except zlib.error as e:
-            raise HistogramError(f"corrupt histogram payload: {e}") from None
-        if len(payload) < _PAYLOAD_HEADER.size:
-            raise HistogramError("histogram payload header is truncated")
-        pcookie, plen, _norm, figures, lowest, highest, _ratio = _PAYLOAD_HEADER.unpack_from(payload)
-        if pcookie & ~0xF0 != _ENCODING_COOKIE & ~0xF0:
-            raise HistogramError(f"bad payload cookie {pcookie:#x}")
-        if lowest != 1:
-            raise HistogramError(f"only histograms with lowest trackable value 1 are supported, got {lowest}")
+        highest, figures, values = unpack(encoded)
         h = cls(highest, figures)
         counts = np.zeros(h._layout.counts_len, dtype=np.int64)
-        body = payload[_PAYLOAD_HEADER.size : _PAYLOAD_HEADER.size + plen]
         i = 0
-        for v in _read_zigzag_leb128(body):
+        for v in values:
             if v < 0:
                 i += -v
             else:
@@ -439,30 +396,6 @@ def _trimmed(counts: npt.NDArray[np.int64], lay: _Layout) -> npt.NDArray[np.int6
         return None
     size = min((int(nz[-1]) // lay.half_count + 2) * lay.half_count, lay.counts_len)
     return counts[:size].copy() if size < counts.size else counts
-
-
-def _zigzag_leb128(out: bytearray, v: int) -> None:
-    z = (v << 1) ^ (v >> 63)
-    z &= (1 << 64) - 1
-    while z >= 0x80:
-        out.append((z & 0x7F) | 0x80)
-        z >>= 7
-    out.append(z)
-
-
-def _read_zigzag_leb128(body: bytes) -> Iterable[int]:
-    z = shift = 0
-    for b in body:
-        z |= (b & 0x7F) << shift
-        if b & 0x80:
-            shift += 7
-            if shift > 63:
-                raise HistogramError("malformed varint in histogram counts")
-            continue
-        yield (z >> 1) ^ -(z & 1)
-        z = shift = 0
-    if shift:
-        raise HistogramError("histogram counts end inside a varint")
 
 
 def merged(histograms: Iterable[Histogram]) -> Histogram:
