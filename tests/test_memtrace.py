@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 import tracemalloc
 from pathlib import Path
@@ -57,3 +60,12 @@ def test_bad_settings_say_what_is_allowed(tmp_path: Path, monkeypatch: pytest.Mo
 def test_off_unless_asked(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(memtrace.ENV, raising=False)
     assert memtrace.from_env(None) is None
+
+
+def test_serve_refuses_a_bad_setting_in_one_line_before_listening(tmp_path: Path) -> None:
+    env = {**os.environ, memtrace.ENV: str(tmp_path / "t.jsonl"), "NETHARNESS_MEMTRACE_AFTER": "later"}
+    p = subprocess.run([sys.executable, "-m", "harness", "serve", "--port", "0", "--quiet"], capture_output=True,
+                       text=True, timeout=60, env=env, cwd=Path(__file__).resolve().parents[1])
+    assert p.returncode == 2 and p.stdout == ""
+    assert p.stderr.splitlines() == ["netharness serve: error: memory trace: NETHARNESS_MEMTRACE_AFTER='later' is "
+                                     "not a number"]

@@ -70,6 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.print_config:
         print(render_config(config), end="")
         return 0
+    try:
+        trace = memtrace.from_env(args.mem_trace)
+    except (ValueError, OSError) as e:
+        return fail(prog, f"memory trace: {e}")
     secret = args.secret or os.environ.get(SECRET_ENV)
     generated = secret is None
     if generated:
@@ -98,11 +102,6 @@ def main(argv: list[str] | None = None) -> int:
         gevent.signal_handler(sig, stop.set)
     log_every = 0.0 if args.quiet else config.log_every
     series = TierSeries(server, live_out=f"{args.stats_out}.live" if args.stats_out else None)
-    try:
-        trace = memtrace.from_env(args.mem_trace)
-    except (ValueError, OSError) as e:
-        server.close()
-        return fail(prog, f"memory trace: {e}")
     _run(server, game, stop, log_every, series, trace)
 
     stats = server.stats().snapshot()
