@@ -72,9 +72,12 @@ class RequestConfig:
     timeout: float = 5.0
     retry_backoff: float = 0.1
     retry_backoff_max: float = 2.0
-    #: Answers kept per connection for retried requests: entries and bytes.
+    #: Answers kept per connection for retried requests: entries and bytes.  A retry comes within a request
+    #: timeout or two (or after a resume), so a few hundred kB is seconds of even large answers; at 1 MiB
+    #: the cache was most of a server's memory per player (its queues hold 200 kB) and kept growing for
+    #: minutes under 8 kB snapshot answers (issue 13).  An evicted answer is never run again: NACK ``expired``.
     dedup_window: int = 1024
-    dedup_bytes: int = 1 << 20
+    dedup_bytes: int = 256 << 10
 
 
 @dataclass(frozen=True, slots=True)

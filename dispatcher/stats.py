@@ -48,6 +48,7 @@ class Stats:
     def __init__(self) -> None:
         self.names: dict[str, NameStats] = {}
         self._tiers: tuple[TierStats, ...] = tuple(TierStats() for _ in _TIERS)
+        self._reserve_sojourns()
         self._sources: weakref.WeakSet[Reporter] = weakref.WeakSet()
         # Sojourns reported but not yet in the tiers' histograms, per tier: (values, counts), and how many.
         self._soj_pending: list[tuple[list[float], list[int]]] = [([], []) for _ in _TIERS]
@@ -87,6 +88,13 @@ class Stats:
 
     def watch(self, source: Reporter) -> None:
         self._sources.add(source)
+
+    def _reserve_sojourns(self) -> None:
+        """Every tier's sojourn histogram takes its memory now: a tier's first frame may wait in its queue
+        minutes into a run, and a load generator holds four per player (issue 13: the Locust process grew)."""
+        if self.enabled:
+            for t in self._tiers:
+                t.sojourn.reserve()
 
     def __getitem__(self, name: str) -> NameStats:
         s = self.names.get(name)
@@ -205,6 +213,7 @@ class Stats:
             h.reset()
         queued = [(t.queued_msgs, t.queued_bytes) for t in self.tiers]  # what is queued stays queued
         self._tiers = tuple(TierStats() for _ in _TIERS)
+        self._reserve_sojourns()
         for t, (m, b) in zip(self._tiers, queued, strict=True):
             t.queued_msgs = t.max_queued_msgs = m
             t.queued_bytes = t.max_queued_bytes = b

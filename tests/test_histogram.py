@@ -1,12 +1,15 @@
 from __future__ import annotations
 
+import gc
+import tracemalloc
+
 import numpy as np
 import pytest
 from hdrh.histogram import HdrHistogram
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dispatcher.histogram import DEFAULT_HIGHEST, Histogram, HistogramError, merged
+from dispatcher.histogram import DEFAULT_HIGHEST, Histogram, HistogramError, _layout, merged
 
 from .conftest import exact_percentile
 
@@ -21,6 +24,7 @@ def _within_precision(got: int, want: float) -> bool:
 
 
 @given(values)
+@settings(deadline=None)  # a shared machine: no timed assertions in unit tests
 def test_percentiles_match_numpy_within_precision(vs: list[int]) -> None:
     h = Histogram()
     for v in vs:
@@ -34,7 +38,7 @@ def test_percentiles_match_numpy_within_precision(vs: list[int]) -> None:
 
 
 @given(values)
-@settings(max_examples=50)
+@settings(max_examples=50, deadline=None)
 def test_same_answers_as_the_reference_hdrhistogram(vs: list[int]) -> None:
     ours, ref = Histogram(), HdrHistogram(1, DEFAULT_HIGHEST, 3)
     for v in vs:
@@ -55,7 +59,7 @@ def test_same_answers_as_the_reference_hdrhistogram(vs: list[int]) -> None:
 
 
 @given(values, values)
-@settings(max_examples=50)
+@settings(max_examples=50, deadline=None)
 def test_merge_is_recording_everything(a: list[int], b: list[int]) -> None:
     ha, hb, hall = Histogram(), Histogram(), Histogram()
     ha.record_many(a)
@@ -93,3 +97,108 @@ def test_decode_errors(data: str, message: str) -> None:
 def test_merge_refuses_other_layouts() -> None:
     with pytest.raises(HistogramError, match="different layouts"):
         Histogram(significant_figures=3).merge(Histogram(significant_figures=2))
+
+
+def _reference_counts(seconds: np.ndarray, highest: int) -> tuple[np.ndarray, int]:
+    """What recording ``seconds`` must count: microseconds rounded to the nearest, NaN and negatives as 0,
+    above ``highest`` as ``highest`` (and in the overflow), placed by the layout's own index."""
+    us = np.rint(np.nan_to_num(seconds, nan=0.0, posinf=2.0**60, neginf=0.0) * 1e6)
+    over = int(np.count_nonzero(us > highest))
+    ints = np.clip(us, 0, highest).astype(np.int64)
+    lay = _layout(highest, 3)
+    return np.bincount(lay.index(ints), minlength=lay.counts_len), over
+
+
+# One value at a time, and batches around each stage: the list's (128), the buffer's (1024), numpy's
+# bincount (16384) and a large batch folded straight from the list.
+BATCHES = [[1], [7, 1], [127, 1, 128], [257, 3], [1023, 1, 1024], [2047, 16385], [4095, 1], [1, 9000, 300]]
+
+
+@pytest.mark.parametrize("batches", BATCHES, ids=[str(b) for b in BATCHES])
+@given(seed=st.integers(0, 2**32 - 1))
+@settings(max_examples=15, deadline=None)
+def test_every_recording_path_counts_as_the_layout_index(batches: list[int], seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    highest = 10_000_000  # 10 s: some values overflow
+    n = sum(batches) * 2
+    seconds = rng.lognormal(-7, 3, n)
+    specials = np.array([0.0, -1e-3, -np.inf, np.inf, np.nan, 5e-7, 4.999e-7, 1e9, 2047e-6, 2048e-6, 10.0])
+    seconds[rng.integers(0, n, 40)] = rng.choice(specials, 40)
+    h = Histogram(highest=highest)
+    values, i, k = seconds.tolist(), 0, 0
+    while i < n:
+        size = batches[k % len(batches)]
+        chunk = values[i : i + size]
+        if size == 1:
+            h.record_seconds(chunk[0])
+        else:
+            h.record_many_seconds(chunk)
+        i += size
+        k += 1
+        assert h.count == min(i, n)
+    want, over = _reference_counts(seconds, highest)
+    assert np.array_equal(h.counts, want)
+    assert h.overflow == over
+
+
+def test_values_waiting_to_be_folded_hold_little_memory() -> None:
+    """A histogram recording a few values a second holds its values' memory until they are folded: that
+    must stay a few kB (it was 128 kB, and a Locust process holds hundreds of histograms)."""
+    h = Histogram()
+    rng = np.random.default_rng(1)
+    values = rng.lognormal(-7, 1, 20_000).tolist()
+    h.record_seconds(max(values))
+    assert h.max >= max(values) * 1e6 - 1  # read: folded, so the counts cover every value that follows
+    rest = values[:]
+    gc.collect()
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        peak = 0
+        for v in rest:
+            h.record_seconds(v + 1e-9)  # a new float object, as a measured latency is
+            peak = max(peak, tracemalloc.get_traced_memory()[0] - base)
+    finally:
+        tracemalloc.stop()
+    assert h.count == len(values) + 1
+    assert peak < 16_000, f"{peak} bytes held by values waiting to be folded"
+
+
+@pytest.mark.parametrize(("first_us", "most_kb"), [(1, 96), (900, 96), (40_000, 96), (3_600_000_000, 200)])
+def test_counts_take_memory_for_the_values_seen(first_us: int, most_kb: int) -> None:
+    """A histogram's counts cover the buckets up to its largest value, not all of an hour's: a latency of
+    milliseconds costs tens of kB, not 188 (a load generator holds hundreds)."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        h = Histogram()
+        h.record(first_us)
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert held < most_kb * 1024, f"{held} bytes for one value of {first_us} us"
+    assert h.max >= first_us and h.counts.shape == (h._layout.counts_len,)
+    h.record(first_us * 3)  # larger values grow the counts, losing nothing
+    assert h.count == 2 and h.percentile(0) <= first_us and h.max >= min(first_us * 3, h.highest)
+
+
+@pytest.mark.parametrize("how", ["reserve", "first value"])
+def test_memory_is_taken_at_the_start_and_kept_across_resets(how: str) -> None:
+    """``reserve()`` (a tier's sojourn, whose first value may come late) takes what a first value would;
+    after it, values and resets take nothing more."""
+    h = Histogram()
+    h.reserve() if how == "reserve" else h.record(500)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        for round_ in range(3):
+            for i in range(3000):
+                h.record(100 + (i * 37) % 90_000)
+            assert h.percentile(100) >= 89_000
+            h.reset()
+            assert h.count == 0 and h.max == 0, round_
+        held = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+    assert held < 4096, f"{held} bytes taken after the start"

@@ -11,6 +11,7 @@ the config in the handshake, and a scenario run checks it.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -26,7 +27,7 @@ import dispatcher
 from dispatcher.histogram import Histogram
 from harness.args import Parser, fail
 from harness.args import port as port_type
-from harness.game import load_registry
+from harness.game import load_registry, memtrace
 from harness.game.configdoc import render_config
 from harness.game.schemas import SCHEMAS
 from harness.game.serverconfig import SCENARIOS, scenario_game_config
@@ -56,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--capture", default=None,
                     help="record every intent the players sent, in arrival order, to this replay file on exit")
     ap.add_argument("--quiet", action="store_true", help="no per-second load lines")
+    ap.add_argument("--mem-trace", default=None, help=argparse.SUPPRESS)  # diagnostic: harness/game/memtrace.py
     args = ap.parse_args(argv)
 
     prog = "netharness serve"
@@ -68,6 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.print_config:
         print(render_config(config), end="")
         return 0
+    try:
+        trace = memtrace.from_env(args.mem_trace)
+    except (ValueError, OSError) as e:
+        return fail(prog, f"memory trace: {e}")
     secret = args.secret or os.environ.get(SECRET_ENV)
     generated = secret is None
     if generated:
@@ -96,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         gevent.signal_handler(sig, stop.set)
     log_every = 0.0 if args.quiet else config.log_every
     series = TierSeries(server, live_out=f"{args.stats_out}.live" if args.stats_out else None)
-    _run(server, game, stop, log_every, series)
+    _run(server, game, stop, log_every, series, trace)
 
     stats = server.stats().snapshot()
     stats["series"] = series.rows
@@ -164,7 +170,7 @@ class TierSeries:
 
 
 def _run(server: dispatcher.Transport, game: Game, stop: gevent.event.Event, log_every: float,
-         series: TierSeries) -> None:
+         series: TierSeries, trace: memtrace.MemTrace | None = None) -> None:
     period = 1.0 / game.config.tick_hz
     st = server.stats()
     last_log, last = time.monotonic(), _load(server, game)
@@ -174,6 +180,8 @@ def _run(server: dispatcher.Transport, game: Game, stop: gevent.event.Event, log
         game.tick(now)
         server.flush()
         series.sample()
+        if trace is not None:
+            trace.sample()
         if log_every and now - last_log >= log_every:
             cur = _load(server, game)
             dt = now - last_log
