@@ -19,7 +19,7 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import gevent
@@ -99,38 +99,40 @@ def retransmit(address: tuple[str, int], secret: str, end: float, st: Stats) -> 
             frame=lambda s: envelope(ATTRS, None, s, bits=REQ | Bits.RETRANSMIT))
 
 
+def _connections(address: tuple[str, int], end: float, st: Stats) -> Iterator[Raw]:
+    """New connections to ``address`` until ``end``, one at a time, each counted and closed after its turn
+    (a refused connect waits 50 ms)."""
+    while time.monotonic() < end:
+        try:
+            raw = Raw(address)
+        except OSError:
+            gevent.sleep(0.05)
+            continue
+        st["connections"] += 1
+        try:
+            yield raw
+        finally:
+            raw.close()
+
+
 def _flood_preauth(frame: bytes, count: int) -> Callable[[tuple[str, int], str, float, Stats], None]:
     data = frame * count
 
     def attack(address: tuple[str, int], secret: str, end: float, st: Stats) -> None:
-        while time.monotonic() < end:
-            try:
-                raw = Raw(address)
-            except OSError:
-                gevent.sleep(0.05)
-                continue
-            st["connections"] += 1
+        for raw in _connections(address, end, st):
             while time.monotonic() < end and _send(raw, data, count, st):
                 gevent.sleep(0)
-            raw.close()
     return attack
 
 
 def _one_shot(make: Callable[[Raw, str], bool]) -> Callable[[tuple[str, int], str, float, Stats], None]:
     """An attack of one connection at a time: ``make`` sends its frames (False: the login failed)."""
     def attack(address: tuple[str, int], secret: str, end: float, st: Stats) -> None:
-        while time.monotonic() < end:
-            try:
-                raw = Raw(address)
-            except OSError:
-                gevent.sleep(0.05)
-                continue
-            st["connections"] += 1
+        for raw in _connections(address, end, st):
             if make(raw, secret):
                 st["frames"] += 1
                 if raw.closed_with(3.0) is not None:
                     st["closes"] += 1
-            raw.close()
     return attack
 
 
