@@ -73,7 +73,10 @@ def serve_on_the_c_allocator() -> None:
     if "PYTHONMALLOC" in os.environ or not sys.platform.startswith("linux"):
         return
     os.environ["PYTHONMALLOC"] = "malloc"
-    os.execv(sys.executable, [sys.executable, "-m", "harness", *sys.argv[1:]])
+    try:  # the same interpreter flags and entry point (a console script or ``-m harness``)
+        os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
+    except OSError:
+        del os.environ["PYTHONMALLOC"]  # could not re-execute: serve on CPython's allocator
 
 
 def _plain_help(run: Callable[[list[str]], int], rest: list[str]) -> int:

@@ -8,13 +8,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+from dispatcher.replay import read_entries
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_closed_loop_requests_are_recorded_and_reported(tmp_path: Path) -> None:
-    res, stats = tmp_path / "results.json", tmp_path / "stats"
+    res, stats, cap = tmp_path / "results.json", tmp_path / "stats", tmp_path / "capture.nhr"
     p = subprocess.run([sys.executable, "-m", "locust", "-f", "tests/locustfiles/asker.py", "--headless", "-u", "5",
-                        "-r", "5", "-t", "4s", "--results", str(res), "--json-file", str(stats)], cwd=ROOT,
+                        "-r", "5", "-t", "4s", "--results", str(res), "--json-file", str(stats),
+                        "--capture", str(cap)], cwd=ROOT,
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 1, p.stderr[-3000:]  # the rejected requests fail the run
     entries = {e["name"]: e for e in json.loads(res.read_text())["entries"] if e["kind"] == "request"}
@@ -26,3 +29,5 @@ def test_closed_loop_requests_are_recorded_and_reported(tmp_path: Path) -> None:
     rows = {(r["method"], r["name"]): r for r in json.loads(stats.with_suffix(".json").read_text())}
     assert rows[("CRIT", "Intent.Attributes.RequestSnapshot")]["num_requests"] == ok["count"]
     assert rows[("CRIT", "Intent.Attributes.SpendPoints")]["num_failures"] == bad["failures"]
+    captured = [e.envelope.name for e in read_entries(cap) if e.direction == "out" and e.kind == "request"]
+    assert captured.count("Intent.Attributes.RequestSnapshot") == ok["sent"]  # --capture sees closed-loop requests

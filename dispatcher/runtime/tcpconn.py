@@ -175,7 +175,8 @@ class Conn:
                     if closed:
                         size = _READ
                     elif c is not None and c.open:
-                        size = _BUSY_READ if self.busy > _BUSY_BUDGET else full
+                        busy = self.busy > _BUSY_BUDGET and time.monotonic() - self.window < _FAIR_WINDOW
+                        size = _BUSY_READ if busy else full  # small turns only while this window is busy
                     else:
                         size = _PREAUTH_READ
                     data = self.sock.recv(size)

@@ -221,6 +221,7 @@ class DispatcherUser(User):
         except dispatcher.DispatcherError as exc:
             self._failed(e, _monotonic() - t0, exc)
             return None
+        self._capture_request(name, payload, qos or self._tier(name))
         try:
             env = p.result()  # the request's own timeout settles it
         except dispatcher.DispatcherError as exc:
@@ -276,9 +277,13 @@ class DispatcherUser(User):
         except dispatcher.DispatcherError as exc:
             self._failed(e, _monotonic() - intended, exc)
             return
+        self._capture_request(name, payload, tier)
+        self._track(p, intended, e)
+
+    def _capture_request(self, name: str, payload: Any, tier: str) -> None:
+        """With ``--capture``: the request as sent, for ``replay.py``."""
         if self.state.capture_buffer is not None:
             self.state.capture(self.player_id, Envelope(name, payload, Meta(0, QoS[tier], _monotonic())), "request")
-        self._track(p, intended, e)
 
     def _track(self, p: dispatcher.Promise[Envelope], intended: float, e: Entry) -> None:
         """Record ``p``'s answer or failure when it comes; pending until then (the lost audit's)."""
