@@ -332,7 +332,9 @@ class Dispatcher(Receiver, Sender):
             return ticks[0][0]
         return t
 
-    def handle_timer(self, now: float) -> None:
+    def handle_timer(self, now: float, limit: int | None = None) -> bool:
+        """Do what is due at ``now``: ticks, then timers (at most ``limit`` of them, so that a runtime can let
+        other work in between when thousands fall due together).  True if some due timers are left."""
         ticks, at = self._ticks, self._tick_at
         while ticks and ticks[0][0] <= now:
             wake, _, peer = heapq.heappop(ticks)
@@ -341,4 +343,4 @@ class Dispatcher(Receiver, Sender):
                 c = self._sessions.get(peer)
                 if c is not None and not c.closed:
                     self._dirty[peer] = None  # the runtime pulls its next tick's worth
-        self.timers.fire(now)
+        return self.timers.fire(now, limit)

@@ -47,13 +47,19 @@ class Timers:
             heapq.heappop(h)
         return h[0][0] if h else None
 
-    def fire(self, now: float) -> None:
+    def fire(self, now: float, limit: int | None = None) -> bool:
+        """Run the timers due at ``now`` (at most ``limit`` of them); True if some due ones are left."""
         h = self._heap
+        n = 0
         while h and h[0][0] <= now:
+            if limit is not None and n >= limit:
+                return True
             entry = heapq.heappop(h)
             fn = entry[2]
             if fn is not None:
+                n += 1
                 fn(entry[3], now)
+        return False
 
     def clear(self) -> None:
         self._heap.clear()

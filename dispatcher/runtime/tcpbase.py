@@ -18,6 +18,10 @@ from .tcpconn import Conn
 
 __all__ = ["TcpBase"]
 
+#: Timers run per turn of the timer greenlet; with more due, it yields through the event loop's poll.
+_TIMERS_PER_TURN = 64
+_TIMER_YIELD = 0.0002
+
 
 class TcpBase:
     """Clock, flushing, timers and waits shared by both ends."""
@@ -84,8 +88,10 @@ class TcpBase:
             self._timer_wake.clear()
             if self.closed:
                 return
-            self.core.handle_timer(self.now())
+            more = self.core.handle_timer(self.now(), _TIMERS_PER_TURN)
             self.flush()
+            if more:  # thousands due at once (a flood's handshake watchdogs): poll the sockets in between
+                gevent.sleep(_TIMER_YIELD)
 
     def _connection_done(self, conn: Conn) -> None:
         """A connection's socket is gone: forget a closed session, detach an open one."""

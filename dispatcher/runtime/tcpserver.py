@@ -32,6 +32,9 @@ log = logging.getLogger("dispatcher.tcp")
 # _TRIM_EVERY seconds while they keep closing): a collection and a trim stall the server for milliseconds,
 # which must not recur during a flood of short connections.
 _TRIM_QUIET = 1.0
+#: Connections accepted per turn of the event loop (gevent's default is 100): a flood of connects waits its
+#: turn between the players' input.
+_ACCEPTS_PER_TURN = 16
 _TRIM_EVERY = 10.0
 
 
@@ -59,6 +62,7 @@ class TcpServerRuntime(TcpBase):
         self._trimmer: gevent.Greenlet | None = None
         try:
             self._server = gevent.server.StreamServer(listen, self._handle, backlog=backlog)
+            self._server.max_accept = _ACCEPTS_PER_TURN
             self._server.start()
         except OSError as e:
             self.closed = True
