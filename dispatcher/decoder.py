@@ -238,22 +238,9 @@ class FrameDecoder:
                     if obj is not _NOTHING:
                         end = up.tell()
                         size, self._start = end - self._start, end
-                        if size > self.limit:
-                            raise self._too_big(f"frame of {size} bytes is")
-                        if type(obj) is not list or not obj or type(obj[0]) is not int:
-                            raise bad(f"a frame is an array starting with its type, got {describe(obj)}")
-                        t = obj[0]
-                        if t not in self.admits:
-                            self._admit(t)
-                        if t == 0:  # the hot path: an envelope
-                            yield make(obj, size)
-                            continue
-                        if t == FrameType.CHUNK:
-                            whole = self._chunk(obj)
-                            if whole is None:
-                                continue
-                            obj, size = whole
-                        yield make(obj, size) if obj[0] == 0 else parse_control(obj)
+                        fr = self._whole(obj, size, make)
+                        if fr is not None:
+                            yield fr
                         continue
                 if self._fed - self._start > self.limit:  # the frame in progress is already too big
                     raise self._too_big("frame")
