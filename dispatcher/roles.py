@@ -40,6 +40,8 @@ class RoleImpl:
         raise NotImplementedError
 
     def expects(self, info: NameInfo, meta: Meta) -> bool:
+        """Whether this side accepts ``info`` travelling towards it.  It may look only at ``info.kind`` and
+        ``meta.is_response``: the core tabulates it once per wire id from two probe metas (``Dispatcher._accepts``)."""
         raise NotImplementedError
 
     def charge(self, c: Connection, info: NameInfo, now: float) -> bool:
