@@ -39,14 +39,14 @@ __all__ += ["BACKGROUND", "CRITICAL", "HIGH", "NORMAL"]
 _MIN_CHUNK = 64
 #: The scheduler tells its sink what went out at least every this many frames (and at each tick).
 _REPORT_EVERY = 256
-_new = object.__new__
 
 
 class _Item:
     __slots__ = ("committed", "frame", "key", "msg_id", "name", "offset", "t_enq", "tier")
     # ``committed``: it may no longer be dropped or coalesced (its first chunk is out, or it is a response).
 
-    def __init__(self, frame: bytes, tier: int, name: str | None, key: Hashable | None, now: float) -> None:
+    def __init__(self, frame: bytes, tier: int, name: str | None, key: Hashable | None, now: float,
+                 committed: bool = False) -> None:
         self.frame = frame
         self.tier = tier
         self.name = name
@@ -54,7 +54,7 @@ class _Item:
         self.t_enq = now
         self.offset = 0
         self.msg_id = 0
-        self.committed = False
+        self.committed = committed
 
 
 class Scheduler:
@@ -136,15 +136,7 @@ class Scheduler:
             if byte_limit is not None:
                 while q and self.qbytes[tier] + len(frame) > byte_limit and self._drop_oldest(q, tier):
                     pass
-        it = _new(_Item)  # _Item's fields, without the cost of a call to __init__
-        it.frame = frame
-        it.tier = tier
-        it.name = name
-        it.key = key
-        it.t_enq = now
-        it.offset = 0
-        it.msg_id = 0
-        it.committed = not droppable
+        it = _Item(frame, tier, name, key, now, not droppable)
         q.append(it)
         if key is not None:
             self._coalesce[key] = it
@@ -164,8 +156,7 @@ class Scheduler:
 
     def push_front(self, frame: bytes, now: float) -> None:
         """Queue a control frame ahead of everything (the handshake must open a connection's stream)."""
-        it = _Item(frame, CRITICAL, None, None, now)
-        it.committed = True
+        it = _Item(frame, CRITICAL, None, None, now, committed=True)
         self._queues[0].appendleft(it)
         self.pending += 1
         self.counts[CRITICAL] += 1
