@@ -9,7 +9,6 @@ connection; ``_parked`` is the greenlet its readiness wakes, and at most one gre
 
 from __future__ import annotations
 
-import contextlib
 import sys
 from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any
@@ -18,7 +17,7 @@ import gevent
 from gevent import getcurrent
 
 from ..errors import RemoteProtocolError
-from .tcpconn import _LINGER_BYTES, _LINGER_SECONDS, _PREAUTH_LINGER_BYTES, _PREAUTH_READ, _READ, Conn, Owner
+from .tcpconn import _PREAUTH_READ, _READ, Conn, Owner
 
 if TYPE_CHECKING:
     import gevent.socket
@@ -162,7 +161,7 @@ class ClientConn(Conn):
                 self._parked = None
 
     def read_loop(self) -> None:
-        core, rt, raw, key = self.rt.core, self.rt, self.raw, self.key
+        core, raw, key = self.rt.core, self.raw, self.key
         me = self._reader = getcurrent()
         drained = 0
         authed = False
@@ -187,25 +186,13 @@ class ClientConn(Conn):
                     break
                 if closed:
                     drained += len(data)
-                    if drained > (_LINGER_BYTES if authed else _PREAUTH_LINGER_BYTES):
+                    if not self._discarded(drained, authed):
                         break
-                    gevent.sleep(0)
                     continue
-                with contextlib.suppress(RemoteProtocolError):  # the core closed the session, queued a CLOSE
-                    core.receive_data(data, rt.now(), key)
-                rt.flush()
-                if not self.shut and self._session_closed():
-                    self.flush()
+                self._deliver(data)
         finally:
             self._reader = None
-            if self._session_closed() and not self.dead:
-                # The server may have half-closed right after the frame that made us close: our CLOSE (the
-                # reason) may still be queued.  Send it before the socket goes.
-                self.eof = True
-                self.flush()
-                if self.writer is not None:
-                    self.writer.join(timeout=_LINGER_SECONDS)
-            self.kill()
+            self._reading_ended()
 
     def kill(self) -> None:
         if self.dead:

@@ -186,28 +186,45 @@ class Conn:
                     break
                 if closed:
                     drained += len(data)
-                    if drained > (_LINGER_BYTES if authed else _PREAUTH_LINGER_BYTES):
+                    if not self._discarded(drained, authed):
                         break
-                    gevent.sleep(0)
                     continue
                 t0 = time.monotonic() if share is not None else 0.0
-                # On a RemoteProtocolError the core closed the session and queued a CLOSE saying why.
-                with contextlib.suppress(RemoteProtocolError):
-                    core.receive_data(data, rt.now(), self.key)
-                rt.flush()
-                if not self.shut and self._session_closed():
-                    self.flush()
+                self._deliver(data)
                 if share is not None:
                     self._pace(t0, share)
         finally:
-            if self._session_closed() and not self.dead:
-                # The peer may have half-closed right after the frame that made us close: our CLOSE (the
-                # reason) may still be queued.  Send it before the socket goes.
-                self.eof = True
-                self.flush()
-                if self.writer is not None:
-                    self.writer.join(timeout=_LINGER_SECONDS)
-            self.kill()
+            self._reading_ended()
+
+    # -- what both ends' read loops share (``tcpclientconn`` reads the client's side) ------------------
+
+    def _discarded(self, drained: int, authed: bool) -> bool:
+        """Input after our CLOSE is only read and thrown away, with a turn for the others after each read;
+        False once ``drained`` bytes are more than the linger allows (then stop reading)."""
+        if drained > (_LINGER_BYTES if authed else _PREAUTH_LINGER_BYTES):
+            return False
+        gevent.sleep(0)
+        return True
+
+    def _deliver(self, data: bytes) -> None:
+        """Feed ``data`` to the core and write what it queued (a CLOSE too, once the session closed)."""
+        rt = self.rt
+        # On a RemoteProtocolError the core closed the session and queued a CLOSE saying why.
+        with contextlib.suppress(RemoteProtocolError):
+            rt.core.receive_data(data, rt.now(), self.key)
+        rt.flush()
+        if not self.shut and self._session_closed():
+            self.flush()
+
+    def _reading_ended(self) -> None:
+        """The input ended: a CLOSE still queued goes out before the socket does (the peer may have
+        half-closed right after the frame that made us close), then the connection is gone."""
+        if self._session_closed() and not self.dead:
+            self.eof = True
+            self.flush()
+            if self.writer is not None:
+                self.writer.join(timeout=_LINGER_SECONDS)
+        self.kill()
 
     def _pace(self, t0: float, share: float) -> None:
         """Fair reading: yield after every read; sleep out the window once this connection used its share."""
