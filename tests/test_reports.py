@@ -63,9 +63,12 @@ def test_report_from_a_recorded_run(recorded: Path, tmp_path: Path) -> None:
     assert "calm" in html and "flood" in html  # the per-phase table
 
 
-def test_report_in_a_real_headless_chromium(browser: str, recorded: Path, tmp_path: Path) -> None:
+def test_report_in_a_real_headless_chromium(browser: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
     from reports.browser import dump_dom, screenshot
 
+    # Asked for only once the browser is there: pytest sets module fixtures up before function ones, so a
+    # machine without Chromium would otherwise run the module's Locust run just to skip.
+    recorded: Path = request.getfixturevalue("recorded")
     page = write_report(json.loads(recorded.read_text()), tmp_path)
     shot = screenshot(page, tmp_path / "shot.png", width=1200, height=1600)
     img = mpimg.imread(shot)
