@@ -31,9 +31,8 @@ from .qos import Scheduler
 from .receiving import Receiver
 from .registry import ChannelRegistry
 from .replay import ReplayBuffer
-from .roles import ClientRole, RoleImpl, ServerRole
+from .roles import ClientRole, ServerRole
 from .schema import SchemaRegistry
-from .sending import Sender
 from .stats import NullStats, Stats
 from .timers import Timers
 from .wire import pack_payload
@@ -43,7 +42,7 @@ __all__ = ["SERVER_PEER", "Dispatcher", "Handler", "Logger", "Session"]
 Session = Connection
 
 
-class Dispatcher(Receiver, Sender):
+class Dispatcher(Receiver):
     """The dispatcher core for one peer role (``"server"`` or ``"client"``)."""
 
     def __init__(
@@ -72,7 +71,7 @@ class Dispatcher(Receiver, Sender):
         cfg = DispatcherConfig.of(config, **options)
         self.config = cfg
         self.role = role
-        self.impl: RoleImpl = ServerRole(self) if role == "server" else ClientRole(self)
+        self.impl = ServerRole(self) if role == "server" else ClientRole(self)
         # The role's per-envelope steps, bound once (None: this role has no such step).
         self._charges = self.impl.charge if role == "server" else None
         self._latency = self.impl.latency if role == "client" else None

@@ -17,11 +17,12 @@ from __future__ import annotations
 from collections.abc import Hashable
 from typing import Any
 
-from .base import SERVER_PEER, CoreBase, Handler
+from .base import SERVER_PEER, Handler
 from .connection import Connection, NameInfo, State
 from .envelope import Envelope, Flags, Meta, make_envelope, make_meta
 from .errors import LocalProtocolError, RemoteError, RemoteProtocolError, ValidationError
 from .promise import Promise
+from .sending import Sender
 from .sequence import DUPLICATE, IN_ORDER, LATE
 from .stats import NameStats
 from .text import escape
@@ -53,7 +54,7 @@ _ACK_REQUESTED = Bits.ACK_REQUESTED
 _HANDSHAKE = (Challenge, Hello, Welcome)
 
 
-class Receiver(CoreBase):
+class Receiver(Sender):
     def receive_data(self, data: bytes, now: float, peer: Hashable = SERVER_PEER) -> None:
         """Feed bytes from ``peer``.  ``RemoteProtocolError`` means the connection must be closed after
         flushing ``data_to_send`` (it carries the CLOSE frame telling the peer why)."""

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from enum import IntEnum
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 import msgpack
 
@@ -79,16 +79,16 @@ class FrameType(IntEnum):
 
 
 class Bits:
-    RESPONSE = 1
-    REQUEST = 2
-    RETRANSMIT = 4
-    REQUIRE_SUBSCRIBER = 8
-    RELIABLE_SET = 16
-    RELIABLE = 32
-    REPLAYABLE_SET = 64
-    REPLAYABLE = 128
-    ACK_REQUESTED = 256  # reliable: the receiver acknowledges it; the sender re-sends it until then
-    ALL = 511
+    RESPONSE: Final = 1
+    REQUEST: Final = 2
+    RETRANSMIT: Final = 4
+    REQUIRE_SUBSCRIBER: Final = 8
+    RELIABLE_SET: Final = 16
+    RELIABLE: Final = 32
+    REPLAYABLE_SET: Final = 64
+    REPLAYABLE: Final = 128
+    ACK_REQUESTED: Final = 256  # reliable: the receiver acknowledges it; the sender re-sends it until then
+    ALL: Final = 511
 
 
 class EnvelopeFrame(NamedTuple):
@@ -305,13 +305,3 @@ def check_time(v: Any, what: str) -> float:
     if type(v) is int:
         return float(v)
     raise bad(f"{what} must be a number, got {describe(v)}")
-
-
-def __getattr__(name: str) -> Any:
-    """``wire.FrameDecoder``, the old home of ``decoder.FrameDecoder`` (imported when asked for: ``decoder``
-    needs this module, so a module-level import here would make the two a circle)."""
-    if name == "FrameDecoder":
-        from .decoder import FrameDecoder
-
-        return FrameDecoder
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
