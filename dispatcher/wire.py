@@ -275,11 +275,11 @@ def parse_control(f: list[Any]) -> Frame:
         want = str(required) if required == len(types) else f"{required} to {len(types)}"
         raise bad(f"{cls.__name__} frame has {n} fields, expected {want}")
     for i, (v, ok) in enumerate(zip(f[1:], types, strict=False)):
-        if not isinstance(v, ok) or (isinstance(v, bool) and ok is not _BOOL):
+        if not isinstance(v, ok) or (isinstance(v, bool) and bool not in ok):  # not `is _BOOL`: compiled tuples
             raise bad(f"{cls.__name__} field {cls._fields[i]} has type {describe(v)}")
         if isinstance(v, float) and not math.isfinite(v):
             raise bad(f"{cls.__name__} field {cls._fields[i]} is not finite")
-        if ok is _INTS and not all(type(x) is int and x >= 0 for x in v):  # type: ignore[attr-defined]
+        if list in ok and not all(type(x) is int and x >= 0 for x in v):  # type: ignore[attr-defined]
             raise bad(f"{cls.__name__} field {cls._fields[i]} must be a list of sequence numbers")
     return cls(*f[1:])  # type: ignore[no-any-return]
 
