@@ -14,7 +14,7 @@ from .envelope import Envelope, Flags, QoS, envelope_of, make_envelope, make_met
 from .errors import LocalProtocolError, RequestTimeout, ValidationError
 from .promise import Promise, Waiter
 from .registry import Kind
-from .wire import Bits, encode_envelope, pack_payload
+from .wire import Bits, encode_envelope, encode_plain, pack_payload
 
 __all__ = ["Sender"]
 
@@ -64,8 +64,10 @@ class Sender(CoreBase):
         if is_reliable:
             c.unacked[(chan, seq)] = (env, info)
             bits |= Bits.ACK_REQUESTED
-        self._send(c, info, env, encode_envelope(env, info.wire_id, bits), now, coalesce_key,
-                   droppable=not is_reliable)
+        # No flags, no trace: the frame from the values at hand (``encode_envelope`` reads them back from ``env``).
+        frame = (encode_plain(info.wire_id, seq, qos, bits, now, payload) if flags is _NO_FLAGS and trace_id is None
+                 else encode_envelope(env, info.wire_id, bits))
+        self._send(c, info, env, frame, now, coalesce_key, droppable=not is_reliable)
         return env
 
     def request(self, name: str, payload: Any, now: float, *, timeout: float | None = None,

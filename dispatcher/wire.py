@@ -51,6 +51,7 @@ __all__ = [
     "encode_chunk",
     "encode_control",
     "encode_envelope",
+    "encode_plain",
     "pack_payload",
     "parse_control",
     "record_envelope",
@@ -220,6 +221,16 @@ def flag_bits(env: Envelope) -> int:
     return bits
 
 
+def encode_plain(wire_id: int, seq: int, qos: int, bits: int, ts_sent: float, payload: Any) -> bytes:
+    """The frame of an envelope without a tail (no player_id, trace_id, reply_to, ts_ack) and whose flag bits
+    are in ``bits``: what ``encode_envelope`` makes of it, from the values (the send path has them at hand)."""
+    try:
+        return _pack((0, wire_id, seq, qos, bits, ts_sent, payload))
+    except (TypeError, ValueError, OverflowError):
+        pack_payload(payload)  # raises LocalProtocolError saying what is wrong
+        raise
+
+
 def encode_envelope(env: Envelope, wire_id: int, bits: int = 0, payload_bytes: bytes | None = None) -> bytes:
     """One envelope frame.  ``payload_bytes`` (from ``pack_payload``) lets a broadcast pack once."""
     m = env.meta
@@ -228,10 +239,7 @@ def encode_envelope(env: Envelope, wire_id: int, bits: int = 0, payload_bytes: b
         bits |= flag_bits(env)
     if payload_bytes is None and m.player_id is None and m.trace_id is None and m.reply_to is None \
             and m.ts_ack is None:  # the common case: no tail
-        try:
-            return _pack((0, wire_id, m.seq, m.qos, bits, m.ts_sent, env.payload))
-        except (TypeError, ValueError, OverflowError):
-            payload_bytes = pack_payload(env.payload)  # raises LocalProtocolError saying what is wrong
+        return encode_plain(wire_id, m.seq, m.qos, bits, m.ts_sent, env.payload)
     tail: tuple[Any, ...] = (m.player_id, m.trace_id, m.reply_to, m.ts_ack)
     n = 4
     while n and tail[n - 1] is None:
