@@ -78,6 +78,7 @@ class Dispatcher(Receiver):
         self.registry = registry
         self.schemas = cfg.schemas if cfg.schemas is not None else SchemaRegistry(None)
         self.schemas.check_names(registry.names)
+        self._tests = self.schemas.tests  # the same dict for the core's life
         self.mode = cfg.mode
         self.qos_policy = cfg.qos_policy
         self.require_subscriber = cfg.require_subscriber
@@ -99,6 +100,7 @@ class Dispatcher(Receiver):
                               if rc.enabled else None)
         lim = cfg.limits
         self.limits = lim
+        self._crit_frames, self._crit_bytes = lim.critical_frames, lim.critical_bytes
         self.server_info = self._check_server_info(server_info)
         self.clock_id = cfg.session.clock_id
         self.wall_clock = wall_clock

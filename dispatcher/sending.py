@@ -49,7 +49,7 @@ class Sender(CoreBase):
         c = self._sessions.get(SERVER_PEER)
         if c is None or c.closed:
             c = self._client_session()  # raises, saying why
-        test = self.schemas.tests.get(name)  # the compiled test first; the validator only when it says no
+        test = self._tests.get(name)  # the compiled test first; the validator only when it says no
         if test is not None and not test(payload) and not self._valid_out(name, payload):
             return None
         chan = info.chan
@@ -67,7 +67,7 @@ class Sender(CoreBase):
         # No flags, no trace: the frame from the values at hand (``encode_envelope`` reads them back from ``env``).
         frame = (encode_plain(info.wire_id, seq, qos, bits, now, payload) if flags is _NO_FLAGS and trace_id is None
                  else encode_envelope(env, info.wire_id, bits))
-        self._send(c, info, env, frame, now, coalesce_key, droppable=not is_reliable)
+        self._send(c, info, env, frame, now, coalesce_key, not is_reliable, qos)
         return env
 
     def request(self, name: str, payload: Any, now: float, *, timeout: float | None = None,
