@@ -202,7 +202,7 @@ class Receiver(Sender):
         if bits & _RESPONSE:
             self._on_response(c, info, record_envelope(r, info.name), now)
             return
-        test = self.schemas.tests.get(info.name)  # the compiled test: a payload it passes is valid
+        test = self._tests.get(info.name)  # the compiled test: a payload it passes is valid
         if test is not None and not test(r[6]) and not self._validate(c, info, st, r, bits, now):
             return
         self._deliver(c, info, st, r, bits, now)
