@@ -44,9 +44,11 @@ class OptionalBuildExt(build_ext):
             super().run()
         except Exception as e:  # no compiler, a compile error: the package still works without the extensions
             forget_build()
-            warn(f"compiling failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+            first = str(e).splitlines()[0] if str(e) else ""
+            warn(f"compiling failed: {type(e).__name__}: {first[:160]}{'...' if len(first) > 160 else ''}")
             return
-        build.write_hashes(PKG)
+        if self.extensions:
+            build.write_hashes(PKG)
 
 
 def ext_modules() -> list[Any]:
