@@ -12,11 +12,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import replay
+from . import _build
+
+# The one import-time action: with NETHARNESS_PURE_PYTHON=1, or when a compiled source changed since the
+# build (a warning says which and how to rebuild), a meta-path finder makes ``dispatcher.*`` load from .py.
+_PURE_REASON = _build.choose(__name__)
+
+from . import replay, wire
 from .auth import make_secret, make_token
 from .bus import EventBus, Subscription
 from .config import DispatcherConfig, ReplayConfig, RequestConfig, SessionConfig
 from .core import Dispatcher
+from .decoder import FrameDecoder
 from .envelope import Envelope, Flags, Meta, QoS
 from .errors import (
     ConnectionClosed,
@@ -41,6 +48,7 @@ from .stats import Stats
 from .transport import Transport
 
 __all__ = [
+    "COMPILED",
     "Channel",
     "ChannelRegistry",
     "ConnectionClosed",
@@ -74,6 +82,7 @@ __all__ = [
     "UnknownNameError",
     "ValidationError",
     "VirtualClock",
+    "compiled_modules",
     "init",
     "loopback",
     "make_secret",
@@ -82,6 +91,20 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+# ``wire.FrameDecoder``: the old home of ``decoder.FrameDecoder`` (a module ``__getattr__`` in ``wire`` would
+# crash a compiled ``wire``, and importing ``decoder`` there would make the two a circle).
+wire.__dict__["FrameDecoder"] = FrameDecoder
+
+
+def compiled_modules() -> list[str]:
+    """The core's modules running compiled (mypyc) in this process; empty when the pure-Python build runs
+    (``NETHARNESS_PURE_PYTHON=1``, no compiler at install time, or sources changed since the build)."""
+    return _build.compiled_modules(__name__)
+
+
+#: Whether the compiled (mypyc) build of the core runs here (see ``compiled_modules``).
+COMPILED = bool(compiled_modules())
 
 
 def init(*, peer: str, channel_registry: ChannelRegistry, listen: tuple[str, int] | None = None,

@@ -113,6 +113,9 @@ class CoreBase:
     _handler_table: dict[str, tuple[Handler, ...]]  # ``handlers.table``
     _bus_table: dict[str, tuple[Callable[[Any, Meta], Any], ...]]  # ``bus.table``
     _unfolded: int  # frames received since the latency samples were last folded
+    _crit_frames: int  # ``limits.critical_frames`` and ``critical_bytes`` (read per CRITICAL frame queued)
+    _crit_bytes: int
+    _tests: dict[str, Callable[[Any], bool]]  # ``schemas.tests``
     _accepts: list[tuple[bool, bool]]  # by wire id: whether this side accepts it as (not a response, a response)
 
     # -- queueing ------------------------------------------------------------------------------------
@@ -151,14 +154,16 @@ class CoreBase:
         return self._channel_qos[info.chan]
 
     def _send(self, c: Connection, info: NameInfo, env: Envelope, frame: bytes, now: float,
-              coalesce_key: Hashable = None, droppable: bool = True) -> None:
-        """Queue an envelope; ``droppable=False`` (reliable envelopes, responses) keeps it out of drop-oldest."""
+              coalesce_key: Hashable = None, droppable: bool = True, qos: int = -1) -> None:
+        """Queue an envelope; ``droppable=False`` (reliable envelopes, responses) keeps it out of drop-oldest.
+        ``qos``: ``env.meta.qos`` when the caller has it at hand."""
         key = (info.name, coalesce_key) if coalesce_key is not None or info.coalesce else None
-        qos = env.meta.qos
+        if qos < 0:
+            qos = env.meta.qos
         out = c.out  # ``_push``, inline
         out.push(frame, qos, now, info.name, key, droppable)
         self._dirty[c.key] = None
-        if qos == 0 and (out.counts[0] > self.limits.critical_frames or out.qbytes[0] > self.limits.critical_bytes):
+        if qos == 0 and (out.counts[0] > self._crit_frames or out.qbytes[0] > self._crit_bytes):
             self._overrun(c, now)
         if self.replay_buffer is not None:
             self.replay_buffer.push(env, "out", now)

@@ -31,9 +31,8 @@ from .qos import Scheduler
 from .receiving import Receiver
 from .registry import ChannelRegistry
 from .replay import ReplayBuffer
-from .roles import ClientRole, RoleImpl, ServerRole
+from .roles import ClientRole, ServerRole
 from .schema import SchemaRegistry
-from .sending import Sender
 from .stats import NullStats, Stats
 from .timers import Timers
 from .wire import pack_payload
@@ -43,7 +42,7 @@ __all__ = ["SERVER_PEER", "Dispatcher", "Handler", "Logger", "Session"]
 Session = Connection
 
 
-class Dispatcher(Receiver, Sender):
+class Dispatcher(Receiver):
     """The dispatcher core for one peer role (``"server"`` or ``"client"``)."""
 
     def __init__(
@@ -72,13 +71,14 @@ class Dispatcher(Receiver, Sender):
         cfg = DispatcherConfig.of(config, **options)
         self.config = cfg
         self.role = role
-        self.impl: RoleImpl = ServerRole(self) if role == "server" else ClientRole(self)
+        self.impl = ServerRole(self) if role == "server" else ClientRole(self)
         # The role's per-envelope steps, bound once (None: this role has no such step).
         self._charges = self.impl.charge if role == "server" else None
         self._latency = self.impl.latency if role == "client" else None
         self.registry = registry
         self.schemas = cfg.schemas if cfg.schemas is not None else SchemaRegistry(None)
         self.schemas.check_names(registry.names)
+        self._tests = self.schemas.tests  # the same dict for the core's life
         self.mode = cfg.mode
         self.qos_policy = cfg.qos_policy
         self.require_subscriber = cfg.require_subscriber
@@ -100,6 +100,7 @@ class Dispatcher(Receiver, Sender):
                               if rc.enabled else None)
         lim = cfg.limits
         self.limits = lim
+        self._crit_frames, self._crit_bytes = lim.critical_frames, lim.critical_bytes
         self.server_info = self._check_server_info(server_info)
         self.clock_id = cfg.session.clock_id
         self.wall_clock = wall_clock

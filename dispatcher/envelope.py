@@ -169,6 +169,22 @@ def envelope_of(name: str, payload: Any, seq: int, qos: QoS, ts_sent: float, ts_
                 player_id: int | None = None, trace_id: str | None = None, flags: Flags = _NO_FLAGS,
                 is_response: bool = False, reply_to: int | None = None) -> Envelope:
     """``Envelope(name, payload, Meta(seq, qos, ts_sent, ...))`` in one step: ``make_envelope`` of
-    ``make_meta``."""
-    return make_envelope(name, payload, make_meta(seq, qos, ts_sent, ts_ack, player_id, trace_id, flags,
-                                                  is_response, reply_to))
+    ``make_meta``, inline (two envelopes per envelope sent and received: one call instead of three)."""
+    m = _new(_MetaDraft)
+    m.seq = seq
+    m.qos = qos
+    m.ts_sent = ts_sent
+    m.ts_ack = ts_ack
+    m.player_id = player_id
+    m.trace_id = trace_id
+    m.flags = flags
+    m.is_response = is_response
+    m.reply_to = reply_to
+    m.replayed = False
+    m.__class__ = Meta  # type: ignore[assignment]
+    e = _new(_EnvelopeDraft)
+    e.name = name
+    e.payload = payload
+    e.meta = m  # type: ignore[assignment]
+    e.__class__ = Envelope  # type: ignore[assignment]
+    return e  # type: ignore[return-value]

@@ -61,9 +61,9 @@ class Scheduler:
     """Outbound frames of one connection; ``pull(now)`` returns what may go on the wire now."""
 
     __slots__ = (
-        "__weakref__", "_byte_limit", "_bytes", "_cfg", "_coalesce", "_deficit", "_fifo", "_limit", "_msg_ids",
+        "_byte_limit", "_bytes", "_cfg", "_coalesce", "_deficit", "_fifo", "_limit", "_msg_ids",
         "_msgs", "_queues", "_reported", "_reserve", "_rr", "_runs", "_sent_bytes", "_sink", "_small", "_soj_n",
-        "_sojourns", "_t", "_tick", "_unreported", "_wake", "counts", "pending", "qbytes",
+        "_sojourns", "_t", "_tick", "_unreported", "_wake", "_watched", "counts", "pending", "qbytes",
     )
 
     def __init__(self, config: SchedulerConfig, sink: Sink) -> None:
@@ -88,8 +88,8 @@ class Scheduler:
         self._sojourns: list[list[float]] | None = [[], [], [], []] if sink.enabled else None
         self._soj_n: list[list[int]] = [[], [], [], []]  # how many frames had each of those sojourns
         self._unreported = 0  # frames whose sojourns the sink has not been told yet
-        if sink.enabled:
-            sink.watch(self)
+        # The sink's handle on this scheduler: the sink holds it weakly, so it lives as long as we do.
+        self._watched = sink.watch(self) if sink.enabled else None
         # A frame up to this size goes whole (when it fits the tokens); a larger one is cut into chunks.
         tick_budget = (config.budget or float("inf")) * self._tick
         self._small = int(min(config.chunk_size, tick_budget))

@@ -86,9 +86,9 @@ class Sink(Protocol):
         ``sojourns[tier][i]`` (``counts=None``: one frame each).  Called every few hundred frames and at each
         tick."""
 
-    def watch(self, source: Reporter) -> None:
+    def watch(self, source: Reporter) -> object:
         """``source`` holds figures not yet reported: call its ``report()`` before the figures are read
-        (hold it weakly)."""
+        (hold it weakly); returns a handle the source keeps while it lives."""
 
     def dropped(self, tier: int, name: str | None, reason: str) -> None: ...
 

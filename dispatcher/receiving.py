@@ -17,11 +17,12 @@ from __future__ import annotations
 from collections.abc import Hashable
 from typing import Any
 
-from .base import SERVER_PEER, CoreBase, Handler
+from .base import SERVER_PEER, Handler
 from .connection import Connection, NameInfo, State
 from .envelope import Envelope, Flags, Meta, make_envelope, make_meta
 from .errors import LocalProtocolError, RemoteError, RemoteProtocolError, ValidationError
 from .promise import Promise
+from .sending import Sender
 from .sequence import DUPLICATE, IN_ORDER, LATE
 from .stats import NameStats
 from .text import escape
@@ -53,7 +54,7 @@ _ACK_REQUESTED = Bits.ACK_REQUESTED
 _HANDSHAKE = (Challenge, Hello, Welcome)
 
 
-class Receiver(CoreBase):
+class Receiver(Sender):
     def receive_data(self, data: bytes, now: float, peer: Hashable = SERVER_PEER) -> None:
         """Feed bytes from ``peer``.  ``RemoteProtocolError`` means the connection must be closed after
         flushing ``data_to_send`` (it carries the CLOSE frame telling the peer why)."""
@@ -201,7 +202,7 @@ class Receiver(CoreBase):
         if bits & _RESPONSE:
             self._on_response(c, info, record_envelope(r, info.name), now)
             return
-        test = self.schemas.tests.get(info.name)  # the compiled test: a payload it passes is valid
+        test = self._tests.get(info.name)  # the compiled test: a payload it passes is valid
         if test is not None and not test(r[6]) and not self._validate(c, info, st, r, bits, now):
             return
         self._deliver(c, info, st, r, bits, now)

@@ -14,7 +14,7 @@ from .envelope import Envelope, Flags, QoS, envelope_of, make_envelope, make_met
 from .errors import LocalProtocolError, RequestTimeout, ValidationError
 from .promise import Promise, Waiter
 from .registry import Kind
-from .wire import Bits, encode_envelope, pack_payload
+from .wire import Bits, encode_envelope, encode_plain, pack_payload
 
 __all__ = ["Sender"]
 
@@ -49,7 +49,7 @@ class Sender(CoreBase):
         c = self._sessions.get(SERVER_PEER)
         if c is None or c.closed:
             c = self._client_session()  # raises, saying why
-        test = self.schemas.tests.get(name)  # the compiled test first; the validator only when it says no
+        test = self._tests.get(name)  # the compiled test first; the validator only when it says no
         if test is not None and not test(payload) and not self._valid_out(name, payload):
             return None
         chan = info.chan
@@ -64,8 +64,10 @@ class Sender(CoreBase):
         if is_reliable:
             c.unacked[(chan, seq)] = (env, info)
             bits |= Bits.ACK_REQUESTED
-        self._send(c, info, env, encode_envelope(env, info.wire_id, bits), now, coalesce_key,
-                   droppable=not is_reliable)
+        # No flags, no trace: the frame from the values at hand (``encode_envelope`` reads them back from ``env``).
+        frame = (encode_plain(info.wire_id, seq, qos, bits, now, payload) if flags is _NO_FLAGS and trace_id is None
+                 else encode_envelope(env, info.wire_id, bits))
+        self._send(c, info, env, frame, now, coalesce_key, not is_reliable, qos)
         return env
 
     def request(self, name: str, payload: Any, now: float, *, timeout: float | None = None,

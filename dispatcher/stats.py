@@ -40,6 +40,16 @@ _TIERS = tuple(QoS)
 _FOLD_SOJOURNS = 4096
 
 
+class _Watched:
+    """A weakly referenced handle on a reporter that the reporter keeps (a compiled ``Scheduler`` cannot be
+    weakly referenced itself): it goes when the reporter goes."""
+
+    __slots__ = ("__weakref__", "source")
+
+    def __init__(self, source: Reporter) -> None:
+        self.source = source
+
+
 class Stats:
     """Aggregated diagnostics of one transport.  ``snapshot()`` is JSON-able; ``dump()`` is a table."""
 
@@ -49,7 +59,7 @@ class Stats:
         self.names: dict[str, NameStats] = {}
         self._tiers: tuple[TierStats, ...] = tuple(TierStats() for _ in _TIERS)
         self._reserve_sojourns()
-        self._sources: weakref.WeakSet[Reporter] = weakref.WeakSet()
+        self._sources: weakref.WeakSet[_Watched] = weakref.WeakSet()
         # Sojourns reported but not yet in the tiers' histograms, per tier: (values, counts), and how many.
         self._soj_pending: list[tuple[list[float], list[int]]] = [([], []) for _ in _TIERS]
         self._soj_count = [0, 0, 0, 0]
@@ -72,8 +82,8 @@ class Stats:
 
     def flush(self) -> None:
         """Have every scheduler report the figures it still holds; fold held sojourns into their histograms."""
-        for source in list(self._sources):
-            source.report()
+        for w in list(self._sources):
+            w.source.report()
         for tier in range(4):
             self._fold_sojourns(tier)
         self.fold_latency()
@@ -86,8 +96,10 @@ class Stats:
                 h.record_many_seconds(samples)
                 samples.clear()
 
-    def watch(self, source: Reporter) -> None:
-        self._sources.add(source)
+    def watch(self, source: Reporter) -> object:
+        w = _Watched(source)
+        self._sources.add(w)
+        return w
 
     def _reserve_sojourns(self) -> None:
         """Every tier's sojourn histogram takes its memory now: a tier's first frame may wait in its queue
@@ -283,8 +295,8 @@ class NullStats(Stats):
     def count(self, counter: str, n: int = 1) -> None:
         pass
 
-    def watch(self, source: Reporter) -> None:
-        pass
+    def watch(self, source: Reporter) -> object:
+        return None
 
     def fold_latency(self) -> None:
         pass

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from enum import IntEnum
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 import msgpack
 
@@ -51,6 +51,7 @@ __all__ = [
     "encode_chunk",
     "encode_control",
     "encode_envelope",
+    "encode_plain",
     "pack_payload",
     "parse_control",
     "record_envelope",
@@ -79,16 +80,16 @@ class FrameType(IntEnum):
 
 
 class Bits:
-    RESPONSE = 1
-    REQUEST = 2
-    RETRANSMIT = 4
-    REQUIRE_SUBSCRIBER = 8
-    RELIABLE_SET = 16
-    RELIABLE = 32
-    REPLAYABLE_SET = 64
-    REPLAYABLE = 128
-    ACK_REQUESTED = 256  # reliable: the receiver acknowledges it; the sender re-sends it until then
-    ALL = 511
+    RESPONSE: Final = 1
+    REQUEST: Final = 2
+    RETRANSMIT: Final = 4
+    REQUIRE_SUBSCRIBER: Final = 8
+    RELIABLE_SET: Final = 16
+    RELIABLE: Final = 32
+    REPLAYABLE_SET: Final = 64
+    REPLAYABLE: Final = 128
+    ACK_REQUESTED: Final = 256  # reliable: the receiver acknowledges it; the sender re-sends it until then
+    ALL: Final = 511
 
 
 class EnvelopeFrame(NamedTuple):
@@ -220,6 +221,16 @@ def flag_bits(env: Envelope) -> int:
     return bits
 
 
+def encode_plain(wire_id: int, seq: int, qos: int, bits: int, ts_sent: float, payload: Any) -> bytes:
+    """The frame of an envelope without a tail (no player_id, trace_id, reply_to, ts_ack) and whose flag bits
+    are in ``bits``: what ``encode_envelope`` makes of it, from the values (the send path has them at hand)."""
+    try:
+        return _pack((0, wire_id, seq, qos, bits, ts_sent, payload))
+    except (TypeError, ValueError, OverflowError):
+        pack_payload(payload)  # raises LocalProtocolError saying what is wrong
+        raise
+
+
 def encode_envelope(env: Envelope, wire_id: int, bits: int = 0, payload_bytes: bytes | None = None) -> bytes:
     """One envelope frame.  ``payload_bytes`` (from ``pack_payload``) lets a broadcast pack once."""
     m = env.meta
@@ -228,10 +239,7 @@ def encode_envelope(env: Envelope, wire_id: int, bits: int = 0, payload_bytes: b
         bits |= flag_bits(env)
     if payload_bytes is None and m.player_id is None and m.trace_id is None and m.reply_to is None \
             and m.ts_ack is None:  # the common case: no tail
-        try:
-            return _pack((0, wire_id, m.seq, m.qos, bits, m.ts_sent, env.payload))
-        except (TypeError, ValueError, OverflowError):
-            payload_bytes = pack_payload(env.payload)  # raises LocalProtocolError saying what is wrong
+        return encode_plain(wire_id, m.seq, m.qos, bits, m.ts_sent, env.payload)
     tail: tuple[Any, ...] = (m.player_id, m.trace_id, m.reply_to, m.ts_ack)
     n = 4
     while n and tail[n - 1] is None:
@@ -275,11 +283,11 @@ def parse_control(f: list[Any]) -> Frame:
         want = str(required) if required == len(types) else f"{required} to {len(types)}"
         raise bad(f"{cls.__name__} frame has {n} fields, expected {want}")
     for i, (v, ok) in enumerate(zip(f[1:], types, strict=False)):
-        if not isinstance(v, ok) or (isinstance(v, bool) and ok is not _BOOL):
+        if not isinstance(v, ok) or (isinstance(v, bool) and bool not in ok):  # not `is _BOOL`: compiled tuples
             raise bad(f"{cls.__name__} field {cls._fields[i]} has type {describe(v)}")
         if isinstance(v, float) and not math.isfinite(v):
             raise bad(f"{cls.__name__} field {cls._fields[i]} is not finite")
-        if ok is _INTS and not all(type(x) is int and x >= 0 for x in v):  # type: ignore[attr-defined]
+        if list in ok and not all(type(x) is int and x >= 0 for x in v):  # type: ignore[attr-defined]
             raise bad(f"{cls.__name__} field {cls._fields[i]} must be a list of sequence numbers")
     return cls(*f[1:])  # type: ignore[no-any-return]
 
@@ -305,13 +313,3 @@ def check_time(v: Any, what: str) -> float:
     if type(v) is int:
         return float(v)
     raise bad(f"{what} must be a number, got {describe(v)}")
-
-
-def __getattr__(name: str) -> Any:
-    """``wire.FrameDecoder``, the old home of ``decoder.FrameDecoder`` (imported when asked for: ``decoder``
-    needs this module, so a module-level import here would make the two a circle)."""
-    if name == "FrameDecoder":
-        from .decoder import FrameDecoder
-
-        return FrameDecoder
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

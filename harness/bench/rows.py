@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import gc
+import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -102,18 +105,39 @@ def _msgpack_rate(n: int) -> float:
     return n / (time.process_time() - t0)
 
 
+_PURE_RATE = "import sys; from harness.bench.rows import _loopback_rate; print(_loopback_rate(int(sys.argv[1]), " \
+             "stats=True, batch=64))"
+
+
+def _pure_batched_rate(n: int) -> float:
+    """The batched figure of the pure-Python core (``NETHARNESS_PURE_PYTHON=1``), in a child process."""
+    env = {**os.environ, "NETHARNESS_PURE_PYTHON": "1"}
+    out = subprocess.run([sys.executable, "-c", _PURE_RATE, str(n)], env=env, capture_output=True, text=True,
+                         timeout=120, check=True)
+    return float(out.stdout.split()[-1])
+
+
 def row_core(quick: bool) -> Row:
     n, rounds = (10_000, 7) if quick else (10_000, 25)
-    med = _interleaved({
+    contenders: dict[str, Callable[[], float]] = {
         "dispatcher": lambda: _loopback_rate(n, stats=True),
         "dispatcher_batched": lambda: _loopback_rate(n, stats=True, batch=64),
         "msgpack": lambda: _msgpack_rate(n),
-    }, rounds, best=True)
+    }
+    compiled = dispatcher.compiled_modules()
+    if compiled:  # the pure-Python build side by side, interleaved
+        contenders["pure_batched"] = lambda: _pure_batched_rate(n)
+    med = _interleaved(contenders, rounds, best=True)
     ratio = med["msgpack"] / med["dispatcher_batched"]
-    return Row("core", {"dispatcher env/s": med["dispatcher"], "batched env/s": med["dispatcher_batched"],
-                        "msgpack env/s": med["msgpack"]},
-               ratio, "cost vs msgpack (batched)", "<= 3x", ratio <= 3.0,
-               notes=f"per-call flush costs {med['msgpack'] / med['dispatcher']:.1f}x msgpack")
+    figures = {"dispatcher env/s": med["dispatcher"], "batched env/s": med["dispatcher_batched"],
+               "msgpack env/s": med["msgpack"]}
+    build = "pure Python"
+    if compiled:
+        figures["pure-Python batched env/s"] = med["pure_batched"]
+        build = (f"compiled (mypyc, {len(compiled)} modules), {med['dispatcher_batched'] / med['pure_batched']:.2f}x "
+                 f"the pure-Python core (batched; pure {med['msgpack'] / med['pure_batched']:.1f}x msgpack)")
+    return Row("core", figures, ratio, "cost vs msgpack (batched)", "<= 3x", ratio <= 3.0,
+               notes=f"build: {build}; per-call flush costs {med['msgpack'] / med['dispatcher']:.1f}x msgpack")
 
 
 def row_instrumentation(quick: bool) -> Row:
