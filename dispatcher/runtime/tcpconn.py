@@ -57,6 +57,8 @@ class Owner(Protocol):
 
     def flush(self) -> None: ...
 
+    def flush_soon(self) -> None: ...
+
     def _connection_done(self, conn: Conn) -> None: ...
 
 
@@ -212,7 +214,7 @@ class Conn:
         # On a RemoteProtocolError the core closed the session and queued a CLOSE saying why.
         with contextlib.suppress(RemoteProtocolError):
             rt.core.receive_data(data, rt.now(), self.key)
-        rt.flush()
+        rt.flush_soon()
         if not self.shut and self._session_closed():
             self.flush()
 
