@@ -137,6 +137,7 @@ class ClientConn(Conn):
                     if not self.shut and (c is None or c.closed):
                         self.flush()
                     return
+                suspend = len(data) < _READ  # a short read took what there was: no recv that finds it empty
         finally:
             self._user = None
             reader = self._reader
@@ -174,9 +175,10 @@ class ClientConn(Conn):
                 closed = c is None or c.closed
                 opened = c is not None and c.open
                 authed = authed or opened
+                size = _READ if closed or opened else _PREAUTH_READ
                 try:
                     # Small reads until the server welcomes us; input after our CLOSE is only discarded.
-                    data = raw.recv(_READ if closed or opened else _PREAUTH_READ)
+                    data = raw.recv(size)
                 except BlockingIOError:
                     self._idle(me)
                     continue
@@ -190,6 +192,10 @@ class ClientConn(Conn):
                         break
                     continue
                 self._deliver(data)
+                if len(data) < size and not self.dead:
+                    # A short read took what there was: wait for readiness (level-triggered: more input
+                    # that came meanwhile wakes us at once) instead of a recv that would find it empty.
+                    self._idle(me)
         finally:
             self._reader = None
             self._reading_ended()
