@@ -186,30 +186,21 @@ class DispatcherUser(User):
         """The bus subscriber recording ``name``'s events: the hot path of a player that many events reach
         (its row per tier is looked up by the tier's number, once computed)."""
         rows: list[Row | None] = [None] * len(QoS)
-        state = self.state
-        fire = self._fire_request
 
         def on_event(payload: Any, meta: Meta) -> None:
             client = self.client
             if client is None:
                 return
             latency = _monotonic() + client.clock_offset - meta.ts_sent
-            qos = meta.qos
-            row = rows[qos]
+            row = rows[meta.qos]
             if row is None:
-                row = rows[qos] = self._row("event", QoS(qos).name, name)
-            e = row[0]
+                row = rows[meta.qos] = self._row("event", QoS(meta.qos).name, name)
             if latency >= 0:
-                e.record(latency)
-                samples = state.samples
-                if samples is not None:
-                    samples.append((*e.key, latency))
-                fire(request_type=row[1], name=row[2], response_time=latency * 1000.0, response_length=0,
-                     exception=None, context={})
+                self._ok(row, latency)
                 return
-            e.skewed()  # counted, never clamped: the clock offset is off by more than this latency
-            if state.samples is not None:
-                state.samples.append((*e.key, latency))
+            row[0].skewed()  # counted, never clamped: the clock offset is off by more than this latency
+            if self.state.samples is not None:
+                self.state.samples.append((*row[0].key, latency))
 
         return on_event
 
@@ -229,7 +220,7 @@ class DispatcherUser(User):
         row = self._asks.get((name, qos))
         if row is None:
             row = self._asks[(name, qos)] = self._row("request", qos or self._tier(name), name)
-        e, rtype, lname = row
+        e = row[0]
         e.sent += 1
         client = self.client
         assert client is not None
@@ -248,13 +239,7 @@ class DispatcherUser(User):
         except GreenletExit:  # the user is stopping: still in flight, so the lost audit judges it
             self._track(p, t0, row)
             raise
-        latency = _monotonic() - t0
-        e.record(latency)
-        samples = self.state.samples
-        if samples is not None:
-            samples.append((*e.key, latency))
-        self._fire_request(request_type=rtype, name=lname, response_time=latency * 1000.0, response_length=0,
-                           exception=None, context={})
+        self._ok(row, _monotonic() - t0)
         return env
 
     def send_intent(self, name: str, payload: Any, *, intended: float | None = None, qos: str | None = None) -> None:
