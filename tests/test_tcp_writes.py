@@ -1,7 +1,7 @@
 """How the TCP runtime writes and reads (dispatcher/runtime/tcpbase.py, tcpconn.py, tcpclientconn.py): a server
 writes what one turn of its event loop queued for a player in one ``send``; a client writes at once; no read
-finds an empty socket after a short read.  Real gevent sockets on 127.0.0.1; the sockets are wrapped only to
-count the calls that reach them."""
+finds an empty socket after a short read; a connecting client waits for its WELCOME without polling.  Real
+gevent sockets on 127.0.0.1; the sockets are wrapped only to count the calls that reach them."""
 
 from __future__ import annotations
 
@@ -150,5 +150,25 @@ def test_events_read_by_the_reader_greenlet_arrive_without_empty_reads(server: d
             deadline -= 1
         assert got == list(range(20))
         assert wrapped[0].empty_recvs == before  # each read: readiness, one recv, back to waiting
+    finally:
+        client.close()
+
+
+def test_a_client_waits_for_its_welcome_without_polling(server: dispatcher.Transport,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    me = gevent.getcurrent()
+    sleeps: list[float] = []
+    real_sleep = gevent.sleep
+
+    def counting_sleep(seconds: float = 0, *args: Any) -> None:
+        if gevent.getcurrent() is me:
+            sleeps.append(seconds)
+        real_sleep(seconds, *args)
+
+    monkeypatch.setattr(gevent, "sleep", counting_sleep)
+    client = _player(server, 6)  # the reader greenlet wakes it when the WELCOME arrives
+    try:
+        assert client.connected
+        assert sleeps == []
     finally:
         client.close()
