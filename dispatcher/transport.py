@@ -38,6 +38,8 @@ class Transport:
         self.core = core
         self.runtime = runtime
         self._closed = False
+        # After a send: the runtime writes now, or (a TCP server) once this turn of its event loop ends.
+        self._sent = runtime.flush_soon if getattr(runtime, "coalesce", False) else runtime.flush  # type: ignore[attr-defined]
         self.intents = IntentHelpers(self)
         self.events = EventHelpers(self)
 
@@ -159,7 +161,7 @@ class Transport:
         env = self.core.intent(name, payload, self.runtime.now(), qos_override=qos_override, trace_id=trace_id,
                                require_subscriber=require_subscriber, reliable=reliable, replayable=replayable,
                                coalesce_key=coalesce_key)
-        self.runtime.flush()
+        self._sent()
         return env
 
     def request(self, name: str, payload: Any = None, *, timeout: float | None = None,
@@ -169,7 +171,7 @@ class Transport:
         self._check_open()
         p = self.core.request(name, payload, self.runtime.now(), timeout=timeout, retries=retries,
                               qos_override=qos_override, trace_id=trace_id, waiter=self.runtime.wait)
-        self.runtime.flush()
+        self._sent()
         return p
 
     def emit(self, name: str, payload: Any = None, *, to: int | Iterable[int] | None = None,
@@ -181,7 +183,7 @@ class Transport:
         sent = self.core.emit(name, payload, self.runtime.now(), to=to, qos_override=qos_override,
                               trace_id=trace_id, player_id=player_id, reliable=reliable, replayable=replayable,
                               coalesce_key=coalesce_key)
-        self.runtime.flush()
+        self._sent()
         return sent
 
     def on(self, name: str, handler: Handler) -> Subscription:

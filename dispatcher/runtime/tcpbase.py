@@ -28,6 +28,9 @@ class TcpBase:
 
     #: The share of the CPU one connection's input may take (``tcpconn`` fair reading); None on a client.
     fair_share: float | None = None
+    #: Whether ``flush_soon`` writes once per turn of the event loop (a server: what the handlers of every
+    #: input read in one turn queued leaves in one ``send`` per connection) or at once (a client).
+    coalesce = False
 
     def __init__(self, core: Dispatcher) -> None:
         self.core = core
@@ -36,6 +39,7 @@ class TcpBase:
         self._hub = gevent.get_hub()
         self._timer_wake = gevent.event.Event()
         self._timer_at: float | None = None
+        self._flush_queued = False
         self._timer = gevent.spawn(self._timer_loop)
 
     def now(self) -> float:
@@ -53,6 +57,21 @@ class TcpBase:
         nt = self.core.next_timer()
         if nt is not None and (self._timer_at is None or nt < self._timer_at):
             self._timer_wake.set()
+
+    def flush_soon(self) -> None:
+        """What the transport's sends and each read of input call: ``flush`` now, or, with ``coalesce``, once
+        at the end of this turn of the event loop (a hub callback, run before the loop polls the sockets
+        again), so that the envelopes queued meanwhile for one player leave in one ``send``."""
+        if not self.coalesce:
+            self.flush()
+        elif not self._flush_queued:
+            self._flush_queued = True
+            self._hub.loop.run_callback(self._flush_queued_now)
+
+    def _flush_queued_now(self) -> None:
+        self._flush_queued = False
+        if not self.closed:
+            self.flush()
 
     def wait(self, promise: Promise[Any], timeout: float | None) -> None:
         """Block the calling greenlet until ``promise`` settles or ``timeout`` passes.  No gevent ``Timeout``

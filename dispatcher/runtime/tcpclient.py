@@ -6,6 +6,7 @@ import random
 from typing import Any
 
 import gevent
+import gevent.event
 import gevent.socket
 
 from ..core import SERVER_PEER, Dispatcher
@@ -39,6 +40,7 @@ class TcpClientRuntime(TcpBase):
         self._rng = random.Random()
         self._reconnecting: gevent.Greenlet | None = None
         self._conn: ClientConn | None = None
+        self._welcome: gevent.event.Event | None = None
         try:
             sock = self._dial()
         except OSError as e:
@@ -47,11 +49,17 @@ class TcpClientRuntime(TcpBase):
             raise ConnectionClosed("connect_failed", f"cannot connect to {address[0]}:{address[1]}: "
                                    f"{e.strerror or e}") from None
         core.open_session(self.now())
+        self._welcome = gevent.event.Event()  # set whenever the handshake may have moved (no polling)
         self._start(sock)
         s = core.session()
         deadline = self.now() + connect_timeout
-        while s.handshaking and self.now() < deadline:
-            gevent.sleep(0.001)
+        while s.handshaking:
+            left = deadline - self.now()
+            if left <= 0:
+                break
+            self._welcome.wait(left)
+            self._welcome.clear()
+        self._welcome = None
         if not s.open:
             self.close()
             if s.handshaking:
@@ -66,8 +74,13 @@ class TcpClientRuntime(TcpBase):
     def _start(self, sock: gevent.socket.socket) -> None:
         sock.settimeout(None)
         conn = self._conn = ClientConn(self, sock, SERVER_PEER)
+        conn.handshake_moved = self._handshake_moved
         self.flush()
         gevent.spawn(conn.read_loop)
+
+    def _handshake_moved(self) -> None:
+        if self._welcome is not None:
+            self._welcome.set()
 
     def flush(self) -> None:
         """As ``TcpBase.flush``, for the one connection a client has."""

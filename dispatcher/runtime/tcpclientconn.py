@@ -10,7 +10,7 @@ connection; ``_parked`` is the greenlet its readiness wakes, and at most one gre
 from __future__ import annotations
 
 import sys
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any
 
 import gevent
@@ -32,7 +32,7 @@ __all__ = ["ClientConn"]
 class ClientConn(Conn):
     """A client's socket, read by a waiting greenlet while one waits and by the reader greenlet otherwise."""
 
-    __slots__ = ("_hub", "_io", "_parked", "_reader", "_reader_idle", "_user", "_user_waiting")
+    __slots__ = ("_hub", "_io", "_parked", "_reader", "_reader_idle", "_user", "_user_waiting", "handshake_moved")
 
     def __init__(self, rt: Owner, sock: gevent.socket.socket, key: Hashable) -> None:
         super().__init__(rt, sock, key)
@@ -43,6 +43,9 @@ class ClientConn(Conn):
         self._reader_idle = False  # it is suspended, waiting for readiness or for a waiting greenlet to finish
         self._user: greenlet | None = None  # a waiting greenlet that holds the reading
         self._user_waiting = False  # and is suspended, waiting for readiness, its promise or its deadline
+        #: Called when input arrived before the session opened, and when the reading ends: who waits for the
+        #: handshake looks again (no polling).
+        self.handshake_moved: Callable[[], None] | None = None
 
     # -- who wakes whom ---------------------------------------------------------------------------
 
@@ -137,6 +140,7 @@ class ClientConn(Conn):
                     if not self.shut and (c is None or c.closed):
                         self.flush()
                     return
+                suspend = len(data) < _READ  # a short read took what there was: no recv that finds it empty
         finally:
             self._user = None
             reader = self._reader
@@ -174,9 +178,10 @@ class ClientConn(Conn):
                 closed = c is None or c.closed
                 opened = c is not None and c.open
                 authed = authed or opened
+                size = _READ if closed or opened else _PREAUTH_READ
                 try:
                     # Small reads until the server welcomes us; input after our CLOSE is only discarded.
-                    data = raw.recv(_READ if closed or opened else _PREAUTH_READ)
+                    data = raw.recv(size)
                 except BlockingIOError:
                     self._idle(me)
                     continue
@@ -190,9 +195,17 @@ class ClientConn(Conn):
                         break
                     continue
                 self._deliver(data)
+                if not opened and self.handshake_moved is not None:
+                    self.handshake_moved()
+                if len(data) < size and not self.dead:
+                    # A short read took what there was: wait for readiness (level-triggered: more input
+                    # that came meanwhile wakes us at once) instead of a recv that would find it empty.
+                    self._idle(me)
         finally:
             self._reader = None
             self._reading_ended()
+            if self.handshake_moved is not None:
+                self.handshake_moved()
 
     def kill(self) -> None:
         if self.dead:

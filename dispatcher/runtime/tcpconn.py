@@ -57,6 +57,8 @@ class Owner(Protocol):
 
     def flush(self) -> None: ...
 
+    def flush_soon(self) -> None: ...
+
     def _connection_done(self, conn: Conn) -> None: ...
 
 
@@ -162,6 +164,7 @@ class Conn:
         core, rt = self.rt.core, self.rt
         share = rt.fair_share
         full = _READ if share is None else _FAIR_READ
+        wait = self.sock._wait  # gevent's wait for this socket's readiness (what its recv does on EAGAIN)
         drained = 0
         authed = False
         try:
@@ -191,8 +194,16 @@ class Conn:
                     continue
                 t0 = time.monotonic() if share is not None else 0.0
                 self._deliver(data)
+                short = len(data) < size
                 if share is not None:
-                    self._pace(t0, share)
+                    self._pace(t0, share, short)
+                if short and not self.dead:
+                    # A short read took what there was: wait for readiness (level-triggered, so input that
+                    # came meanwhile wakes us at once; the wait is this connection's yield) instead of a recv
+                    # that finds the socket empty.  A close in another greenlet ends the wait with an OSError.
+                    wait(self.sock._read_event)
+        except OSError:
+            pass
         finally:
             self._reading_ended()
 
@@ -212,7 +223,7 @@ class Conn:
         # On a RemoteProtocolError the core closed the session and queued a CLOSE saying why.
         with contextlib.suppress(RemoteProtocolError):
             rt.core.receive_data(data, rt.now(), self.key)
-        rt.flush()
+        rt.flush_soon()
         if not self.shut and self._session_closed():
             self.flush()
 
@@ -226,8 +237,9 @@ class Conn:
                 self.writer.join(timeout=_LINGER_SECONDS)
         self.kill()
 
-    def _pace(self, t0: float, share: float) -> None:
-        """Fair reading: yield after every read; sleep out the window once this connection used its share."""
+    def _pace(self, t0: float, share: float, short: bool = False) -> None:
+        """Fair reading: yield after every read (a ``short`` read yields by waiting for readiness next);
+        sleep out the window once this connection used its share."""
         t1 = time.monotonic()
         if t1 - self.window >= _FAIR_WINDOW:
             self.window, self.busy = t1, 0.0
@@ -237,7 +249,7 @@ class Conn:
             gevent.sleep(self.window + _FAIR_WINDOW - t1)
         elif self.busy > _BUSY_BUDGET:
             gevent.sleep(_BUSY_YIELD)
-        else:
+        elif not short:
             gevent.sleep(0)
 
     def _session_closed(self) -> bool:

@@ -52,6 +52,7 @@ class TcpServerRuntime(TcpBase):
     """Accepts players on ``listen``; ``address`` is where it is bound."""
 
     fair_share: float | None = 0.25
+    coalesce = True
 
     def __init__(self, core: Dispatcher, listen: tuple[str, int], *, backlog: int = 1024) -> None:
         super().__init__(core)

@@ -56,6 +56,9 @@ def locust_name(kind: str, name: str) -> str:
     """The row name in Locust's stats of ``(kind, name)``: requests and events keep their envelope name."""
     return name + INTENT_SUFFIX if kind == "intent" else name
 
+#: An entry with its Locust names (request_type, name): what recording one sample needs.
+Row = tuple[Entry, str, str]
+
 _ids = itertools.count(1)
 _requests = itertools.count(1)
 #: Seconds a stopping user waits for its unacknowledged intents and unanswered requests before they are lost.
@@ -77,12 +80,12 @@ class DispatcherUser(User):
         self.player_id = self.assign_player_id()
         self.client: dispatcher.Transport | None = None
         self.stopping = False
-        self._acks: dict[tuple[str, int], tuple[float, Entry]] = {}  # reliable intents awaiting the ACK
-        self._pending: dict[int, tuple[float, Entry]] = {}  # requests awaiting their answer
+        self._acks: dict[tuple[str, int], tuple[float, Row]] = {}  # reliable intents awaiting the ACK
+        self._pending: dict[int, tuple[float, Row]] = {}  # requests awaiting their answer
         self._entries: dict[tuple[str, str, str], Entry] = {}
         # (kind, qos, name) -> (entry, Locust's request_type, Locust's name): computed once, not per sample
-        self._rows: dict[tuple[str, str, str], tuple[Entry, str, str]] = {}
-        self._asks: dict[tuple[str, str | None], tuple[Entry, str, str]] = {}  # request() by (name, qos)
+        self._rows: dict[tuple[str, str, str], Row] = {}
+        self._asks: dict[tuple[str, str | None], Row] = {}  # request() by (name, qos)
         self._tiers: dict[str, tuple[str, bool]] = {}  # name -> (declared tier, reliable channel)
         self._fire_request = environment.events.request.fire
 
@@ -135,7 +138,7 @@ class DispatcherUser(User):
     def _entry(self, kind: str, qos: str, name: str) -> Entry:
         return self._row(kind, qos, name)[0]
 
-    def _row(self, kind: str, qos: str, name: str) -> tuple[Entry, str, str]:
+    def _row(self, kind: str, qos: str, name: str) -> Row:
         key = (kind, qos, name)
         row = self._rows.get(key)
         if row is None:
@@ -149,8 +152,9 @@ class DispatcherUser(User):
         self._fire_request(request_type=LOCUST_TYPES.get(qos, qos), name=name, response_time=ms,
                            response_length=nbytes, exception=exc, context={})
 
-    def _ok(self, e: Entry, latency: float, nbytes: int = 0) -> None:
-        _, rtype, lname = self._row(*e.key)
+    def _ok(self, row: Row, latency: float, nbytes: int = 0) -> None:
+        """One sample of ``row`` (an entry with its Locust names): recorded, logged raw, fired to Locust."""
+        e, rtype, lname = row
         e.record(latency, nbytes)
         samples = self.state.samples
         if samples is not None:
@@ -172,33 +176,38 @@ class DispatcherUser(User):
         pending = [*self._acks.values(), *self._pending.values()]
         self._acks.clear()
         self._pending.clear()
-        for intended, e in pending:
+        for intended, (e, _, _) in pending:
             self.state.recorder.fail(e, lost=True)
             what = "acknowledged" if e.key[0] == "intent" else "answered"
             self._fire(e.key[1], locust_name(e.key[0], e.key[2]), (time.monotonic() - intended) * 1000.0, 0,
                        LostError(f"lost: never {what} by the end of the run"))
 
     def _event_recorder(self, name: str) -> Any:
+        """The bus subscriber recording ``name``'s events: the hot path of a player that many events reach
+        (its row per tier is looked up by the tier's number, once computed)."""
+        rows: list[Row | None] = [None] * len(QoS)
+
         def on_event(payload: Any, meta: Meta) -> None:
             client = self.client
             if client is None:
                 return
-            latency = time.monotonic() + client.clock_offset - meta.ts_sent
-            e = self._entry("event", meta.qos.name, name)
+            latency = _monotonic() + client.clock_offset - meta.ts_sent
+            row = rows[meta.qos]
+            if row is None:
+                row = rows[meta.qos] = self._row("event", QoS(meta.qos).name, name)
             if latency >= 0:
-                self._ok(e, latency)
+                self._ok(row, latency)
                 return
-            e.skewed()  # counted, never clamped: the clock offset is off by more than this latency
+            row[0].skewed()  # counted, never clamped: the clock offset is off by more than this latency
             if self.state.samples is not None:
-                self.state.samples.append((*e.key, latency))
+                self.state.samples.append((*row[0].key, latency))
 
         return on_event
 
     def _on_ack(self, env: Envelope, now: float) -> None:
         pending = self._acks.pop((env.name, env.meta.seq), None)
         if pending is not None:
-            intended, e = pending
-            self._ok(e, now - intended)
+            self._ok(pending[1], now - pending[0])
 
     # -- sending ---------------------------------------------------------------------------------
 
@@ -211,7 +220,7 @@ class DispatcherUser(User):
         row = self._asks.get((name, qos))
         if row is None:
             row = self._asks[(name, qos)] = self._row("request", qos or self._tier(name), name)
-        e, rtype, lname = row
+        e = row[0]
         e.sent += 1
         client = self.client
         assert client is not None
@@ -228,15 +237,9 @@ class DispatcherUser(User):
             self._failed(e, _monotonic() - t0, exc)
             return None
         except GreenletExit:  # the user is stopping: still in flight, so the lost audit judges it
-            self._track(p, t0, e)
+            self._track(p, t0, row)
             raise
-        latency = _monotonic() - t0
-        e.record(latency)
-        samples = self.state.samples
-        if samples is not None:
-            samples.append((*e.key, latency))
-        self._fire_request(request_type=rtype, name=lname, response_time=latency * 1000.0, response_length=0,
-                           exception=None, context={})
+        self._ok(row, _monotonic() - t0)
         return env
 
     def send_intent(self, name: str, payload: Any, *, intended: float | None = None, qos: str | None = None) -> None:
@@ -255,14 +258,14 @@ class DispatcherUser(User):
             e.sent += 1
             self._failed(e, 0.0, dispatcher.ValidationError(name, "rejected by its schema"))
             return
-        e = self._entry("intent", env.meta.qos.name, name)
-        e.sent += 1
+        row = self._row("intent", env.meta.qos.name, name)
+        row[0].sent += 1
         if self.state.capture_buffer is not None:
             self.state.capture(self.player_id, env, "intent")
         if self._reliable(name):
-            self._acks[(name, env.meta.seq)] = (intended, e)
+            self._acks[(name, env.meta.seq)] = (intended, row)
         else:
-            self._ok(e, _monotonic() - intended)
+            self._ok(row, _monotonic() - intended)
 
     def send_request(self, name: str, payload: Any, *, intended: float | None = None, qos: str | None = None,
                      timeout: float = 5.0) -> None:
@@ -270,33 +273,33 @@ class DispatcherUser(User):
         assert self.client is not None
         intended = _monotonic() if intended is None else intended
         tier = qos or self._tier(name)
-        e = self._entry("request", tier, name)
-        e.sent += 1
+        row = self._row("request", tier, name)
+        row[0].sent += 1
         try:
             p = self.client.request(name, payload, qos_override=qos, timeout=timeout)
         except dispatcher.DispatcherError as exc:
-            self._failed(e, _monotonic() - intended, exc)
+            self._failed(row[0], _monotonic() - intended, exc)
             return
         self._capture_request(name, payload, tier)
-        self._track(p, intended, e)
+        self._track(p, intended, row)
 
     def _capture_request(self, name: str, payload: Any, tier: str) -> None:
         """With ``--capture``: the request as sent, for ``replay.py``."""
         if self.state.capture_buffer is not None:
             self.state.capture(self.player_id, Envelope(name, payload, Meta(0, QoS[tier], _monotonic())), "request")
 
-    def _track(self, p: dispatcher.Promise[Envelope], intended: float, e: Entry) -> None:
+    def _track(self, p: dispatcher.Promise[Envelope], intended: float, row: Row) -> None:
         """Record ``p``'s answer or failure when it comes; pending until then (the lost audit's)."""
         rid = next(_requests)
-        self._pending[rid] = (intended, e)
+        self._pending[rid] = (intended, row)
 
         def answered(env: Envelope) -> None:
             if self._pending.pop(rid, None) is not None:  # not already counted lost
-                self._ok(e, _monotonic() - intended)
+                self._ok(row, _monotonic() - intended)
 
         def failed(exc: BaseException) -> None:
             if self._pending.pop(rid, None) is not None:
-                self._failed(e, _monotonic() - intended, exc)
+                self._failed(row[0], _monotonic() - intended, exc)
 
         p.and_then(answered).catch(failed)
 
