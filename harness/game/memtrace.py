@@ -1,7 +1,9 @@
 """A memory diagnostic for ``netharness serve``: what grows inside the server, and where.
 
 Off unless asked for: ``netharness serve --mem-trace FILE`` or, for a server someone else starts (a
-Locust run's embedded server), the environment variable ``NETHARNESS_MEMTRACE=FILE``.  Then every
+Locust run's embedded server), the environment variable ``NETHARNESS_MEMTRACE=FILE``.  The same lines for
+the Locust process itself: ``NETHARNESS_LOCUST_MEMTRACE=FILE`` (read by ``harness.runner.plugin``; the
+embedded server does not read it, so the two can be traced in one run, each to its own file).  Then every
 ``NETHARNESS_MEMTRACE_EVERY`` seconds (default 15) one JSON line is appended to FILE: resident memory,
 glibc's heap figures (``mallinfo2``: in use, free inside the heap, mmapped), Python's gc counts and object
 count, and what grew since the baseline (the first line after ``NETHARNESS_MEMTRACE_AFTER`` seconds,
@@ -22,12 +24,14 @@ import sys
 import time
 import tracemalloc
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ENV", "MemTrace", "from_env", "heap_info", "rss_bytes"]
+__all__ = ["ENV", "LOCUST_ENV", "MemTrace", "from_env", "heap_info", "rss_bytes"]
 
 ENV = "NETHARNESS_MEMTRACE"
+LOCUST_ENV = "NETHARNESS_LOCUST_MEMTRACE"
 TOP = 25
 
 
@@ -78,10 +82,12 @@ class MemTrace:
     """Appends one JSON line of memory figures to ``path`` every ``every`` seconds (``sample()`` is called
     from the server's loop; it returns at once between lines)."""
 
-    def __init__(self, path: str, every: float = 15.0, after: float = 15.0, frames: int = 1) -> None:
+    def __init__(self, path: str, every: float = 15.0, after: float = 15.0, frames: int = 1,
+                 extra: Callable[[], dict[str, Any]] | None = None) -> None:
         if every <= 0 or after < 0 or frames < 0:
             raise ValueError(f"memtrace: every > 0, after >= 0, frames >= 0; got {every}, {after}, {frames}")
         self.path = Path(path)
+        self.extra = extra  # more figures for each line (the Locust process: its statistics' sizes)
         self.every = every
         self.after = after
         self.t0 = time.monotonic()
@@ -111,6 +117,8 @@ class MemTrace:
                                 "traced": tracemalloc.get_traced_memory()[0], "gc_counts": list(gc.get_count()),
                                 "gc_objects": sum(types.values()),
                                 "gc_collections": [s["collections"] for s in gc.get_stats()]}
+        if self.extra is not None:
+            line.update(self.extra())
         if not self._based:
             if now - self.t0 >= self.after:
                 self._based, self._baseline, self._types0, self._rss0 = True, snap, types, line["rss"]
@@ -144,7 +152,7 @@ def _where(tb: tracemalloc.Traceback) -> str:
     return " <- ".join(f"{_short(fr.filename)}:{fr.lineno}" for fr in tb)
 
 
-def from_env(path: str | None = None) -> MemTrace | None:
+def from_env(path: str | None = None, extra: Callable[[], dict[str, Any]] | None = None) -> MemTrace | None:
     """A ``MemTrace`` writing to ``path`` (else ``$NETHARNESS_MEMTRACE``), or None when neither is set.
     A bad ``NETHARNESS_MEMTRACE_*`` value raises ``ValueError`` naming it and what is allowed."""
     path = path or os.environ.get(ENV)
@@ -160,4 +168,4 @@ def from_env(path: str | None = None) -> MemTrace | None:
             raise ValueError(f"{name}={text!r} is not a number") from None
     if opts["frames"] != int(opts["frames"]):
         raise ValueError(f"{ENV}_FRAMES={opts['frames']} is not a whole number")
-    return MemTrace(path, every=opts["every"], after=opts["after"], frames=int(opts["frames"]))
+    return MemTrace(path, every=opts["every"], after=opts["after"], frames=int(opts["frames"]), extra=extra)

@@ -14,7 +14,9 @@ are reset.  ``abort_on_fail`` thresholds are checked about once a second during 
 
 from __future__ import annotations
 
+import gc
 import logging
+import os
 import sys
 import time
 from typing import Any
@@ -25,6 +27,7 @@ from locust.runners import MasterRunner, WorkerRunner
 
 import dispatcher
 from dispatcher.replay import ReplayBuffer, ReplayFileError, read_entries
+from harness.game import memtrace
 from harness.game.embedded import EmbeddedServer, EmbeddedServerError
 from harness.game.serverconfig import check_server_config, server_config
 from harness.gate.abort import should_abort
@@ -164,6 +167,7 @@ def _init(environment: Environment, **_: Any) -> None:
         except ReplayFileError as e:
             fail_fast(str(e))
     _listen(environment, st)
+    _memtrace(environment, st)
     webui.install(environment, st)  # the web UI's QoS tab (master/local), live figures shipped (workers)
     if isinstance(environment.runner, WorkerRunner) or environment.runner is None:
         return
@@ -181,6 +185,45 @@ def _init(environment: Environment, **_: Any) -> None:
         log.info("embedded game server on %s (pid %d)", st.server.url, st.server.proc.pid)
     st.server_info = probe(st.target(environment), st.registry)
     _check_server(st, bool(getattr(opts, "accept_server_config", False)))
+
+
+def _memtrace(environment: Environment, st: State) -> None:
+    """``NETHARNESS_LOCUST_MEMTRACE=FILE``: this process's memory over the run (``harness.game.memtrace``), with
+    the sizes of Locust's statistics and the recorder's pending samples; a diagnostic, off by default."""
+    path = os.environ.get(memtrace.LOCUST_ENV)
+    if not path:
+        return
+    try:
+        trace = memtrace.from_env(path, extra=lambda: _stat_sizes(environment, st))
+    except ValueError as e:
+        fail_fast(str(e))
+    assert trace is not None
+    import gevent
+
+    def loop() -> None:
+        while True:
+            trace.sample()
+            gevent.sleep(1.0)
+
+    gevent.spawn(loop)
+
+
+def _stat_sizes(environment: Environment, st: State) -> dict[str, int]:
+    from dispatcher.histogram import Histogram
+
+    hists = [o for o in gc.get_objects() if isinstance(o, Histogram)]
+    stats = environment.stats
+    entries = [*stats.entries.values(), stats.total] if stats is not None else []
+    caches = [c for e in entries for c in (e.response_times_cache or {}).values()]
+    return {"locust_entries": len(entries), "locust_rt_keys": sum(len(e.response_times) for e in entries),
+            "locust_cached_dicts": len(caches), "locust_cached_keys": sum(len(c.response_times) for c in caches),
+            "locust_per_sec_keys": sum(len(e.num_reqs_per_sec) for e in entries),
+            "locust_history": len(stats.history) if stats is not None else 0,
+            "recorder_pending": sum(len(e._lat) for e in st.recorder.entries.values()),
+            "recorder_seconds": len(st.recorder.series), "histograms": len(hists),
+            "histograms_counted": sum(h._counts is not None for h in hists),
+            "histogram_bytes": sum(h._counts.nbytes + (h._buffer.nbytes if h._buffer is not None else 0)
+                                   for h in hists if h._counts is not None)}
 
 
 def _check_server(st: State, accept: bool) -> None:
