@@ -35,6 +35,7 @@ from harness.gate.gatecmd import check_phases
 from harness.gate.thresholds import ThresholdError, load_thresholds
 from harness.runner import webui
 from harness.runner.locust_patches import install as install_patches
+from harness.runner.locust_patches import per_name_cache_off
 from harness.runner.runend import await_final_reports, finish_or_fail, write_samples
 from harness.runner.runresults import build_results
 from harness.runner.scenario import Scenario, ScenarioError, parse_params
@@ -140,6 +141,8 @@ def _init(environment: Environment, **_: Any) -> None:
     install_patches()  # Locust's statistics at sub-millisecond resolution (harness/runner/locust_patches.py)
     st = state(environment)
     opts = environment.parsed_options
+    if environment.stats is not None and not getattr(opts, "stats_history_enabled", False):
+        per_name_cache_off(environment.stats)  # only --csv-full-history reads per-name current percentiles
     st.scenario = scenario_of(environment)
     if opts is not None and getattr(opts, "list_params", False):
         print(list_params(st.scenario) + "\n\n" + options_text(), flush=True)
