@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 import dispatcher.receiving
+import dispatcher.stats
 from dispatcher import ChannelRegistry, Envelope, Flags, LoopbackHub, Meta, QoS, VirtualClock
 from dispatcher.envelope import envelope_of, make_envelope, make_meta
 
@@ -79,6 +80,22 @@ def test_tier_figures_are_current_when_read_though_reported_by_hundreds(registry
     crit = client.stats().tiers[QoS.CRITICAL]
     assert crit.sent == before + 3 and crit.sojourn.count == before + 3
     assert client.stats().snapshot()["tiers"]["CRITICAL"]["sojourn_us"]["count"] == before + 3
+
+
+def test_sojourns_waiting_to_be_folded_stay_few(registry: ChannelRegistry) -> None:
+    """A tier's queue sojourns wait in lists until folded: a few hundred, not the 4,096 (minutes of a
+    player's frames) that grew a Locust process by megabytes (issue 13)."""
+    hub, client = _pair(registry)
+    n = 3000
+    for i in range(n):
+        client.intent("Intent.Skills.Use", {"skillId": f"s{i % 7}"})
+        if i % 50 == 49:
+            hub.pump()
+    hub.pump()
+    stats = client.core.stats
+    held = sum(len(values) for values, _ in stats._soj_pending)
+    assert held <= dispatcher.stats._FOLD_SOJOURNS <= 512  # at most one fold's worth waits (it was 2,800 here)
+    assert stats.tiers[QoS.CRITICAL].sojourn.count >= n  # reading folds them all
 
 
 def test_latency_samples_are_current_when_read_and_bounded_when_not(registry: ChannelRegistry) -> None:
