@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -66,12 +67,20 @@ def _templated(html: str) -> dict[str, Any]:
 
 def test_a_headless_run_keeps_locusts_charts(tmp_path: Path) -> None:
     """A real run: Locust's HTML report still charts the current response-time percentiles (the total's
-    cache) with the per-name caches off."""
-    report = tmp_path / "report.html"
-    p = subprocess.run([sys.executable, "-m", "locust", "-f", "scenarios/skills.py", "--headless", "-u", "4", "-r", "4",
-                        "-t", "14s", "--only-summary", "--results", str(tmp_path / "results.json"), "--html", str(report)],
-                       cwd=ROOT, capture_output=True, text=True, timeout=90)
+    cache) with the per-name caches off; the Locust process's memory diagnostic shows only the total's
+    copies (at most 20 s of them) among its figures."""
+    report, trace = tmp_path / "report.html", tmp_path / "locust-mem.jsonl"
+    cmd = [sys.executable, "-m", "locust", "-f", "scenarios/skills.py", "--headless", "-u", "4", "-r", "4", "-t", "14s",
+           "--only-summary", "--results", str(tmp_path / "results.json"), "--html", str(report)]
+    env = {**os.environ, "NETHARNESS_LOCUST_MEMTRACE": str(trace), "NETHARNESS_MEMTRACE_EVERY": "3",
+           "NETHARNESS_MEMTRACE_AFTER": "3", "NETHARNESS_MEMTRACE_FRAMES": "0", "NETHARNESS_MEMTRACE_GROWERS": "1"}
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=90, env=env)
     assert p.returncode == 0, p.stderr[-3000:]
     history = _templated(report.read_text())["history"]
     p95 = [row["response_time_percentile_0.95"][1] for row in history]
     assert len(history) >= 2 and any(v > 0 for v in p95), history
+    lines = [json.loads(line) for line in trace.read_text().splitlines()]
+    last = lines[-1]
+    assert len(lines) >= 3 and "growers" in last and last["rss"] > 0
+    assert last["locust_entries"] >= 3 and last["histograms_counted"] > 0 and last["recorder_seconds"] > 0
+    assert 0 < last["locust_cached_dicts"] <= 21  # the total's copies only: no per-name ones

@@ -14,9 +14,7 @@ are reset.  ``abort_on_fail`` thresholds are checked about once a second during 
 
 from __future__ import annotations
 
-import gc
 import logging
-import os
 import sys
 import time
 from typing import Any
@@ -27,13 +25,12 @@ from locust.runners import MasterRunner, WorkerRunner
 
 import dispatcher
 from dispatcher.replay import ReplayBuffer, ReplayFileError, read_entries
-from harness.game import memtrace
 from harness.game.embedded import EmbeddedServer, EmbeddedServerError
 from harness.game.serverconfig import check_server_config, server_config
 from harness.gate.abort import should_abort
 from harness.gate.gatecmd import check_phases
 from harness.gate.thresholds import ThresholdError, load_thresholds
-from harness.runner import webui
+from harness.runner import heap, memwatch, webui
 from harness.runner.locust_patches import install as install_patches
 from harness.runner.locust_patches import per_name_cache_off
 from harness.runner.runend import await_final_reports, finish_or_fail, write_samples
@@ -170,7 +167,8 @@ def _init(environment: Environment, **_: Any) -> None:
         except ReplayFileError as e:
             fail_fast(str(e))
     _listen(environment, st)
-    _memtrace(environment, st)
+    trimmer = _keep_heap_flat()
+    memwatch.install(environment, st, trimmer)  # NETHARNESS_LOCUST_MEMTRACE=FILE: a diagnostic
     webui.install(environment, st)  # the web UI's QoS tab (master/local), live figures shipped (workers)
     if isinstance(environment.runner, WorkerRunner) or environment.runner is None:
         return
@@ -190,43 +188,13 @@ def _init(environment: Environment, **_: Any) -> None:
     _check_server(st, bool(getattr(opts, "accept_server_config", False)))
 
 
-def _memtrace(environment: Environment, st: State) -> None:
-    """``NETHARNESS_LOCUST_MEMTRACE=FILE``: this process's memory over the run (``harness.game.memtrace``), with
-    the sizes of Locust's statistics and the recorder's pending samples; a diagnostic, off by default."""
-    path = os.environ.get(memtrace.LOCUST_ENV)
-    if not path:
-        return
-    try:
-        trace = memtrace.from_env(path, extra=lambda: _stat_sizes(environment, st))
-    except ValueError as e:
-        fail_fast(str(e))
-    assert trace is not None
+def _keep_heap_flat() -> heap.Trimmer:
+    """This process's C heap goes back to the OS every few seconds (``harness.runner.heap``)."""
     import gevent
 
-    def loop() -> None:
-        while True:
-            trace.sample()
-            gevent.sleep(1.0)
-
-    gevent.spawn(loop)
-
-
-def _stat_sizes(environment: Environment, st: State) -> dict[str, int]:
-    from dispatcher.histogram import Histogram
-
-    hists = [o for o in gc.get_objects() if isinstance(o, Histogram)]
-    stats = environment.stats
-    entries = [*stats.entries.values(), stats.total] if stats is not None else []
-    caches = [c for e in entries for c in (e.response_times_cache or {}).values()]
-    return {"locust_entries": len(entries), "locust_rt_keys": sum(len(e.response_times) for e in entries),
-            "locust_cached_dicts": len(caches), "locust_cached_keys": sum(len(c.response_times) for c in caches),
-            "locust_per_sec_keys": sum(len(e.num_reqs_per_sec) for e in entries),
-            "locust_history": len(stats.history) if stats is not None else 0,
-            "recorder_pending": sum(len(e._lat) for e in st.recorder.entries.values()),
-            "recorder_seconds": len(st.recorder.series), "histograms": len(hists),
-            "histograms_counted": sum(h._counts is not None for h in hists),
-            "histogram_bytes": sum(h._counts.nbytes + (h._buffer.nbytes if h._buffer is not None else 0)
-                                   for h in hists if h._counts is not None)}
+    trimmer = heap.Trimmer()
+    gevent.spawn(trimmer.run)
+    return trimmer
 
 
 def _check_server(st: State, accept: bool) -> None:
