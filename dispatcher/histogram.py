@@ -123,8 +123,8 @@ class Histogram:
         """Record several durations in seconds (as ``record_seconds`` each)."""
         p = self._pending
         p.extend(seconds)
-        if len(p) >= _STAGE_EVERY:
-            self._stage()
+        if len(p) >= _STAGE_EVERY or (p and self._counts is None):
+            self._stage()  # at the first values too, as ``record_seconds``
 
     def reserve(self) -> None:
         """Take the histogram's memory now, as its first value would: for a histogram that is sure to be

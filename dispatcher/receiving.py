@@ -47,8 +47,10 @@ __all__ = ["Receiver"]
 
 _NO_FLAGS = Flags.of()
 _RESPONSE = Bits.RESPONSE
-#: Frames received between two folds of the latency samples into their histograms.
-_FOLD_EVERY = 4096
+#: Frames received between two folds of the latency samples into their histograms: a few seconds of a
+#: player's traffic, so each histogram takes its memory early in a run (at 4096 a load generator's players
+#: first folded a minute in and grew by 7 MB then) and waiting samples stay a few kB per transport.
+_FOLD_EVERY = 512
 _ACK_REQUESTED = Bits.ACK_REQUESTED
 
 _HANDSHAKE = (Challenge, Hello, Welcome)

@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 
+import dispatcher.receiving
+import dispatcher.stats
 import dispatcher.wire
 from dispatcher import ChannelRegistry, Envelope, Flags, LoopbackHub, Meta, QoS, VirtualClock
 from dispatcher.envelope import envelope_of, make_envelope, make_meta
@@ -83,6 +85,22 @@ def test_tier_figures_are_current_when_read_though_reported_by_hundreds(registry
     assert client.stats().snapshot()["tiers"]["CRITICAL"]["sojourn_us"]["count"] == before + 3
 
 
+def test_sojourns_waiting_to_be_folded_stay_few(registry: ChannelRegistry) -> None:
+    """A tier's queue sojourns wait in lists until folded: a few hundred, not the 4,096 (minutes of a
+    player's frames) that grew a Locust process by megabytes (issue 13)."""
+    hub, client = _pair(registry)
+    n = 3000
+    for i in range(n):
+        client.intent("Intent.Skills.Use", {"skillId": f"s{i % 7}"})
+        if i % 50 == 49:
+            hub.pump()
+    hub.pump()
+    stats = client.core.stats
+    held = sum(len(values) for values, _ in stats._soj_pending)
+    assert held <= dispatcher.stats._FOLD_SOJOURNS <= 512  # at most one fold's worth waits (it was 2,800 here)
+    assert stats.tiers[QoS.CRITICAL].sojourn.count >= n  # reading folds them all
+
+
 def test_latency_samples_are_current_when_read_and_bounded_when_not(registry: ChannelRegistry) -> None:
     hub, client = _pair(registry)
     client.on("Event.Skills.Execution", lambda env: None)
@@ -95,8 +113,23 @@ def test_latency_samples_are_current_when_read_and_bounded_when_not(registry: Ch
             assert client.stats().latency_of("Event.Skills.Execution").count == 50
     stats = client.core.stats
     held = sum(len(samples) for _, samples in stats._lat_pending)
-    assert held < 4096 + 50  # folded every 4,096 frames received, not kept until read
+    assert held < dispatcher.receiving._FOLD_EVERY + 50  # folded every 512 frames received, not kept until read
     assert stats.latency_of("Event.Skills.Execution").count == n
+
+
+def test_latency_histograms_take_their_memory_within_the_first_folds(registry: ChannelRegistry) -> None:
+    """A name's latency histogram takes its counts at the first fold after its first sample (a few seconds
+    of a player's traffic), not once 128 samples of it have waited: a load generator's players took theirs
+    a minute into a run (issue 13: the Locust process grew by 7 MB after warm-up)."""
+    hub, client = _pair(registry)
+    for _ in range(dispatcher.receiving._FOLD_EVERY // 50 + 1):
+        for _ in range(49):
+            hub.server_core.emit("Event.Skills.Execution", {"skillId": "Nova", "caster": 1, "at": 0.0}, hub.clock.now())
+        hub.server_core.emit("Event.EntityInfo.Delta", {"id": 1, "hp": 10, "x": 0.0, "y": 0.0}, hub.clock.now())
+        hub.pump()
+    lat = client.core.stats._latency  # not read through the stats: that would fold
+    taken = {name for (name, _), h in lat.items() if h._counts is not None}
+    assert taken == {"Event.Skills.Execution", "Event.EntityInfo.Delta"}
 
 
 def test_stats_off_records_nothing(registry: ChannelRegistry) -> None:

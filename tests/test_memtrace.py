@@ -36,6 +36,12 @@ def test_lines_show_what_grew_since_the_baseline(tmp_path: Path, frames: int) ->
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     assert len(lines) == 2 and lines[0]["baseline"] and lines[0]["rss"] > 0
     assert lines[1]["types"]["_Hoard"] == 3000
+    if sys.platform.startswith("linux") and "in_use" in lines[0]:  # glibc: where the memory is, by allocator
+        assert lines[1]["in_use"] - lines[0]["in_use"] >= 2_900_000  # the hoard's buffers (wherever they landed)
+        assert all(lines[1][k] >= 0 for k in ("rss_heap", "rss_anon", "free_lt_4k", "free_4k_64k", "free_ge_64k"))
+        assert lines[1]["rss_heap"] + lines[1]["rss_anon"] + lines[1]["rss_files"] <= lines[1]["rss"] * 1.01
+        if not frames:  # (CPython's allocator reports nothing while tracemalloc wraps it)
+            assert lines[1]["py_in_blocks"] <= lines[1]["py_total"]
     if frames:
         top = lines[1]["top"][0]
         assert top["size_diff"] >= 3_000_000 and "test_memtrace.py" in top["where"]

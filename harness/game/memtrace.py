@@ -1,7 +1,9 @@
 """A memory diagnostic for ``netharness serve``: what grows inside the server, and where.
 
 Off unless asked for: ``netharness serve --mem-trace FILE`` or, for a server someone else starts (a
-Locust run's embedded server), the environment variable ``NETHARNESS_MEMTRACE=FILE``.  Then every
+Locust run's embedded server), the environment variable ``NETHARNESS_MEMTRACE=FILE``.  The same lines for
+the Locust process itself: ``NETHARNESS_LOCUST_MEMTRACE=FILE`` (read by ``harness.runner.plugin``; the
+embedded server does not read it, so the two can be traced in one run, each to its own file).  Then every
 ``NETHARNESS_MEMTRACE_EVERY`` seconds (default 15) one JSON line is appended to FILE: resident memory,
 glibc's heap figures (``mallinfo2``: in use, free inside the heap, mmapped), Python's gc counts and object
 count, and what grew since the baseline (the first line after ``NETHARNESS_MEMTRACE_AFTER`` seconds,
@@ -18,16 +20,20 @@ import ctypes.util
 import gc
 import json
 import os
+import re
 import sys
+import tempfile
 import time
 import tracemalloc
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ENV", "MemTrace", "from_env", "heap_info", "rss_bytes"]
+__all__ = ["ENV", "LOCUST_ENV", "MemTrace", "from_env", "heap_info", "rss_bytes"]
 
 ENV = "NETHARNESS_MEMTRACE"
+LOCUST_ENV = "NETHARNESS_LOCUST_MEMTRACE"
 TOP = 25
 
 
@@ -78,10 +84,12 @@ class MemTrace:
     """Appends one JSON line of memory figures to ``path`` every ``every`` seconds (``sample()`` is called
     from the server's loop; it returns at once between lines)."""
 
-    def __init__(self, path: str, every: float = 15.0, after: float = 15.0, frames: int = 1) -> None:
+    def __init__(self, path: str, every: float = 15.0, after: float = 15.0, frames: int = 1,
+                 extra: Callable[[], dict[str, Any]] | None = None) -> None:
         if every <= 0 or after < 0 or frames < 0:
             raise ValueError(f"memtrace: every > 0, after >= 0, frames >= 0; got {every}, {after}, {frames}")
         self.path = Path(path)
+        self.extra = extra  # more figures for each line (the Locust process: its statistics' sizes)
         self.every = every
         self.after = after
         self.t0 = time.monotonic()
@@ -111,6 +119,9 @@ class MemTrace:
                                 "traced": tracemalloc.get_traced_memory()[0], "gc_counts": list(gc.get_count()),
                                 "gc_objects": sum(types.values()),
                                 "gc_collections": [s["collections"] for s in gc.get_stats()]}
+        line.update(allocators())
+        if self.extra is not None:
+            line.update(self.extra())
         if not self._based:
             if now - self.t0 >= self.after:
                 self._based, self._baseline, self._types0, self._rss0 = True, snap, types, line["rss"]
@@ -132,6 +143,80 @@ class MemTrace:
             f.write(json.dumps(line) + "\n")
 
 
+def allocators() -> dict[str, int]:
+    """Where resident memory is, by allocator: the C heap's pages (``rss_heap``), other anonymous mappings
+    (CPython's 1 MiB arenas, large blocks, stacks: ``rss_anon``); CPython's small-object allocator (arenas'
+    bytes and the bytes in live blocks); glibc's free chunks in the main heap by size (``free_*``: holes
+    under a page cannot go back to the OS, larger ones only on ``malloc_trim``)."""
+    return {**_smaps(), **_pymalloc(), **_free_chunks()}
+
+
+def _smaps() -> dict[str, int]:
+    out = {"rss_heap": 0, "rss_anon": 0, "rss_files": 0}
+    kind = "rss_anon"
+    try:
+        for line in Path("/proc/self/smaps").read_text().splitlines():
+            head = line.split(maxsplit=6)
+            if "-" in head[0] and not line.endswith(":") and not head[0].endswith(":"):
+                name = head[5] if len(head) > 5 else ""
+                kind = "rss_heap" if name == "[heap]" else "rss_files" if name.startswith("/") else "rss_anon"
+            elif head[0] == "Rss:":
+                out[kind] += int(head[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return {}
+    return out
+
+
+def _pymalloc() -> dict[str, int]:
+    """``sys._debugmallocstats()`` (it writes to the C stderr), parsed."""
+    if not hasattr(sys, "_debugmallocstats"):
+        return {}
+    with tempfile.TemporaryFile("w+") as f:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(f.fileno(), 2)
+        try:
+            sys._debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        f.seek(0)
+        text = f.read()
+    out = {}
+    for key, label in (("py_arenas", "# arenas allocated current"), ("py_in_blocks", "# bytes in allocated blocks"),
+                       ("py_total", "Total")):
+        m = re.search(re.escape(label) + r"\s*=\s*([\d,]+)", text)
+        if m:
+            out[key] = int(m.group(1).replace(",", ""))
+    return out
+
+
+def _free_chunks() -> dict[str, int]:
+    """glibc's ``malloc_info``: the main heap's free chunks, bytes by size class."""
+    if not sys.platform.startswith("linux"):
+        return {}
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.fopen.restype = ctypes.c_void_p
+        libc.fopen.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+        libc.malloc_info.argtypes = [ctypes.c_int, ctypes.c_void_p]
+        libc.fclose.argtypes = [ctypes.c_void_p]
+    except (OSError, AttributeError):
+        return {}
+    with tempfile.NamedTemporaryFile(suffix=".xml") as f:
+        fp = libc.fopen(f.name.encode(), b"w")
+        if not fp:
+            return {}
+        libc.malloc_info(0, fp)
+        libc.fclose(fp)
+        main = Path(f.name).read_text().split("</heap>")[0]
+    out = {"free_lt_4k": 0, "free_4k_64k": 0, "free_ge_64k": 0}
+    for m in re.finditer(r'<size from="(\d+)" to="\d+" total="(\d+)" count="\d+"/>', main):
+        lo = int(m.group(1))
+        out["free_lt_4k" if lo < 4096 else "free_4k_64k" if lo < 65536 else "free_ge_64k"] += int(m.group(2))
+    return out
+
+
 def _short(filename: str) -> str:
     for marker in ("/site-packages/", "/lib/python3"):
         if marker in filename:
@@ -144,7 +229,7 @@ def _where(tb: tracemalloc.Traceback) -> str:
     return " <- ".join(f"{_short(fr.filename)}:{fr.lineno}" for fr in tb)
 
 
-def from_env(path: str | None = None) -> MemTrace | None:
+def from_env(path: str | None = None, extra: Callable[[], dict[str, Any]] | None = None) -> MemTrace | None:
     """A ``MemTrace`` writing to ``path`` (else ``$NETHARNESS_MEMTRACE``), or None when neither is set.
     A bad ``NETHARNESS_MEMTRACE_*`` value raises ``ValueError`` naming it and what is allowed."""
     path = path or os.environ.get(ENV)
@@ -160,4 +245,4 @@ def from_env(path: str | None = None) -> MemTrace | None:
             raise ValueError(f"{name}={text!r} is not a number") from None
     if opts["frames"] != int(opts["frames"]):
         raise ValueError(f"{ENV}_FRAMES={opts['frames']} is not a whole number")
-    return MemTrace(path, every=opts["every"], after=opts["after"], frames=int(opts["frames"]))
+    return MemTrace(path, every=opts["every"], after=opts["after"], frames=int(opts["frames"]), extra=extra)

@@ -9,6 +9,11 @@
   frame: 50-100 ms with the event loop blocked, just as the run ends, so every answer then in flight got that
   much latency (a mixed.py CRITICAL p99 of 65-112 ms instead of 13 ms).  The caller is found without reading
   any source.
+* ``per_name_cache_off``: every Locust stats entry keeps a copy of its response-time dict per second for 20 s
+  (the "current" percentiles).  Only the total's copies are read (the web UI's and the HTML report's charts),
+  unless ``--csv-full-history`` writes each name's current percentiles; the per-name copies were about 2 MB in
+  a 20-player mixed run (our 2-digit buckets give each dict hundreds of keys), filling for minutes as new
+  buckets appeared, and a dict copy per name per second.  For one environment, not Locust's classes.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from typing import Any
 import locust.runners
 import locust.stats
 
-__all__ = ["bucket_response_time", "install"]
+__all__ = ["bucket_response_time", "install", "per_name_cache_off"]
 
 _original_bucket = locust.stats.bucket_response_time
 
@@ -68,3 +73,31 @@ def install() -> None:
     locust.runners.inspect = _CallerOnly  # type: ignore[assignment]
     locust.stats.bucket_response_time = bucket_response_time
     locust.stats.StatsCSV._percentile_fields = _percentile_fields  # type: ignore[method-assign]
+
+
+class _UncachedEntries(locust.stats.EntriesDict):
+    """Locust's per-name entries dict; each entry put in it (created on a name's first request, or by the
+    master from a worker's report) keeps no response-time cache."""
+
+    def __setitem__(self, key: Any, entry: Any) -> None:
+        entry.use_response_times_cache = False
+        entry.response_times_cache = None
+        super().__setitem__(key, entry)
+
+
+def per_name_cache_off(stats: Any) -> None:
+    """Locust's per-name response-time caches off for this ``RequestStats`` (the total keeps its cache: the
+    charts read it), now and after every ``clear_all`` (Locust calls it when a test starts)."""
+    if isinstance(stats.entries, _UncachedEntries):
+        return
+    entries = _UncachedEntries(stats)
+    for key, entry in stats.entries.items():
+        entries[key] = entry
+    stats.entries = entries
+    clear_all = stats.clear_all
+
+    def clear_all_then_uncache() -> None:
+        clear_all()
+        per_name_cache_off(stats)
+
+    stats.clear_all = clear_all_then_uncache

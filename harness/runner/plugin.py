@@ -30,8 +30,9 @@ from harness.game.serverconfig import check_server_config, server_config
 from harness.gate.abort import should_abort
 from harness.gate.gatecmd import check_phases
 from harness.gate.thresholds import ThresholdError, load_thresholds
-from harness.runner import webui
+from harness.runner import heap, memwatch, webui
 from harness.runner.locust_patches import install as install_patches
+from harness.runner.locust_patches import per_name_cache_off
 from harness.runner.runend import await_final_reports, finish_or_fail, write_samples
 from harness.runner.runresults import build_results
 from harness.runner.scenario import Scenario, ScenarioError, parse_params
@@ -137,6 +138,8 @@ def _init(environment: Environment, **_: Any) -> None:
     install_patches()  # Locust's statistics at sub-millisecond resolution (harness/runner/locust_patches.py)
     st = state(environment)
     opts = environment.parsed_options
+    if environment.stats is not None and not getattr(opts, "stats_history_enabled", False):
+        per_name_cache_off(environment.stats)  # only --csv-full-history reads per-name current percentiles
     st.scenario = scenario_of(environment)
     if opts is not None and getattr(opts, "list_params", False):
         print(list_params(st.scenario) + "\n\n" + options_text(), flush=True)
@@ -164,6 +167,8 @@ def _init(environment: Environment, **_: Any) -> None:
         except ReplayFileError as e:
             fail_fast(str(e))
     _listen(environment, st)
+    trimmer = _keep_heap_flat()
+    memwatch.install(environment, st, trimmer)  # NETHARNESS_LOCUST_MEMTRACE=FILE: a diagnostic
     webui.install(environment, st)  # the web UI's QoS tab (master/local), live figures shipped (workers)
     if isinstance(environment.runner, WorkerRunner) or environment.runner is None:
         return
@@ -181,6 +186,15 @@ def _init(environment: Environment, **_: Any) -> None:
         log.info("embedded game server on %s (pid %d)", st.server.url, st.server.proc.pid)
     st.server_info = probe(st.target(environment), st.registry)
     _check_server(st, bool(getattr(opts, "accept_server_config", False)))
+
+
+def _keep_heap_flat() -> heap.Trimmer:
+    """This process's C heap goes back to the OS every few seconds (``harness.runner.heap``)."""
+    import gevent
+
+    trimmer = heap.Trimmer()
+    gevent.spawn(trimmer.run)
+    return trimmer
 
 
 def _check_server(st: State, accept: bool) -> None:
