@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
@@ -25,12 +26,17 @@ def test_lines_show_what_grew_since_the_baseline(tmp_path: Path, frames: int) ->
     path = tmp_path / "trace.jsonl"
     was_tracing = tracemalloc.is_tracing()
     trace = memtrace.MemTrace(str(path), every=0.01, after=0.0, frames=frames)
+    # Earlier tests' garbage is freed now, not by a collection between the two samples (in a whole-suite run
+    # that shrank glibc's in-use bytes by more than the hoard).
+    gc.collect()
+    gc.disable()
     try:
         trace.sample()  # the baseline
         hoard = [_Hoard() for _ in range(3000)]  # 3 MB that stays
         time.sleep(0.02)
         trace.sample()
     finally:
+        gc.enable()
         if not was_tracing:
             tracemalloc.stop()
     lines = [json.loads(line) for line in path.read_text().splitlines()]
