@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import errno
 import gc
 import itertools
@@ -22,6 +20,7 @@ import gevent.socket
 from ..core import Dispatcher
 from ..errors import LocalProtocolError
 from ..wire import Close, encode_control
+from .libc import malloc_trim
 from .tcpbase import TcpBase
 from .tcpconn import Conn
 
@@ -36,16 +35,6 @@ _TRIM_QUIET = 1.0
 #: turn between the players' input.
 _ACCEPTS_PER_TURN = 16
 _TRIM_EVERY = 10.0
-
-
-def _libc_trim() -> Any:
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-    except (OSError, AttributeError):
-        return None
-
-
-_malloc_trim = _libc_trim() if sys.platform.startswith("linux") else None
 
 
 class TcpServerRuntime(TcpBase):
@@ -141,8 +130,7 @@ class TcpServerRuntime(TcpBase):
         # the allocator's arenas (1 MiB each) long after the connections are gone.
         sys._clear_type_cache()
         gc.collect()  # dead connections' reference cycles (greenlets, sockets) first
-        if _malloc_trim is not None:
-            _malloc_trim(0)
+        malloc_trim()
 
     def close(self, drain: float = 2.0) -> None:
         """Stop accepting, tell every player (CLOSE), give the writers ``drain`` seconds, close."""

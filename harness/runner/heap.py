@@ -13,40 +13,20 @@ trimmer from Locust's ``init`` event.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import sys
 import time
-from typing import Any
+
+from dispatcher.runtime.libc import malloc_trim
 
 __all__ = ["TRIM_EVERY_S", "Trimmer", "trim"]
 
 TRIM_EVERY_S = 10.0
 
-_TRIM: Any = None
-
-
-def _malloc_trim() -> Any:
-    global _TRIM
-    if _TRIM is None:
-        _TRIM = False
-        if sys.platform.startswith("linux"):
-            try:
-                fn = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-                fn.argtypes = [ctypes.c_size_t]
-                _TRIM = fn
-            except (OSError, AttributeError):
-                _TRIM = False
-    return _TRIM
-
 
 def trim() -> float:
     """Return the heap's free pages to the OS; how long it took (seconds; 0 where there is no glibc)."""
-    fn = _malloc_trim()
-    if not fn:
-        return 0.0
     t0 = time.perf_counter()
-    fn(0)
+    if not malloc_trim():
+        return 0.0
     return time.perf_counter() - t0
 
 
