@@ -19,7 +19,7 @@ from typing import Any
 
 from .base import SERVER_PEER, Handler
 from .connection import Connection, NameInfo, State
-from .envelope import Envelope, Flags, Meta, make_envelope, make_meta
+from .envelope import Envelope, Flags, Meta, envelope_of
 from .errors import LocalProtocolError, RemoteError, RemoteProtocolError, ValidationError
 from .promise import Promise
 from .sending import Sender
@@ -373,8 +373,8 @@ class Receiver(Sender):
             self._nack(c, info, req.meta.seq, "handler_error", f"the response is invalid: {reason}", now, key)
             return
         seq = c.seq[info.chan] + 1
-        env = make_envelope(name, payload, make_meta(seq, self._declared(info), now, now, c.player_id,
-                                                     req.meta.trace_id, _NO_FLAGS, True, req.meta.seq))
+        env = envelope_of(name, payload, seq, self._declared(info), now, now, c.player_id, req.meta.trace_id,
+                          _NO_FLAGS, True, req.meta.seq)
         try:
             frame = encode_envelope(env, info.wire_id, 0)
         except LocalProtocolError as e:

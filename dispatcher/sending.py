@@ -10,7 +10,7 @@ from typing import Any
 from .base import SERVER_PEER, CoreBase, Handler, log
 from .bus import Subscription
 from .connection import Connection, NameInfo, PendingRequest
-from .envelope import Envelope, Flags, QoS, envelope_of, make_envelope, make_meta
+from .envelope import Envelope, Flags, QoS, envelope_of
 from .errors import LocalProtocolError, RequestTimeout, ValidationError
 from .promise import Promise, Waiter
 from .registry import Kind
@@ -91,7 +91,7 @@ class Sender(CoreBase):
             p.reject(ValidationError(name, self.schemas.validate(name, payload) or "invalid"))
             return p
         c.seq[info.chan] += 1
-        env = make_envelope(name, payload, make_meta(c.seq[info.chan], qos, now, None, None, trace_id))
+        env = envelope_of(name, payload, c.seq[info.chan], qos, now, None, None, trace_id)
         frame = encode_envelope(env, info.wire_id, Bits.REQUEST)
         pend = PendingRequest(info, env, frame, p, retries, timeout, now)
         c.pending[(info.chan, env.meta.seq)] = pend
@@ -130,7 +130,7 @@ class Sender(CoreBase):
         sent = []
         for c in targets:
             c.seq[info.chan] += 1
-            env = make_envelope(name, payload, make_meta(c.seq[info.chan], qos, now, None, player_id, trace_id, flags))
+            env = envelope_of(name, payload, c.seq[info.chan], qos, now, None, player_id, trace_id, flags)
             if is_reliable:
                 c.unacked[(info.chan, env.meta.seq)] = (env, info)
             self._send(c, info, env, encode_envelope(env, info.wire_id, bits, body), now, coalesce_key,
