@@ -100,7 +100,9 @@ class CoreBase:
     _info: dict[str, NameInfo]
     _sendable: dict[str, NameInfo]
     _ns: list[NameStats]
-    _lat: list[list[Callable[[float], None]]]
+    _lat: list[list[list[float]]]  # ``stats.bind_latency``: empty when the stats are off
+    _timed: bool  # the stats are on: latencies are recorded
+    _one_way: bool  # and this is a client: each event's one-way latency too
     _sessions: dict[Hashable, Connection]
     _players: dict[int, Connection]
     _dirty: dict[Hashable, None]
@@ -108,11 +110,11 @@ class CoreBase:
     _warned: set[str]
     _ack_listeners: list[AckListener]
     _charges: Callable[[Connection, NameInfo, float], bool] | None
-    _latency: Callable[[int, int, float, float], None] | None
     _by_wire: list[NameInfo]  # by wire id
     _handler_table: dict[str, tuple[Handler, ...]]  # ``handlers.table``
     _bus_table: dict[str, tuple[Callable[[Any, Meta], Any], ...]]  # ``bus.table``
     _unfolded: int  # frames received since the latency samples were last folded
+    _fold_at: float  # and when they are next folded whatever that count
     _crit_frames: int  # ``limits.critical_frames`` and ``critical_bytes`` (read per CRITICAL frame queued)
     _crit_bytes: int
     _tests: dict[str, Callable[[Any], bool]]  # ``schemas.tests``

@@ -74,7 +74,6 @@ class Dispatcher(Receiver):
         self.impl = ServerRole(self) if role == "server" else ClientRole(self)
         # The role's per-envelope steps, bound once (None: this role has no such step).
         self._charges = self.impl.charge if role == "server" else None
-        self._latency = self.impl.latency if role == "client" else None
         self.registry = registry
         self.schemas = cfg.schemas if cfg.schemas is not None else SchemaRegistry(None)
         self.schemas.check_names(registry.names)
@@ -143,8 +142,11 @@ class Dispatcher(Receiver):
         probes = (make_meta(0, QoS.BACKGROUND, 0.0), make_meta(0, QoS.BACKGROUND, 0.0, is_response=True))
         self._accepts = [(self.impl.expects(i, probes[0]), self.impl.expects(i, probes[1])) for i in self._by_wire]
         self._ns = self.stats.bind(registry.names)  # NameStats by wire id (the hot path's counters)
-        self._lat = self.stats.bind_latency(registry.names)  # [wire id][tier] -> record(seconds)
+        self._lat = self.stats.bind_latency(registry.names)  # [wire id][tier] -> samples (seconds)
+        self._timed = self.stats.enabled
+        self._one_way = self._timed and role == "client"
         self._unfolded = 0
+        self._fold_at = 0.0  # the first input folds at once: histograms take their memory when a run starts
         self._sessions = {}
         self._players = {}
         self._dirty = {}

@@ -281,14 +281,6 @@ class ClientRole(RoleImpl):
             return c
         raise RemoteProtocolError(f"unexpected {type(fr).__name__.upper()} in the handshake", code="handshake")
 
-    def latency(self, wire_id: int, qos: int, ts_sent: float, now: float) -> None:
-        core = self.core
-        one_way = now + core.clock.offset - ts_sent
-        if one_way < 0:  # the clocks disagree by more than the latency: counted, recorded as 0
-            core.stats.count("clock_skew")
-            one_way = 0.0
-        core._lat[wire_id][qos](one_way)
-
     def _ping_interval(self) -> float:
         periods = [t for t in (self.core.clock_sync_interval, self.core.limits.keepalive_interval) if t > 0]
         return min(periods) if periods else 0.0

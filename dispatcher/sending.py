@@ -109,7 +109,8 @@ class Sender(CoreBase):
         envelopes sent, one per recipient; a recipient that is not connected is skipped and counted.
         """
         info = self._outgoing(name, "event")
-        if not self._valid_out(name, payload):
+        test = self._tests.get(name)  # as ``intent``: the compiled test first
+        if test is not None and not test(payload) and not self._valid_out(name, payload):
             return []
         if to is None:
             targets: list[Connection] = list(self._players.values())
@@ -123,7 +124,7 @@ class Sender(CoreBase):
                 else:
                     targets.append(c)
         qos = self._tier(info, qos_override)
-        flags = Flags.of(replayable, reliable)
+        flags = _NO_FLAGS if replayable is None and reliable is None else Flags.of(replayable, reliable)
         body = pack_payload(payload)
         is_reliable = self._reliable[info.chan] if reliable is None else reliable
         bits = Bits.ACK_REQUESTED if is_reliable else 0

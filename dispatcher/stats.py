@@ -12,7 +12,7 @@ histograms, queue depth, sojourn and saturation.  ``transport.stats()`` returns 
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -36,7 +36,8 @@ __all__ = [
 ]
 
 _TIERS = tuple(QoS)
-#: Sojourns are folded into the histograms by this many (or when the stats are read): a player sends a few
+#: Sojourns are folded into the histograms once this many wait (list entries: a run of frames queued at one
+#: time and sent together is one entry), or when the stats are read: a player sends a few
 #: frames a second per tier, so at 4096 each tier's sojourns waited in lists for minutes (issue 13: 3 MB
 #: of a 20-player Locust process's growth over three minutes).
 _FOLD_SOJOURNS = 256
@@ -142,17 +143,17 @@ class Stats:
             h = self._latency[(name, qos)] = Histogram()
         return h
 
-    def bind_latency(self, names: Iterable[str]) -> list[list[Callable[[float], None]]]:
-        """``[wire id][tier] -> record(seconds)`` for each name's latency histograms, for the hot path: each a
-        list's ``append``, folded into the histogram by ``fold_latency`` (the caller's duty, every few thousand
-        samples) and whenever the stats are read."""
+    def bind_latency(self, names: Iterable[str]) -> list[list[list[float]]]:
+        """``[wire id][tier] -> samples``: for the hot path, a plain list per name and tier that takes each
+        latency in seconds (``append``), folded into its histogram by ``fold_latency`` (the caller's duty, every
+        few hundred samples) and whenever the stats are read.  Empty when disabled: nothing is recorded."""
         out = []
         for n in names:
-            row: list[Callable[[float], None]] = []
+            row: list[list[float]] = []
             for q in _TIERS:
                 samples: list[float] = []
                 self._lat_pending.append((self._histogram(n, q), samples))
-                row.append(samples.append)
+                row.append(samples)
             out.append(row)
         return out
 
@@ -169,7 +170,7 @@ class Stats:
                 pend = self._soj_pending[i]
                 pend[0].extend(soj)
                 pend[1].extend(runs)
-                self._soj_count[i] += k
+                self._soj_count[i] += len(soj)  # what the lists hold: a run of frames is one entry
                 if self._soj_count[i] >= _FOLD_SOJOURNS:
                     self._fold_sojourns(i)
             elif nbytes[i]:
@@ -291,8 +292,8 @@ class NullStats(Stats):
     def bind(self, names: Iterable[str]) -> list[NameStats]:
         return [NameStats() for _ in names]
 
-    def bind_latency(self, names: Iterable[str]) -> list[list[Callable[[float], None]]]:
-        return [[_ignore] * len(_TIERS) for _ in names]
+    def bind_latency(self, names: Iterable[str]) -> list[list[list[float]]]:
+        return []
 
     def count(self, counter: str, n: int = 1) -> None:
         pass
@@ -321,6 +322,3 @@ class NullStats(Stats):
     def saturation(self, tier: int, saturated: bool, run: int) -> None:
         pass
 
-
-def _ignore(seconds: float) -> None:
-    pass

@@ -48,15 +48,21 @@ def _fmt(v: float) -> str:
     return f"{v:.3g}"
 
 
-def _interleaved(contenders: dict[str, Callable[[], float]], rounds: int, *, best: bool = False) -> dict[str, float]:
-    """Each contender's figure over ``rounds`` interleaved runs: the median, or with ``best`` the highest
-    (as ``timeit`` takes the minimum time: noise on a shared machine only ever slows a run down)."""
-    got: dict[str, list[float]] = {k: [] for k in contenders}
+def _paired(a: Callable[[], float], b: Callable[[], float], rounds: int) -> tuple[float, float, float]:
+    """``a``'s rate over ``b``'s, measured in pairs: each round runs a, b, b, a back to back (a few tenths of
+    a second) and gives one ratio; the result is the median ratio, with each side's median rate.  These
+    machines' speed drifts by up to 2x over seconds (another tenant on the host), so two rates taken apart,
+    even each the best of many runs, compare two different machines; a pair taken within a moment does not."""
+    ratios: list[float] = []
+    ra: list[float] = []
+    rb: list[float] = []
     for _ in range(rounds):
-        for k, fn in contenders.items():
-            gc.collect()
-            got[k].append(fn())
-    return {k: (max(v) if best else statistics.median(v)) for k, v in got.items()}
+        gc.collect()
+        a1, b1, b2, a2 = a(), b(), b(), a()
+        ratios.append((a1 + a2) / (b1 + b2))
+        ra += (a1, a2)
+        rb += (b1, b2)
+    return statistics.median(ratios), statistics.median(ra), statistics.median(rb)
 
 
 PAYLOAD = {"skillId": "TripleStrike", "target": 7}
@@ -105,8 +111,8 @@ def _msgpack_rate(n: int) -> float:
     return n / (time.process_time() - t0)
 
 
-_PURE_RATE = "import sys; from harness.bench.rows import _loopback_rate; print(_loopback_rate(int(sys.argv[1]), " \
-             "stats=True, batch=64))"
+_PURE_RATE = "import sys; from harness.bench.rows import _loopback_rate; print(max(_loopback_rate(int(sys.argv[1]), " \
+             "stats=True, batch=64) for _ in range(3)))"
 
 
 def _pure_batched_rate(n: int) -> float:
@@ -118,43 +124,36 @@ def _pure_batched_rate(n: int) -> float:
 
 
 def row_core(quick: bool) -> Row:
-    n, rounds = (10_000, 7) if quick else (10_000, 25)
-    contenders: dict[str, Callable[[], float]] = {
-        "dispatcher": lambda: _loopback_rate(n, stats=True),
-        "dispatcher_batched": lambda: _loopback_rate(n, stats=True, batch=64),
-        "msgpack": lambda: _msgpack_rate(n),
-    }
+    n, rounds = (10_000, 11) if quick else (10_000, 41)
+    ratio, floor, batched = _paired(lambda: _msgpack_rate(n), lambda: _loopback_rate(n, stats=True, batch=64), rounds)
+    per_call = statistics.median(_loopback_rate(n, stats=True) for _ in range(3))  # one flush per envelope
+    figures = {"dispatcher env/s": per_call, "batched env/s": batched, "msgpack env/s": floor}
     compiled = dispatcher.compiled_modules()
-    if compiled:  # the pure-Python build side by side, interleaved
-        contenders["pure_batched"] = lambda: _pure_batched_rate(n)
-    med = _interleaved(contenders, rounds, best=True)
-    ratio = med["msgpack"] / med["dispatcher_batched"]
-    figures = {"dispatcher env/s": med["dispatcher"], "batched env/s": med["dispatcher_batched"],
-               "msgpack env/s": med["msgpack"]}
     build = "pure Python"
-    if compiled:
-        figures["pure-Python batched env/s"] = med["pure_batched"]
-        build = (f"compiled (mypyc, {len(compiled)} modules), {med['dispatcher_batched'] / med['pure_batched']:.2f}x "
-                 f"the pure-Python core (batched; pure {med['msgpack'] / med['pure_batched']:.1f}x msgpack)")
+    if compiled:  # the pure-Python build side by side, paired the same way (child processes)
+        vs_pure, _, pure = _paired(lambda: _loopback_rate(n, stats=True, batch=64),
+                                           lambda: _pure_batched_rate(n), 3 if quick else 7)
+        figures["pure-Python batched env/s"] = pure
+        build = (f"compiled (mypyc, {len(compiled)} modules), {vs_pure:.2f}x the pure-Python core (batched; pure "
+                 f"about {ratio * vs_pure:.1f}x msgpack)")
     return Row("core", figures, ratio, "cost vs msgpack (batched)", "<= 3x", ratio <= 3.0,
-               notes=f"build: {build}; per-call flush costs {med['msgpack'] / med['dispatcher']:.1f}x msgpack")
+               notes=f"build: {build}; median of {rounds} paired rounds; per-call flush costs "
+                     f"{floor / per_call:.1f}x msgpack")
 
 
 def row_instrumentation(quick: bool) -> Row:
-    n, rounds = (10_000, 11) if quick else (10_000, 41)
-    med = _interleaved({
-        "on": lambda: _loopback_rate(n, stats=True, batch=64),
-        "off": lambda: _loopback_rate(n, stats=False, batch=64),
-        "events_on": lambda: _loopback_rate(n, stats=True, batch=64, events=True),
-        "events_off": lambda: _loopback_rate(n, stats=False, batch=64, events=True),
-    }, rounds, best=True)
-    slowdown = med["off"] / med["on"] - 1
-    ev_slowdown = med["events_off"] / med["events_on"] - 1
+    n, rounds = (10_000, 15) if quick else (10_000, 41)
+    slowdown, off, on = _paired(lambda: _loopback_rate(n, stats=False, batch=64),
+                                lambda: _loopback_rate(n, stats=True, batch=64), rounds)
+    ev_slowdown, ev_off, ev_on = _paired(lambda: _loopback_rate(n, stats=False, batch=64, events=True),
+                                         lambda: _loopback_rate(n, stats=True, batch=64, events=True), rounds)
+    slowdown, ev_slowdown = slowdown - 1, ev_slowdown - 1
     worst = max(slowdown, ev_slowdown)
-    return Row("instrumentation", {"intents on env/s": med["on"], "intents off env/s": med["off"],
-                                   "events on env/s": med["events_on"], "events off env/s": med["events_off"]},
+    return Row("instrumentation", {"intents on env/s": on, "intents off env/s": off,
+                                   "events on env/s": ev_on, "events off env/s": ev_off},
                100 * worst, "worst slowdown %", "<= 2%", worst <= 0.02,
-               notes=f"intents {100 * slowdown:+.1f}%, events (with latency histograms) {100 * ev_slowdown:+.1f}%")
+               notes=f"intents {100 * slowdown:+.1f}%, events (with latency histograms) {100 * ev_slowdown:+.1f}%; "
+                     f"median of {rounds} paired rounds")
 
 
 def rows_recording(quick: bool) -> list[Row]:
