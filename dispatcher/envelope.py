@@ -109,7 +109,8 @@ class Envelope(_EnvelopeSlots):
 # -- fast construction for the core's hot path ------------------------------------------------------------
 # ``Meta(...)`` and ``Envelope(...)`` stay the public constructors.  The core builds thousands a second, so it
 # fills a mutable twin of the same layout (plain attribute stores) and then sets its class: the result is an
-# ordinary frozen ``Meta`` / ``Envelope`` (equal, hashable, ``dataclasses.replace``-able, immutable).
+# ordinary frozen ``Meta`` / ``Envelope`` (equal, hashable, ``dataclasses.replace``-able, immutable).  A draft
+# is made by calling its class (no ``__init__``: a quarter faster than ``object.__new__(cls)``).
 
 
 class _MetaDraft(_MetaSlots):
@@ -133,9 +134,6 @@ class _EnvelopeDraft(_EnvelopeSlots):
     meta: Meta
 
 
-_new = object.__new__
-
-
 def make_meta(seq: int, qos: QoS, ts_sent: float, ts_ack: float | None = None, player_id: int | None = None,
               trace_id: str | None = None, flags: Flags = _NO_FLAGS, is_response: bool = False,
               reply_to: int | None = None, replayed: bool = False) -> Meta:
@@ -147,7 +145,7 @@ def make_meta(seq: int, qos: QoS, ts_sent: float, ts_ack: float | None = None, p
 
 def make_envelope(name: str, payload: Any, meta: Meta) -> Envelope:
     """``Envelope(name, payload, meta)``, several times faster."""
-    e = _new(_EnvelopeDraft)
+    e = _EnvelopeDraft()
     e.name = name
     e.payload = payload
     e.meta = meta
@@ -160,7 +158,7 @@ def envelope_of(name: str, payload: Any, seq: int, qos: QoS, ts_sent: float, ts_
                 is_response: bool = False, reply_to: int | None = None, replayed: bool = False) -> Envelope:
     """``Envelope(name, payload, Meta(seq, qos, ts_sent, ...))`` in one step: ``make_envelope`` of
     ``make_meta``, inline (two envelopes per envelope sent and received: one call instead of three)."""
-    m = _new(_MetaDraft)
+    m = _MetaDraft()
     m.seq = seq
     m.qos = qos
     m.ts_sent = ts_sent
@@ -172,7 +170,7 @@ def envelope_of(name: str, payload: Any, seq: int, qos: QoS, ts_sent: float, ts_
     m.reply_to = reply_to
     m.replayed = replayed
     m.__class__ = Meta  # type: ignore[assignment]
-    e = _new(_EnvelopeDraft)
+    e = _EnvelopeDraft()
     e.name = name
     e.payload = payload
     e.meta = m  # type: ignore[assignment]
