@@ -58,8 +58,6 @@ class RoleSteps(Protocol):
 
     def lost(self, c: Connection, now: float) -> None: ...
 
-    def latency(self, wire_id: int, qos: int, ts_sent: float, now: float) -> None: ...
-
 
 class CoreBase:
     role: Role

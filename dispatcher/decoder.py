@@ -14,7 +14,7 @@ connection's state accepts (checked as soon as a frame's type is known, before i
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Literal, overload
 
 import msgpack
@@ -213,7 +213,6 @@ class FrameDecoder:
         With ``records`` (the core's receive path) an envelope comes as its checked, compact record (a list,
         see ``_record``) instead of an ``EnvelopeFrame``: the core builds the ``Envelope`` only for a
         handler, a subscriber, the logger or the replay buffer."""
-        make = self._record if records else self._envelope
         if self._error is not None:
             raise bad(f"connection already failed: {self._error}")
         try:
@@ -221,7 +220,7 @@ class FrameDecoder:
                 obj = self._next_small()
                 if obj is _NOTHING:
                     return
-                fr = self._whole(obj, self._small_size, make)
+                fr = self._whole(obj, self._small_size, records)
                 if fr is not None:
                     yield fr
             up = self._unpacker if self._unpacker is not None else self._make_unpacker()
@@ -238,7 +237,7 @@ class FrameDecoder:
                     if obj is not _NOTHING:
                         end = up.tell()
                         size, self._start = end - self._start, end
-                        fr = self._whole(obj, size, make)
+                        fr = self._whole(obj, size, records)
                         if fr is not None:
                             yield fr
                         continue
@@ -270,7 +269,7 @@ class FrameDecoder:
         self.oversized = True
         return bad(f"{what} larger than the {self.limit}-byte limit")
 
-    def _whole(self, obj: Any, size: int, make: Callable[[list[Any], int], Any]) -> Any:
+    def _whole(self, obj: Any, size: int, records: bool) -> Any:
         """A whole decoded object as a frame (None: a CHUNK of a message still incomplete)."""
         if size > self.limit:
             raise self._too_big(f"frame of {size} bytes is")
@@ -285,7 +284,7 @@ class FrameDecoder:
                 return None
             obj, size = whole
         if obj[0] == 0:
-            return make(obj, size)
+            return self._record(obj, size) if records else self._envelope(obj, size)
         return parse_control(obj)
 
     def _admit(self, t: int) -> None:

@@ -56,9 +56,6 @@ class RoleImpl:
         core._tick_at.pop(c.key, None)
         core._dirty.pop(c.key, None)
 
-    def latency(self, wire_id: int, qos: int, ts_sent: float, now: float) -> None:
-        """Record a delivered envelope's one-way latency (a client, on the server's clock)."""
-
     def _version(self, version: int, peer: str) -> None:
         if version != PROTOCOL_VERSION:
             raise RemoteProtocolError(f"protocol version mismatch: the {peer} speaks {version}, this side "
