@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable, Hashable
-from typing import Any, Literal, Protocol
+from typing import Any, Final, Literal, Protocol
 
 from .bus import EventBus, HandlerTable
 from .clocksync import ClockSync
@@ -38,7 +38,7 @@ Logger = Callable[[Envelope, str], Any]
 AckListener = Callable[[Envelope, float], Any]
 
 #: The key of a client's only connection.
-SERVER_PEER = "server"
+SERVER_PEER: Final = "server"
 
 
 class RoleSteps(Protocol):

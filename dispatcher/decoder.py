@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterator, Sequence
-from typing import Any, Literal, overload
+from typing import Any, Final, Literal, overload
 
 import msgpack
 
@@ -37,18 +37,19 @@ from .wire import (
 
 __all__ = ["ALL_TYPES", "FrameDecoder"]
 
-_FEED_CHUNK = 1 << 16
+# Module constants are ``Final``: compiled, each is a C static (or inlined), not a globals-dict lookup per use.
+_FEED_CHUNK: Final = 65536
 #: The unpacker's first buffer (it grows to what a frame needs): by default msgpack allocates the whole
 #: ``max_buffer_size`` per connection up front.
 _READ_SIZE = 4096
 ALL_TYPES: frozenset[int] = frozenset(int(t) for t in FrameType)
 #: The fewest bytes an envelope frame's fields other than the payload take (array header, six small ints;
 #: a float ``ts_sent`` takes 8 more).
-_MIN_HEAD = 7
-_TIERS = tuple(QoS)
-_NOTHING = object()
-_PAD = [None, None, None, None]
-_ALL_BITS = Bits.ALL
+_MIN_HEAD: Final = 7
+_TIERS: Final = tuple(QoS)
+_NOTHING: Final = object()
+_PAD: Final[list[None]] = [None, None, None, None]
+_ALL_BITS: Final = Bits.ALL
 
 
 def _num(v: Any) -> str:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Hashable
+from typing import Final
 
 from .qosconfig import BACKGROUND, CRITICAL, HIGH, NORMAL, SchedulerConfig, Sink
 from .wire import CHUNK_OVERHEAD, encode_chunk
@@ -36,9 +37,9 @@ from .wire import CHUNK_OVERHEAD, encode_chunk
 __all__ = ["Scheduler", "SchedulerConfig", "Sink"]
 
 __all__ += ["BACKGROUND", "CRITICAL", "HIGH", "NORMAL"]
-_MIN_CHUNK = 64
+_MIN_CHUNK: Final = 64
 #: The scheduler tells its sink what went out at least every this many frames (and at each tick).
-_REPORT_EVERY = 256
+_REPORT_EVERY: Final = 256
 
 
 class _Item:

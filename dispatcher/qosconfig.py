@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Final, Literal, Protocol
 
 from .envelope import QoS
 
 __all__ = ["BACKGROUND", "CRITICAL", "HIGH", "NORMAL", "Reporter", "SchedulerConfig", "Sink"]
 
-CRITICAL, HIGH, NORMAL, BACKGROUND = 0, 1, 2, 3
+# ``Final`` literals: the compiled scheduler inlines them.
+CRITICAL: Final = 0
+HIGH: Final = 1
+NORMAL: Final = 2
+BACKGROUND: Final = 3
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@
 from __future__ import annotations
 
 from collections.abc import Hashable
-from typing import Any
+from typing import Any, Final
 
 from .base import SERVER_PEER, Handler
 from .connection import Connection, NameInfo, State
@@ -45,18 +45,20 @@ from .wire import (
 
 __all__ = ["Receiver"]
 
-_NO_FLAGS = Flags.of()
-_RESPONSE = Bits.RESPONSE
+# Module constants are ``Final``: compiled, each is a C static (or inlined), not a globals-dict lookup per use.
+_NO_FLAGS: Final = Flags.of()
+_envelope_of: Final = envelope_of
+_RESPONSE: Final = Bits.RESPONSE
 #: The latency samples are folded into their histograms every this many frames received or this many
 #: seconds, whichever comes first, and at the first input: each histogram takes its memory when a run starts
 #: (folding only by count, a load generator's slow players first folded a minute in and grew by 7 MB then),
 #: waiting samples stay a few dozen kB per transport, and a fast stream pays a fold (numpy calls that evict
 #: the hot path's caches: 3-5% of an event's cost at 512) once per 4096 frames.
-_FOLD_EVERY = 4096
-_FOLD_INTERVAL = 1.0
-_ACK_REQUESTED = Bits.ACK_REQUESTED
+_FOLD_EVERY: Final = 4096
+_FOLD_INTERVAL: Final = 1.0
+_ACK_REQUESTED: Final = Bits.ACK_REQUESTED
 
-_HANDSHAKE = (Challenge, Hello, Welcome)
+_HANDSHAKE: Final = (Challenge, Hello, Welcome)
 
 
 class Receiver(Sender):
@@ -381,7 +383,7 @@ class Receiver(Sender):
             self._nack(c, info, req.meta.seq, "handler_error", f"the response is invalid: {reason}", now, key)
             return
         seq = c.seq[info.chan] + 1
-        env = envelope_of(name, payload, seq, self._declared(info), now, now, c.player_id, req.meta.trace_id,
+        env = _envelope_of(name, payload, seq, self._declared(info), now, now, c.player_id, req.meta.trace_id,
                           _NO_FLAGS, True, req.meta.seq)
         try:
             frame = encode_envelope(env, info.wire_id, 0)

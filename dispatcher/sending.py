@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Iterable
 from dataclasses import replace
-from typing import Any
+from typing import Any, Final
 
 from .base import SERVER_PEER, CoreBase, Handler, log
 from .bus import Subscription
@@ -18,7 +18,10 @@ from .wire import Bits, encode_envelope, encode_plain, pack_payload
 
 __all__ = ["Sender"]
 
-_NO_FLAGS = Flags.of()
+# ``Final``: compiled, a C static instead of a globals-dict lookup per use (``envelope_of`` lives in an
+# interpreted module, so its name would otherwise be looked up at every call).
+_NO_FLAGS: Final = Flags.of()
+_envelope_of: Final = envelope_of
 
 
 class Sender(CoreBase):
@@ -59,7 +62,7 @@ class Sender(CoreBase):
         flags = _NO_FLAGS if replayable is None and reliable is None else Flags.of(replayable, reliable)
         seq = c.seq[chan] + 1
         c.seq[chan] = seq
-        env = envelope_of(name, payload, seq, qos, now, None, None, trace_id, flags)
+        env = _envelope_of(name, payload, seq, qos, now, None, None, trace_id, flags)
         is_reliable = self._reliable[chan] if reliable is None else reliable
         if is_reliable:
             c.unacked[(chan, seq)] = (env, info)
@@ -91,7 +94,7 @@ class Sender(CoreBase):
             p.reject(ValidationError(name, self.schemas.validate(name, payload) or "invalid"))
             return p
         c.seq[info.chan] += 1
-        env = envelope_of(name, payload, c.seq[info.chan], qos, now, None, None, trace_id)
+        env = _envelope_of(name, payload, c.seq[info.chan], qos, now, None, None, trace_id)
         frame = encode_envelope(env, info.wire_id, Bits.REQUEST)
         pend = PendingRequest(info, env, frame, p, retries, timeout, now)
         c.pending[(info.chan, env.meta.seq)] = pend
@@ -131,7 +134,7 @@ class Sender(CoreBase):
         sent = []
         for c in targets:
             c.seq[info.chan] += 1
-            env = envelope_of(name, payload, c.seq[info.chan], qos, now, None, player_id, trace_id, flags)
+            env = _envelope_of(name, payload, c.seq[info.chan], qos, now, None, player_id, trace_id, flags)
             if is_reliable:
                 c.unacked[(info.chan, env.meta.seq)] = (env, info)
             self._send(c, info, env, encode_envelope(env, info.wire_id, bits, body), now, coalesce_key,

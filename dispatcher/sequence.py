@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 __all__ = ["DUPLICATE", "IN_ORDER", "LATE", "STALE", "ReceiveWindow"]
 
-IN_ORDER = 0  # the next expected number, or a jump ahead (the skipped ones are a gap)
-LATE = 1  # below the highest seen but never seen: fills a gap (reordered across QoS tiers)
-DUPLICATE = 2  # seen before, inside the window
-STALE = 3  # older than the window: a regression
+IN_ORDER: Final = 0  # the next expected number, or a jump ahead (the skipped ones are a gap)
+LATE: Final = 1  # below the highest seen but never seen: fills a gap (reordered across QoS tiers)
+DUPLICATE: Final = 2  # seen before, inside the window
+STALE: Final = 3  # older than the window: a regression
 
 
 class ReceiveWindow:

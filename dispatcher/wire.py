@@ -188,15 +188,17 @@ CONTROL: dict[int, tuple[type[Any], tuple[tuple[type, ...], ...], int]] = {
     FrameType.PONG: (Pong, (_NUM, _NUM), 2),
     FrameType.ACK: (Ack, ((int,), _INTS), 2),
 }
-_NO_FLAGS = Flags.of()
-_FLAG_BITS = Bits.REPLAYABLE_SET | Bits.RELIABLE_SET
-_RESPONSE = Bits.RESPONSE
+# ``Final``: compiled, a C static (or inlined) instead of a globals-dict lookup per use.
+_NO_FLAGS: Final = Flags.of()
+_FLAG_BITS: Final = Bits.REPLAYABLE_SET | Bits.RELIABLE_SET
+_RESPONSE: Final = Bits.RESPONSE
+_envelope_of: Final = envelope_of
 _TYPE_OF: dict[type[Any], int] = {cls: t for t, (cls, _, _) in CONTROL.items()}
 
 #: One reusable packer: ``msgpack.packb`` builds a ``Packer`` per call, which costs more than packing a small
 #: frame.  ``pack`` runs in C without calling back into Python (no ``default``), so no other thread or greenlet
 #: can interleave; after an error it starts clean.
-_pack: Callable[[Any], bytes] = msgpack.Packer(use_bin_type=True).pack
+_pack: Final[Callable[[Any], bytes]] = msgpack.Packer(use_bin_type=True).pack
 
 
 def pack_payload(payload: Any) -> bytes:
@@ -267,7 +269,7 @@ def record_flags(bits: int) -> Flags:
 def record_envelope(r: list[Any], name: str) -> Envelope:
     """The ``Envelope`` of a record (``FrameDecoder._record``) named ``name``."""
     bits = r[4]
-    return envelope_of(name, r[6], r[2], r[3], r[5], r[10], r[7], r[8],
+    return _envelope_of(name, r[6], r[2], r[3], r[5], r[10], r[7], r[8],
                        _NO_FLAGS if not bits & _FLAG_BITS else record_flags(bits), bool(bits & _RESPONSE), r[9])
 
 
