@@ -4,8 +4,8 @@
    (``connection.ADMITS``) as soon as it reads the type;
 2. **decode within limits**: the decoder (frame size, pre-auth size, CHUNK budget, field types);
 3. **authorise**: direction (``_authorise_direction``), declared tier (``_authorise_tier``: a claimed tier
-   more urgent than the channel's is clamped and counted), budget (``_authorise_budget``: the per-channel
-   rate limit, which retransmissions pay too);
+   more urgent than the channel's is clamped and counted), budget (the server role's ``charge``, refused by
+   ``_refuse_budget``: the per-channel rate limit, which retransmissions pay too);
 4. **sequence window** (``_sequence``: replays dropped, retried requests answered from the cache at most
    once per resend interval);
 5. **validate** (``_validate``: the schema);
@@ -239,12 +239,6 @@ class Receiver(Sender):
             self.stats.count("qos_clamped")
             r[3] = declared
 
-    def _authorise_budget(self, c: Connection, info: NameInfo, seq: int, bits: int, now: float) -> bool:
-        if self._charges is None or self._charges(c, info, now):
-            return True
-        self._refuse_budget(c, info, seq, bits, now)
-        return False
-
     def _refuse_budget(self, c: Connection, info: NameInfo, seq: int, bits: int, now: float) -> None:
         self.stats.count("rate_limited")
         self.stats.drop(info.name, "rate_limited")
@@ -296,11 +290,14 @@ class Receiver(Sender):
     def _deliver(self, c: Connection, info: NameInfo, st: NameStats, r: list[Any], bits: int, now: float) -> None:
         name = info.name
         if self._one_way:  # a client with stats on: the event's one-way latency, on the server's clock
-            one_way = now + self.clock.offset - r[5]
-            if one_way < 0:  # the clocks disagree by more than the latency: counted, recorded as 0
+            ts_sent: float = r[5]  # typed (the decoder checked them): compiled, native arithmetic and indexing
+            wid: int = r[1]
+            tier: int = r[3]
+            one_way = now + self.clock.offset - ts_sent
+            if one_way < 0.0:  # the clocks disagree by more than the latency: counted, recorded as 0
                 self.stats.count("clock_skew")
                 one_way = 0.0
-            self._lat[r[1]][r[3]].append(one_way)
+            self._lat[wid][tier].append(one_way)
         handlers = self._handler_table.get(name, ())
         subscribers = self._bus_table.get(name)
         # The Envelope is built only for someone who looks at it.
