@@ -146,3 +146,37 @@ def test_a_dropped_connection_resumes_under_a_waiter(server: dispatcher.Transpor
         assert client.reconnects >= 1
     finally:
         client.close()
+
+
+@pytest.mark.parametrize(("host", "family"), [
+    ("127.0.0.1", "AF_INET"), ("::1", "AF_INET6"), ("10.0.0.255", "AF_INET"), ("localhost", None),
+    ("game.example", None), ("127.0.0.1.", None), ("fe80::1%eth0", None), ("", None),
+])
+def test_an_address_literal_is_dialled_without_the_resolver(host: str, family: str | None) -> None:
+    import socket
+
+    from dispatcher.runtime.tcpclient import _numeric_family
+    assert _numeric_family(host) == (None if family is None else getattr(socket, family))
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+def test_a_client_connects_by_address_and_by_name(server: dispatcher.Transport, host: str) -> None:
+    assert server.address is not None and server.secret is not None
+    client = dispatcher.init(peer="client", channel_registry=REG, connect=(host, server.address[1]), player_id=5,
+                             token=dispatcher.make_token(server.secret, 5), schemas=SCHEMAS, mode="release")
+    try:
+        assert _ask(client, 3) == 3
+    finally:
+        client.close()
+
+
+def test_many_requests_leave_no_pile_of_cancelled_timeouts(server: dispatcher.Transport) -> None:
+    """Each answered request cancels its timeout long before its time (10 s here): the core's timer heap
+    stays small instead of holding one dead entry per request of the last 10 seconds (issue 13)."""
+    client = _player(server, 6)
+    try:
+        for n in range(600):
+            assert _ask(client, n, timeout=10.0) == n
+        assert len(client.core.timers) < 200
+    finally:
+        client.close()

@@ -217,9 +217,10 @@ class DispatcherUser(User):
         recorded and reported to Locust like every request.  The answer, or None if it failed (the failure
         is recorded and reported, not raised).  The shortest path through the harness: one cached entry,
         one wait (the waiting greenlet reads the answer itself), one sample, one Locust event."""
-        row = self._asks.get((name, qos))
+        key = (name, qos)
+        row = self._asks.get(key)
         if row is None:
-            row = self._asks[(name, qos)] = self._row("request", qos or self._tier(name), name)
+            row = self._asks[key] = self._row("request", qos or self._tier(name), name)
         e = row[0]
         e.sent += 1
         client = self.client
@@ -230,7 +231,8 @@ class DispatcherUser(User):
         except dispatcher.DispatcherError as exc:
             self._failed(e, _monotonic() - t0, exc)
             return None
-        self._capture_request(name, payload, qos or self._tier(name))
+        if self.state.capture_buffer is not None:  # checked here: no call per request without --capture
+            self._capture_request(name, payload, qos or self._tier(name))
         try:
             env = p.result()  # the request's own timeout settles it
         except dispatcher.DispatcherError as exc:
@@ -280,7 +282,8 @@ class DispatcherUser(User):
         except dispatcher.DispatcherError as exc:
             self._failed(row[0], _monotonic() - intended, exc)
             return
-        self._capture_request(name, payload, tier)
+        if self.state.capture_buffer is not None:
+            self._capture_request(name, payload, tier)
         self._track(p, intended, row)
 
     def _capture_request(self, name: str, payload: Any, tier: str) -> None:
