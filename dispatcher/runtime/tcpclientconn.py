@@ -43,6 +43,14 @@ def _recv(raw: Any, size: int) -> bytes:
     return bytes(view[:n])
 
 
+def _view() -> memoryview:
+    """This thread's read buffer (``_READ`` bytes at least), as ``_recv`` uses it."""
+    view = getattr(_scratch, "view", None)
+    if view is None or len(view) < _READ:
+        view = _scratch.view = memoryview(bytearray(_READ))
+    return view
+
+
 class ClientConn(Conn):
     """A client's socket, read by a waiting greenlet while one waits and by the reader greenlet otherwise."""
 
@@ -118,7 +126,8 @@ class ClientConn(Conn):
         if self._parked is self._reader:
             self._parked = None
         raw, rt, core, key = self.raw, self.rt, self.rt.core, self.key
-        now = rt.now
+        now, io, switch, recv_into = rt.now, self._io, self._hub.switch, raw.recv_into
+        view = _view()
         suspend = True  # the caller has just sent: wait for readiness before the first read
         try:
             while promise._state == 0 and not self.dead:  # 0: pending
@@ -126,17 +135,19 @@ class ClientConn(Conn):
                     return
                 if suspend:
                     suspend = False
-                    self._park(me)
+                    self._parked = me  # ``_park``, inline: once per answer
+                    if not io.active:
+                        io.start(self._readable)
                     self._user_waiting = True
                     try:
-                        self._hub.switch()
+                        switch()
                     finally:
                         self._user_waiting = False
                         if self._parked is me:
                             self._parked = None
                     continue
                 try:
-                    data = _recv(raw, _READ)
+                    data = bytes(view[:recv_into(view, _READ)])  # ``_recv``, inline
                 except BlockingIOError:
                     suspend = True
                     continue

@@ -52,6 +52,8 @@ class Owner(Protocol):
     _timer_wake: gevent.event.Event
     #: The share of each _FAIR_WINDOW one connection may spend on its input (None: read as fast as it comes).
     fair_share: float | None
+    #: Whether ``flush_soon`` defers to the end of the event loop's turn (a server) or is ``flush`` (a client).
+    coalesce: bool
 
     def now(self) -> float: ...
 
@@ -228,7 +230,10 @@ class Conn:
             core.receive_data(data, rt.now(), self.key)
         except RemoteProtocolError:
             pass  # the core closed the session and queued a CLOSE saying why
-        rt.flush_soon()
+        if rt.coalesce:
+            rt.flush_soon()
+        else:
+            rt.flush()
         if not self.shut:
             c = core.session_or_none(self.key)
             if c is None or c.closed:
