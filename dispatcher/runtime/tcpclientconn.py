@@ -32,21 +32,14 @@ __all__ = ["ClientConn"]
 _scratch = threading.local()  # one read buffer per thread: a read is copied out before anything else runs
 
 
-def _recv(raw: Any, size: int) -> bytes:
-    """``raw.recv(size)`` through a reused buffer: the bytes returned are exactly the bytes read.  ``recv``
-    takes a block of ``size`` bytes and shrinks it, and the 64 kB blocks a load generator's connections took
-    that way left the C heap in holes that kept growing it (issue 13: 6 MB of a Locust process's growth)."""
-    view = getattr(_scratch, "view", None)
-    if view is None or len(view) < size:
-        view = _scratch.view = memoryview(bytearray(max(size, _READ)))
-    n = raw.recv_into(view, size)
-    return bytes(view[:n])
-
-
 def _view() -> memoryview:
-    """This thread's read buffer (``_READ`` bytes at least), as ``_recv`` uses it."""
+    """This thread's read buffer: a read is ``bytes(view[:raw.recv_into(view, size)])``, the bytes read and
+    no more.  ``recv`` takes a block of ``size`` bytes and shrinks it, and the 64 kB blocks a load generator's
+    connections took that way left the C heap in holes that kept growing it (issue 13: 6 MB of a Locust
+    process's growth).  A read is copied out before anything else runs, so one buffer serves every
+    connection of the thread."""
     view = getattr(_scratch, "view", None)
-    if view is None or len(view) < _READ:
+    if view is None:
         view = _scratch.view = memoryview(bytearray(_READ))
     return view
 
@@ -190,7 +183,10 @@ class ClientConn(Conn):
                 self._parked = None
 
     def read_loop(self) -> None:
-        core, raw, key = self.rt.core, self.raw, self.key
+        rt = self.rt
+        core, raw, key, now = rt.core, self.raw, self.key, rt.now
+        recv_into = raw.recv_into
+        view = _view()
         me = self._reader = getcurrent()
         drained = 0
         authed = False
@@ -206,7 +202,7 @@ class ClientConn(Conn):
                 size = _READ if closed or opened else _PREAUTH_READ
                 try:
                     # Small reads until the server welcomes us; input after our CLOSE is only discarded.
-                    data = _recv(raw, size)
+                    data = bytes(view[:recv_into(view, size)])  # ``_recv``, inline: once per read of events
                 except BlockingIOError:
                     self._idle(me)
                     continue
@@ -219,7 +215,16 @@ class ClientConn(Conn):
                     if not self._discarded(drained, authed):
                         break
                     continue
-                self._deliver(data)
+                # ``Conn._deliver`` for a client (which flushes at once), inline: once per read of events.
+                try:  # noqa: SIM105  (a with-statement costs more on this hot path)
+                    core.receive_data(data, now(), key)
+                except RemoteProtocolError:
+                    pass  # the core closed the session and queued a CLOSE saying why
+                rt.flush()
+                if not self.shut:
+                    c = core.session_or_none(key)
+                    if c is None or c.closed:
+                        self.flush()
                 if not opened and self.handshake_moved is not None:
                     self.handshake_moved()
                 if len(data) < size and not self.dead:
