@@ -180,3 +180,54 @@ def test_many_requests_leave_no_pile_of_cancelled_timeouts(server: dispatcher.Tr
         assert len(client.core.timers) < 200
     finally:
         client.close()
+
+
+def _until(cond: Any, seconds: float = 10.0) -> None:
+    deadline = gevent.get_hub().loop.now() + seconds
+    while not cond() and gevent.get_hub().loop.now() < deadline:
+        gevent.sleep(0.005)
+
+
+@pytest.mark.parametrize("then", ["request", "close", "delay"])
+def test_acknowledgements_of_reads_leave_together(server: dispatcher.Transport, then: str) -> None:
+    """The ACKs that reads of reliable events queue wait up to the runtime's ``ack_delay`` for company: the
+    client's next send takes them along (a request, the CLOSE), else the delay's end; none is lost."""
+    acked: list[int] = []
+    server.on_ack(lambda env, now: acked.append(env.meta.seq) if env.name == EVENT else None)
+    assert server.address is not None and server.secret is not None
+    client = dispatcher.init(peer="client", channel_registry=REG, connect=server.address, player_id=7,
+                             token=dispatcher.make_token(server.secret, 7), schemas=SCHEMAS, mode="release",
+                             clock_sync_interval=0, limits={"keepalive_interval": 0})  # no pings: nothing else sends
+    client.runtime.ack_delay = 0.05 if then == "delay" else 60.0  # type: ignore[attr-defined]
+    got: list[int] = []
+    client.on(EVENT, lambda env: got.append(env.payload["seq"]))
+    try:
+        for i in range(5):  # one read each: every event is read before the next one is sent
+            server.emit(EVENT, {"skillId": "Nova", "caster": 1, "at": 0.0, "seq": i}, to=7)
+            _until(lambda i=i: len(got) > i)
+        assert got == list(range(5))
+        if then != "delay":
+            gevent.sleep(0.05)  # time for acknowledgements sent at once to arrive (none should)
+            assert acked == []  # not one send per read
+        if then == "request":
+            assert _ask(client, 9) == 9
+        elif then == "close":
+            client.close()
+        _until(lambda: len(acked) == 5)
+        assert sorted(acked) == [1, 2, 3, 4, 5]
+    finally:
+        client.close()
+
+
+def test_no_ack_delay_acknowledges_each_read(server: dispatcher.Transport) -> None:
+    acked: list[int] = []
+    server.on_ack(lambda env, now: acked.append(env.meta.seq) if env.name == EVENT else None)
+    client = _player(server, 8)
+    client.runtime.ack_delay = 0.0  # type: ignore[attr-defined]
+    try:
+        for i in range(3):
+            server.emit(EVENT, {"skillId": "Nova", "caster": 1, "at": 0.0, "seq": i}, to=8)
+            _until(lambda i=i: len(acked) > i)  # acknowledged before the next event is even sent
+        assert acked == [1, 2, 3]
+    finally:
+        client.close()

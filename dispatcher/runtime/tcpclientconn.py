@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 import threading
 from collections.abc import Callable, Hashable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import gevent
 from gevent import getcurrent
@@ -27,7 +27,13 @@ if TYPE_CHECKING:
 
 greenlet = Any  # a greenlet (gevent ships no type stubs for it)
 
-__all__ = ["ClientConn"]
+__all__ = ["ClientConn", "ClientOwner"]
+
+
+class ClientOwner(Owner, Protocol):
+    """What a client's connection needs of its runtime (``tcpclient.TcpClientRuntime``)."""
+
+    def flush_after_read(self) -> None: ...
 
 _scratch = threading.local()  # one read buffer per thread: a read is copied out before anything else runs
 
@@ -47,12 +53,14 @@ def _view() -> memoryview:
 class ClientConn(Conn):
     """A client's socket, read by a waiting greenlet while one waits and by the reader greenlet otherwise."""
 
-    __slots__ = ("_hub", "_io", "_parked", "_reader", "_reader_idle", "_user", "_user_waiting", "handshake_moved")
+    __slots__ = ("_hub", "_io", "_later", "_parked", "_reader", "_reader_idle", "_user", "_user_waiting",
+                 "handshake_moved")
 
     def __init__(self, rt: Owner, sock: gevent.socket.socket, key: Hashable) -> None:
         super().__init__(rt, sock, key)
         self._hub = gevent.get_hub()
         self._io = self._hub.loop.io(self.raw.fileno(), 1)  # readable
+        self._later: Any = None  # the event loop's timer of a deferred flush (``defer_flush``), made at first use
         self._parked: greenlet | None = None  # whom readiness wakes
         self._reader: greenlet | None = None  # the reader greenlet
         self._reader_idle = False  # it is suspended, waiting for readiness or for a waiting greenlet to finish
@@ -62,7 +70,25 @@ class ClientConn(Conn):
         #: handshake looks again (no polling).
         self.handshake_moved: Callable[[], None] | None = None
 
-    # -- who wakes whom ---------------------------------------------------------------------------
+    # -- writing ----------------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Write what the core has now (``Conn.flush``); a deferred flush still pending has nothing left to do."""
+        later = self._later
+        if later is not None and later.active:
+            later.stop()
+        super().flush()
+
+    def defer_flush(self, delay: float) -> None:
+        """Flush within ``delay`` seconds (an event-loop timer; its callback runs in the hub and never blocks:
+        ``Conn.flush`` hands what the socket does not take to a writer greenlet), unless a flush comes first.
+        Acknowledgements of reads close together leave in one ``send``."""
+        later = self._later
+        if later is None:
+            later = self._later = self._hub.loop.timer(delay)
+        if not later.active and not self.dead:
+            later.start(self.flush)
+
 
     def _park(self, g: greenlet) -> None:
         self._parked = g
@@ -183,7 +209,7 @@ class ClientConn(Conn):
                 self._parked = None
 
     def read_loop(self) -> None:
-        rt = self.rt
+        rt = cast("ClientOwner", self.rt)
         core, raw, key, now = rt.core, self.raw, self.key, rt.now
         recv_into = raw.recv_into
         view = _view()
@@ -215,12 +241,16 @@ class ClientConn(Conn):
                     if not self._discarded(drained, authed):
                         break
                     continue
-                # ``Conn._deliver`` for a client (which flushes at once), inline: once per read of events.
+                # ``Conn._deliver`` for a client, inline (once per read of events): what the read queued in
+                # answer (acknowledgements) leaves within the runtime's ``ack_delay``; a CLOSE at once.
                 try:  # noqa: SIM105  (a with-statement costs more on this hot path)
                     core.receive_data(data, now(), key)
                 except RemoteProtocolError:
                     pass  # the core closed the session and queued a CLOSE saying why
-                rt.flush()
+                if opened:
+                    rt.flush_after_read()
+                else:
+                    rt.flush()  # the handshake: at once
                 if not self.shut:
                     c = core.session_or_none(key)
                     if c is None or c.closed:
@@ -241,6 +271,8 @@ class ClientConn(Conn):
         if self.dead:
             return
         self._io.stop()  # before the socket closes: its descriptor may be reused at once
+        if self._later is not None:
+            self._later.stop()
         self._parked = None
         super().kill()
         for g in (self._reader, self._user):
