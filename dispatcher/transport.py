@@ -40,6 +40,8 @@ class Transport:
         self._closed = False
         # After a send: the runtime writes now, or (a TCP server) once this turn of its event loop ends.
         self._sent = runtime.flush_soon if getattr(runtime, "coalesce", False) else runtime.flush  # type: ignore[attr-defined]
+        self._now = runtime.now  # bound once: each send reads the clock and (a request) names the waiter
+        self._wait = runtime.wait
         self.intents = IntentHelpers(self)
         self.events = EventHelpers(self)
 
@@ -157,8 +159,9 @@ class Transport:
                reliable: bool | None = None, replayable: bool | None = None,
                coalesce_key: Hashable = None) -> Envelope | None:
         """Fire-and-forget an intent (client).  Returns the envelope, or None if release mode dropped it."""
-        self._check_open()
-        env = self.core.intent(name, payload, self.runtime.now(), qos_override=qos_override, trace_id=trace_id,
+        if self._closed:
+            self._check_open()
+        env = self.core.intent(name, payload, self._now(), qos_override=qos_override, trace_id=trace_id,
                                require_subscriber=require_subscriber, reliable=reliable, replayable=replayable,
                                coalesce_key=coalesce_key)
         self._sent()
@@ -168,9 +171,10 @@ class Transport:
                 retries: int | None = None, qos_override: str | int | QoS | None = None,
                 trace_id: str | None = None) -> Promise[Envelope]:
         """Send a request (client); a Promise of the response envelope."""
-        self._check_open()
-        p = self.core.request(name, payload, self.runtime.now(), timeout=timeout, retries=retries,
-                              qos_override=qos_override, trace_id=trace_id, waiter=self.runtime.wait)
+        if self._closed:
+            self._check_open()
+        p = self.core.request(name, payload, self._now(), timeout=timeout, retries=retries,
+                              qos_override=qos_override, trace_id=trace_id, waiter=self._wait)
         self._sent()
         return p
 

@@ -146,3 +146,88 @@ def test_a_dropped_connection_resumes_under_a_waiter(server: dispatcher.Transpor
         assert client.reconnects >= 1
     finally:
         client.close()
+
+
+@pytest.mark.parametrize(("host", "family"), [
+    ("127.0.0.1", "AF_INET"), ("::1", "AF_INET6"), ("10.0.0.255", "AF_INET"), ("localhost", None),
+    ("game.example", None), ("127.0.0.1.", None), ("fe80::1%eth0", None), ("", None),
+])
+def test_an_address_literal_is_dialled_without_the_resolver(host: str, family: str | None) -> None:
+    import socket
+
+    from dispatcher.runtime.tcpclient import _numeric_family
+    assert _numeric_family(host) == (None if family is None else getattr(socket, family))
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+def test_a_client_connects_by_address_and_by_name(server: dispatcher.Transport, host: str) -> None:
+    assert server.address is not None and server.secret is not None
+    client = dispatcher.init(peer="client", channel_registry=REG, connect=(host, server.address[1]), player_id=5,
+                             token=dispatcher.make_token(server.secret, 5), schemas=SCHEMAS, mode="release")
+    try:
+        assert _ask(client, 3) == 3
+    finally:
+        client.close()
+
+
+def test_many_requests_leave_no_pile_of_cancelled_timeouts(server: dispatcher.Transport) -> None:
+    """Each answered request cancels its timeout long before its time (10 s here): the core's timer heap
+    stays small instead of holding one dead entry per request of the last 10 seconds (issue 13)."""
+    client = _player(server, 6)
+    try:
+        for n in range(600):
+            assert _ask(client, n, timeout=10.0) == n
+        assert len(client.core.timers) < 200
+    finally:
+        client.close()
+
+
+def _until(cond: Any, seconds: float = 10.0) -> None:
+    deadline = gevent.get_hub().loop.now() + seconds
+    while not cond() and gevent.get_hub().loop.now() < deadline:
+        gevent.sleep(0.005)
+
+
+@pytest.mark.parametrize("then", ["request", "close", "delay"])
+def test_acknowledgements_of_reads_leave_together(server: dispatcher.Transport, then: str) -> None:
+    """The ACKs that reads of reliable events queue wait up to the runtime's ``ack_delay`` for company: the
+    client's next send takes them along (a request, the CLOSE), else the delay's end; none is lost."""
+    acked: list[int] = []
+    server.on_ack(lambda env, now: acked.append(env.meta.seq) if env.name == EVENT else None)
+    assert server.address is not None and server.secret is not None
+    client = dispatcher.init(peer="client", channel_registry=REG, connect=server.address, player_id=7,
+                             token=dispatcher.make_token(server.secret, 7), schemas=SCHEMAS, mode="release",
+                             clock_sync_interval=0, limits={"keepalive_interval": 0})  # no pings: nothing else sends
+    client.runtime.ack_delay = 0.05 if then == "delay" else 60.0  # type: ignore[attr-defined]
+    got: list[int] = []
+    client.on(EVENT, lambda env: got.append(env.payload["seq"]))
+    try:
+        for i in range(5):  # one read each: every event is read before the next one is sent
+            server.emit(EVENT, {"skillId": "Nova", "caster": 1, "at": 0.0, "seq": i}, to=7)
+            _until(lambda i=i: len(got) > i)
+        assert got == list(range(5))
+        if then != "delay":
+            gevent.sleep(0.05)  # time for acknowledgements sent at once to arrive (none should)
+            assert acked == []  # not one send per read
+        if then == "request":
+            assert _ask(client, 9) == 9
+        elif then == "close":
+            client.close()
+        _until(lambda: len(acked) == 5)
+        assert sorted(acked) == [1, 2, 3, 4, 5]
+    finally:
+        client.close()
+
+
+def test_no_ack_delay_acknowledges_each_read(server: dispatcher.Transport) -> None:
+    acked: list[int] = []
+    server.on_ack(lambda env, now: acked.append(env.meta.seq) if env.name == EVENT else None)
+    client = _player(server, 8)
+    client.runtime.ack_delay = 0.0  # type: ignore[attr-defined]
+    try:
+        for i in range(3):
+            server.emit(EVENT, {"skillId": "Nova", "caster": 1, "at": 0.0, "seq": i}, to=8)
+            _until(lambda i=i: len(acked) > i)  # acknowledged before the next event is even sent
+        assert acked == [1, 2, 3]
+    finally:
+        client.close()

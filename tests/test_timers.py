@@ -41,3 +41,69 @@ def test_handle_timer_in_batches_closes_every_handshake_that_timed_out() -> None
         turns += 1
     assert turns == 7  # 100 watchdogs, 16 a turn
     assert all(srv.session(f"c{i}").close_code == "handshake_timeout" for i in range(100))
+
+
+def test_cancelled_timers_do_not_pile_up() -> None:
+    """A client answered in microseconds cancels each request's timeout long before its time: the heap keeps a
+    bounded number of dead entries, not one per request of the last ``timeout`` seconds (issue 13)."""
+    t = Timers()
+    fired: list[int] = []
+    keep = t.schedule(1000.0, lambda arg, now: fired.append(arg), -1)  # a live timer under the dead ones
+    biggest = 0
+    for i in range(20_000):
+        e = t.schedule(10.0 + i * 0.001, lambda arg, now: fired.append(arg), i)
+        Timers.cancel(e)
+        biggest = max(biggest, len(t))
+    assert biggest <= 200
+    assert t.next() == 1000.0 and keep[2] is not None
+    t.fire(2000.0)
+    assert fired == [-1]
+
+
+@pytest.mark.parametrize("when_cancelled", ["before", "after_fire", "twice", "after_compact", "after_clear"])
+def test_cancel_counts_each_dead_entry_once(when_cancelled: str) -> None:
+    """Cancelling a timer that already fired, or twice, or after it was dropped, changes nothing: the
+    count of dead entries that drives compaction stays exact (a wrong count would compact too often or never)."""
+    t = Timers()
+    seen: list[int] = []
+    entries = [t.schedule(float(i), lambda arg, now: seen.append(arg), i) for i in range(10)]
+    if when_cancelled == "before":
+        Timers.cancel(entries[3])
+    elif when_cancelled == "after_fire":
+        t.fire(3.0)
+        Timers.cancel(entries[3])
+    elif when_cancelled == "twice":
+        Timers.cancel(entries[3])
+        Timers.cancel(entries[3])
+    elif when_cancelled == "after_compact":
+        Timers.cancel(entries[3])
+        t.compact()
+        Timers.cancel(entries[3])
+    else:
+        t.clear()
+        Timers.cancel(entries[3])
+        assert t._dead[0] == 0 and len(t) == 0
+        return
+    live = sum(1 for e in t._heap if e[2] is not None)
+    assert t._dead[0] == len(t) - live
+    t.fire(100.0)
+    assert t._dead[0] == 0 and len(t) == 0
+    assert seen == [i for i in range(10) if i != 3 or when_cancelled == "after_fire"]
+
+
+def test_a_timer_scheduled_while_firing_survives_compaction() -> None:
+    """A fired timer that schedules another (a retransmit) may trigger a compaction mid-``fire``: the heap is
+    compacted in place, so the timers still due run, in order, once each."""
+    t = Timers()
+    seen: list[int] = []
+
+    def churn(arg: int, now: float) -> None:
+        seen.append(arg)
+        for _ in range(200):
+            Timers.cancel(t.schedule(50.0, lambda a, n: seen.append(-1), None))
+
+    for i in range(5):
+        t.schedule(1.0 + i, churn, i)
+    t.fire(10.0)
+    assert seen == [0, 1, 2, 3, 4]
+    assert t.next() is None

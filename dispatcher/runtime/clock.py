@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import time
 
 __all__ = ["Clock", "MonotonicClock", "VirtualClock", "host_clock_id"]
 
 
+@functools.cache
 def host_clock_id() -> str:
     """The identity of this host's ``CLOCK_MONOTONIC`` (the kernel's boot id and the clock's name): two
     peers that report the same one read the same clock, so their offset is exactly 0.  Empty when the boot
-    id cannot be read (then peers fall back to NTP-style estimation)."""
+    id cannot be read (then peers fall back to NTP-style estimation).  Read once per process (it changes only
+    with a reboot): a load generator asked for it once per player it connected."""
     try:
         with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
             boot = f.read().strip()

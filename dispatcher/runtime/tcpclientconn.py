@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 import threading
 from collections.abc import Callable, Hashable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import gevent
 from gevent import getcurrent
@@ -27,31 +27,40 @@ if TYPE_CHECKING:
 
 greenlet = Any  # a greenlet (gevent ships no type stubs for it)
 
-__all__ = ["ClientConn"]
+__all__ = ["ClientConn", "ClientOwner"]
+
+
+class ClientOwner(Owner, Protocol):
+    """What a client's connection needs of its runtime (``tcpclient.TcpClientRuntime``)."""
+
+    def flush_after_read(self) -> None: ...
 
 _scratch = threading.local()  # one read buffer per thread: a read is copied out before anything else runs
 
 
-def _recv(raw: Any, size: int) -> bytes:
-    """``raw.recv(size)`` through a reused buffer: the bytes returned are exactly the bytes read.  ``recv``
-    takes a block of ``size`` bytes and shrinks it, and the 64 kB blocks a load generator's connections took
-    that way left the C heap in holes that kept growing it (issue 13: 6 MB of a Locust process's growth)."""
+def _view() -> memoryview:
+    """This thread's read buffer: a read is ``bytes(view[:raw.recv_into(view, size)])``, the bytes read and
+    no more.  ``recv`` takes a block of ``size`` bytes and shrinks it, and the 64 kB blocks a load generator's
+    connections took that way left the C heap in holes that kept growing it (issue 13: 6 MB of a Locust
+    process's growth).  A read is copied out before anything else runs, so one buffer serves every
+    connection of the thread."""
     view = getattr(_scratch, "view", None)
-    if view is None or len(view) < size:
-        view = _scratch.view = memoryview(bytearray(max(size, _READ)))
-    n = raw.recv_into(view, size)
-    return bytes(view[:n])
+    if view is None:
+        view = _scratch.view = memoryview(bytearray(_READ))
+    return view
 
 
 class ClientConn(Conn):
     """A client's socket, read by a waiting greenlet while one waits and by the reader greenlet otherwise."""
 
-    __slots__ = ("_hub", "_io", "_parked", "_reader", "_reader_idle", "_user", "_user_waiting", "handshake_moved")
+    __slots__ = ("_hub", "_io", "_later", "_parked", "_reader", "_reader_idle", "_user", "_user_waiting",
+                 "handshake_moved")
 
     def __init__(self, rt: Owner, sock: gevent.socket.socket, key: Hashable) -> None:
         super().__init__(rt, sock, key)
         self._hub = gevent.get_hub()
         self._io = self._hub.loop.io(self.raw.fileno(), 1)  # readable
+        self._later: Any = None  # the event loop's timer of a deferred flush (``defer_flush``), made at first use
         self._parked: greenlet | None = None  # whom readiness wakes
         self._reader: greenlet | None = None  # the reader greenlet
         self._reader_idle = False  # it is suspended, waiting for readiness or for a waiting greenlet to finish
@@ -61,7 +70,25 @@ class ClientConn(Conn):
         #: handshake looks again (no polling).
         self.handshake_moved: Callable[[], None] | None = None
 
-    # -- who wakes whom ---------------------------------------------------------------------------
+    # -- writing ----------------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Write what the core has now (``Conn.flush``); a deferred flush still pending has nothing left to do."""
+        later = self._later
+        if later is not None and later.active:
+            later.stop()
+        super().flush()
+
+    def defer_flush(self, delay: float) -> None:
+        """Flush within ``delay`` seconds (an event-loop timer; its callback runs in the hub and never blocks:
+        ``Conn.flush`` hands what the socket does not take to a writer greenlet), unless a flush comes first.
+        Acknowledgements of reads close together leave in one ``send``."""
+        later = self._later
+        if later is None:
+            later = self._later = self._hub.loop.timer(delay)
+        if not later.active and not self.dead:
+            later.start(self.flush)
+
 
     def _park(self, g: greenlet) -> None:
         self._parked = g
@@ -118,7 +145,8 @@ class ClientConn(Conn):
         if self._parked is self._reader:
             self._parked = None
         raw, rt, core, key = self.raw, self.rt, self.rt.core, self.key
-        now = rt.now
+        now, io, switch, recv_into = rt.now, self._io, self._hub.switch, raw.recv_into
+        view = _view()
         suspend = True  # the caller has just sent: wait for readiness before the first read
         try:
             while promise._state == 0 and not self.dead:  # 0: pending
@@ -126,17 +154,19 @@ class ClientConn(Conn):
                     return
                 if suspend:
                     suspend = False
-                    self._park(me)
+                    self._parked = me  # ``_park``, inline: once per answer
+                    if not io.active:
+                        io.start(self._readable)
                     self._user_waiting = True
                     try:
-                        self._hub.switch()
+                        switch()
                     finally:
                         self._user_waiting = False
                         if self._parked is me:
                             self._parked = None
                     continue
                 try:
-                    data = _recv(raw, _READ)
+                    data = bytes(view[:recv_into(view, _READ)])  # ``_recv``, inline
                 except BlockingIOError:
                     suspend = True
                     continue
@@ -179,7 +209,10 @@ class ClientConn(Conn):
                 self._parked = None
 
     def read_loop(self) -> None:
-        core, raw, key = self.rt.core, self.raw, self.key
+        rt = cast("ClientOwner", self.rt)
+        core, raw, key, now = rt.core, self.raw, self.key, rt.now
+        recv_into = raw.recv_into
+        view = _view()
         me = self._reader = getcurrent()
         drained = 0
         authed = False
@@ -195,7 +228,7 @@ class ClientConn(Conn):
                 size = _READ if closed or opened else _PREAUTH_READ
                 try:
                     # Small reads until the server welcomes us; input after our CLOSE is only discarded.
-                    data = _recv(raw, size)
+                    data = bytes(view[:recv_into(view, size)])  # ``_recv``, inline: once per read of events
                 except BlockingIOError:
                     self._idle(me)
                     continue
@@ -208,7 +241,20 @@ class ClientConn(Conn):
                     if not self._discarded(drained, authed):
                         break
                     continue
-                self._deliver(data)
+                # ``Conn._deliver`` for a client, inline (once per read of events): what the read queued in
+                # answer (acknowledgements) leaves within the runtime's ``ack_delay``; a CLOSE at once.
+                try:  # noqa: SIM105  (a with-statement costs more on this hot path)
+                    core.receive_data(data, now(), key)
+                except RemoteProtocolError:
+                    pass  # the core closed the session and queued a CLOSE saying why
+                if opened:
+                    rt.flush_after_read()
+                else:
+                    rt.flush()  # the handshake: at once
+                if not self.shut:
+                    c = core.session_or_none(key)
+                    if c is None or c.closed:
+                        self.flush()
                 if not opened and self.handshake_moved is not None:
                     self.handshake_moved()
                 if len(data) < size and not self.dead:
@@ -225,6 +271,8 @@ class ClientConn(Conn):
         if self.dead:
             return
         self._io.stop()  # before the socket closes: its descriptor may be reused at once
+        if self._later is not None:
+            self._later.stop()
         self._parked = None
         super().kill()
         for g in (self._reader, self._user):

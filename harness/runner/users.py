@@ -107,6 +107,7 @@ class DispatcherUser(User):
             self.state.connect_failures += 1
             self._fire("CONNECT", "connect", 0.0, 0, e)
             raise
+        self.state.playing += 1
         self.client.on_ack(self._on_ack)
         for name in self.state.registry.names:
             if name.startswith("Event."):
@@ -115,15 +116,19 @@ class DispatcherUser(User):
     def on_stop(self) -> None:
         if self.client is not None:
             st = self.state
+            st.playing -= 1
             st.draining += 1
             try:
                 self._audit_lost()
             finally:
                 st.draining -= 1
-            # The rest (stats snapshots, closing) costs CPU: it waits until every stopping player of this process
-            # has its answers, so that it does not delay theirs (their latency would be the harness's own).
+            # The rest (stats snapshots, closing) costs CPU with the event loop blocked: it waits until every
+            # player of this process has stopped and has its answers, so that it does not delay theirs (their
+            # latency would be the harness's own).  Players still playing count too: Locust stops a run's
+            # players in turns, and those stopped first, done at once, blocked the loop for 0.1-0.9 s while
+            # the others still played (a capacity step's last second read a p99 of 0.3-1 s).
             deadline = time.monotonic() + LOST_GRACE
-            while st.draining > 0 and time.monotonic() < deadline:
+            while (st.draining > 0 or st.playing > 0) and time.monotonic() < deadline:
                 gevent.sleep(0.01)
         self.stopping = True  # what our own close cuts short is not a failure of the system under test
         if self.client is not None:
@@ -217,9 +222,10 @@ class DispatcherUser(User):
         recorded and reported to Locust like every request.  The answer, or None if it failed (the failure
         is recorded and reported, not raised).  The shortest path through the harness: one cached entry,
         one wait (the waiting greenlet reads the answer itself), one sample, one Locust event."""
-        row = self._asks.get((name, qos))
+        key = (name, qos)
+        row = self._asks.get(key)
         if row is None:
-            row = self._asks[(name, qos)] = self._row("request", qos or self._tier(name), name)
+            row = self._asks[key] = self._row("request", qos or self._tier(name), name)
         e = row[0]
         e.sent += 1
         client = self.client
@@ -230,7 +236,8 @@ class DispatcherUser(User):
         except dispatcher.DispatcherError as exc:
             self._failed(e, _monotonic() - t0, exc)
             return None
-        self._capture_request(name, payload, qos or self._tier(name))
+        if self.state.capture_buffer is not None:  # checked here: no call per request without --capture
+            self._capture_request(name, payload, qos or self._tier(name))
         try:
             env = p.result()  # the request's own timeout settles it
         except dispatcher.DispatcherError as exc:
@@ -280,7 +287,8 @@ class DispatcherUser(User):
         except dispatcher.DispatcherError as exc:
             self._failed(row[0], _monotonic() - intended, exc)
             return
-        self._capture_request(name, payload, tier)
+        if self.state.capture_buffer is not None:
+            self._capture_request(name, payload, tier)
         self._track(p, intended, row)
 
     def _capture_request(self, name: str, payload: Any, tier: str) -> None:
