@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 __all__ = ["Timer", "Timers"]
 
@@ -12,7 +12,7 @@ __all__ = ["Timer", "Timers"]
 #: more than half of it: a timer cancelled long before its time (a request's timeout, answered in
 #: microseconds) otherwise stays until its time comes, and a client sending hundreds of requests a second
 #: with a 10 s timeout kept a heap of thousands of dead entries that every push and pop walked (issue 13).
-_COMPACT_AT = 64
+_COMPACT_AT: Final = 64
 
 #: ``[when, order, fn, arg, dead]``; a cancelled timer has ``fn`` None; ``dead`` is the heap's count of
 #: cancelled entries (a one-item list shared by its live entries), None once the entry left the heap.
