@@ -146,7 +146,8 @@ class Stats:
     def bind_latency(self, names: Iterable[str]) -> list[list[list[float]]]:
         """``[wire id][tier] -> samples``: for the hot path, a plain list per name and tier that takes each
         latency in seconds (``append``), folded into its histogram by ``fold_latency`` (the caller's duty, every
-        few hundred samples) and whenever the stats are read.  Empty when disabled: nothing is recorded."""
+        few thousand frames or every second) and whenever the stats are read.  Empty when disabled: nothing is
+        recorded."""
         out = []
         for n in names:
             row: list[list[float]] = []
