@@ -54,6 +54,10 @@ class TcpBase:
             conn = conns.get(key)
             if conn is not None:
                 conn.flush()
+        self._wake_timer()
+
+    def _wake_timer(self) -> None:
+        """Wake the timer greenlet if the core now needs waking before the time it sleeps until."""
         nt = self.core.next_timer()
         if nt is not None and (self._timer_at is None or nt < self._timer_at):
             self._timer_wake.set()
@@ -67,6 +71,10 @@ class TcpBase:
         elif not self._flush_queued:
             self._flush_queued = True
             self._hub.loop.run_callback(self._flush_queued_now)
+
+    #: What a read of input queued in answer is written as ``flush_soon`` has it (a client defers its
+    #: acknowledgements instead: ``TcpClientRuntime.flush_after_read``).
+    flush_after_read = flush_soon
 
     def _flush_queued_now(self) -> None:
         self._flush_queued = False

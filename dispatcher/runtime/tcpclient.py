@@ -126,25 +126,18 @@ class TcpClientRuntime(TcpBase):
             conn = self._conn
             if conn is not None and not conn.dead:
                 conn.flush()
-        nt = core.next_timer()
-        if nt is not None and (self._timer_at is None or nt < self._timer_at):
-            self._timer_wake.set()
+        self._wake_timer()
 
     def flush_after_read(self) -> None:
         """After a read of the server's input: what the core queued in answer leaves within ``ack_delay``
-        (``ClientConn.defer_flush``), or at once with ``ack_delay = 0``; timers armed meanwhile wake the
-        timer greenlet as ``flush`` does."""
-        core = self.core
-        if core.take_dirty():
-            conn = self._conn
-            if conn is not None and not conn.dead:
-                if self.ack_delay > 0:
-                    conn.defer_flush(self.ack_delay)
-                else:
-                    conn.flush()
-        nt = core.next_timer()
-        if nt is not None and (self._timer_at is None or nt < self._timer_at):
-            self._timer_wake.set()
+        (``ClientConn.defer_flush``), or at once with ``ack_delay = 0``."""
+        if self.ack_delay <= 0:
+            self.flush()
+            return
+        conn = self._conn
+        if self.core.take_dirty() and conn is not None and not conn.dead:
+            conn.defer_flush(self.ack_delay)
+        self._wake_timer()
 
     def wait(self, promise: Promise[Any], timeout: float | None) -> None:
         """Block until ``promise`` settles or ``timeout`` passes, reading the connection in this greenlet

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 import threading
 from collections.abc import Callable, Hashable
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any
 
 import gevent
 from gevent import getcurrent
@@ -27,13 +27,7 @@ if TYPE_CHECKING:
 
 greenlet = Any  # a greenlet (gevent ships no type stubs for it)
 
-__all__ = ["ClientConn", "ClientOwner"]
-
-
-class ClientOwner(Owner, Protocol):
-    """What a client's connection needs of its runtime (``tcpclient.TcpClientRuntime``)."""
-
-    def flush_after_read(self) -> None: ...
+__all__ = ["ClientConn"]
 
 _scratch = threading.local()  # one read buffer per thread: a read is copied out before anything else runs
 
@@ -209,9 +203,8 @@ class ClientConn(Conn):
                 self._parked = None
 
     def read_loop(self) -> None:
-        rt = cast("ClientOwner", self.rt)
-        core, raw, key, now = rt.core, self.raw, self.key, rt.now
-        recv_into = raw.recv_into
+        core, key = self.rt.core, self.key
+        recv_into = self.raw.recv_into
         view = _view()
         me = self._reader = getcurrent()
         drained = 0
@@ -241,20 +234,9 @@ class ClientConn(Conn):
                     if not self._discarded(drained, authed):
                         break
                     continue
-                # ``Conn._deliver`` for a client, inline (once per read of events): what the read queued in
-                # answer (acknowledgements) leaves within the runtime's ``ack_delay``; a CLOSE at once.
-                try:  # noqa: SIM105  (a with-statement costs more on this hot path)
-                    core.receive_data(data, now(), key)
-                except RemoteProtocolError:
-                    pass  # the core closed the session and queued a CLOSE saying why
-                if opened:
-                    rt.flush_after_read()
-                else:
-                    rt.flush()  # the handshake: at once
-                if not self.shut:
-                    c = core.session_or_none(key)
-                    if c is None or c.closed:
-                        self.flush()
+                # What the read queued in answer (acknowledgements) leaves within the runtime's ack delay;
+                # during the handshake at once.
+                self._deliver(data, at_once=not opened)
                 if not opened and self.handshake_moved is not None:
                     self.handshake_moved()
                 if len(data) < size and not self.dead:

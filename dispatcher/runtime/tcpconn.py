@@ -52,14 +52,13 @@ class Owner(Protocol):
     _timer_wake: gevent.event.Event
     #: The share of each _FAIR_WINDOW one connection may spend on its input (None: read as fast as it comes).
     fair_share: float | None
-    #: Whether ``flush_soon`` defers to the end of the event loop's turn (a server) or is ``flush`` (a client).
-    coalesce: bool
-
     def now(self) -> float: ...
 
     def flush(self) -> None: ...
 
     def flush_soon(self) -> None: ...
+
+    def flush_after_read(self) -> None: ...
 
     def _connection_done(self, conn: Conn) -> None: ...
 
@@ -100,9 +99,7 @@ class Conn:
         """Write what the core has for this connection now, from the calling greenlet, without blocking."""
         if self.dead or self.writer is not None or self.shut:
             return  # a writer greenlet is busy and pulls again when done
-        rt = self.rt
-        core = rt.core
-        data = core.data_to_send(rt.now(), self.key)
+        data = self.rt.core.data_to_send(self.rt.now(), self.key)
         if data:
             try:
                 n = self.raw.send(data)
@@ -115,8 +112,7 @@ class Conn:
                 self.pending = memoryview(data)[n:]
                 self.writer = gevent.spawn(self._drain)
                 return
-        c = core.session_or_none(self.key)  # inline ``_session_closed``: this runs once per send
-        if c is None or c.closed:
+        if self._session_closed():
             self._half_close()
 
     def _drain(self) -> None:
@@ -222,22 +218,21 @@ class Conn:
         gevent.sleep(0)
         return True
 
-    def _deliver(self, data: bytes) -> None:
-        """Feed ``data`` to the core and write what it queued (a CLOSE too, once the session closed)."""
+    def _deliver(self, data: bytes, at_once: bool = False) -> None:
+        """Feed ``data`` to the core and write what it queued in answer: as the runtime's ``flush_after_read``
+        has it (a server at the end of the event loop's turn, a client within its ack delay), or with
+        ``at_once`` now (a client's handshake); a CLOSE at once, once the session closed."""
         rt = self.rt
-        core = rt.core
         try:  # noqa: SIM105  (no context manager object per read on this hot path)
-            core.receive_data(data, rt.now(), self.key)
+            rt.core.receive_data(data, rt.now(), self.key)
         except RemoteProtocolError:
             pass  # the core closed the session and queued a CLOSE saying why
-        if rt.coalesce:
-            rt.flush_soon()
-        else:
+        if at_once:
             rt.flush()
-        if not self.shut:
-            c = core.session_or_none(self.key)
-            if c is None or c.closed:
-                self.flush()
+        else:
+            rt.flush_after_read()
+        if not self.shut and self._session_closed():
+            self.flush()
 
     def _reading_ended(self) -> None:
         """The input ended: a CLOSE still queued goes out before the socket does (the peer may have
