@@ -131,8 +131,8 @@ def row_core(quick: bool) -> Row:
     compiled = dispatcher.compiled_modules()
     build = "pure Python"
     if compiled:  # the pure-Python build side by side, paired the same way (child processes)
-        vs_pure, _, pure = _paired(lambda: _loopback_rate(n, stats=True, batch=64),
-                                           lambda: _pure_batched_rate(n), 3 if quick else 7)
+        vs_pure, _, pure = _paired(lambda: _loopback_rate(n, stats=True, batch=64), lambda: _pure_batched_rate(n),
+                                   3 if quick else 7)
         figures["pure-Python batched env/s"] = pure
         build = (f"compiled (mypyc, {len(compiled)} modules), {vs_pure:.2f}x the pure-Python core (batched; pure "
                  f"about {ratio * vs_pure:.1f}x msgpack)")

@@ -236,7 +236,7 @@ class DispatcherUser(User):
         except dispatcher.DispatcherError as exc:
             self._failed(e, _monotonic() - t0, exc)
             return None
-        if self.state.capture_buffer is not None:  # checked here: no call per request without --capture
+        if self.state.capture_buffer is not None:
             self._capture_request(name, payload, qos or self._tier(name))
         try:
             env = p.result()  # the request's own timeout settles it
@@ -292,9 +292,9 @@ class DispatcherUser(User):
         self._track(p, intended, row)
 
     def _capture_request(self, name: str, payload: Any, tier: str) -> None:
-        """With ``--capture``: the request as sent, for ``replay.py``."""
-        if self.state.capture_buffer is not None:
-            self.state.capture(self.player_id, Envelope(name, payload, Meta(0, QoS[tier], _monotonic())), "request")
+        """With ``--capture`` (its callers check ``state.capture_buffer``, no call per request without it): the
+        request as sent, for ``replay.py``."""
+        self.state.capture(self.player_id, Envelope(name, payload, Meta(0, QoS[tier], _monotonic())), "request")
 
     def _track(self, p: dispatcher.Promise[Envelope], intended: float, row: Row) -> None:
         """Record ``p``'s answer or failure when it comes; pending until then (the lost audit's)."""
