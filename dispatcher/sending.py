@@ -52,8 +52,7 @@ class Sender(CoreBase):
         c = self._sessions.get(SERVER_PEER)
         if c is None or c.closed:
             c = self._client_session()  # raises, saying why
-        test = self._tests.get(name)  # the compiled test first; the validator only when it says no
-        if test is not None and not test(payload) and not self._valid_out(name, payload):
+        if not self._valid_out(name, payload):
             return None
         chan = info.chan
         qos = self._channel_qos[chan] if qos_override is None else self._tier(info, qos_override)
@@ -112,8 +111,7 @@ class Sender(CoreBase):
         envelopes sent, one per recipient; a recipient that is not connected is skipped and counted.
         """
         info = self._outgoing(name, "event")
-        test = self._tests.get(name)  # as ``intent``: the compiled test first
-        if test is not None and not test(payload) and not self._valid_out(name, payload):
+        if not self._valid_out(name, payload):
             return []
         if to is None:
             targets: list[Connection] = list(self._players.values())
@@ -233,7 +231,10 @@ class Sender(CoreBase):
         return c  # while DETACHED or AWAITING_AUTH, sends queue up behind the handshake
 
     def _valid_out(self, name: str, payload: Any) -> bool:
-        reason = self.schemas.validate(name, payload)
+        test = self._tests.get(name)  # the compiled test first (no call into the registry per send)
+        if test is None or test(payload):
+            return True
+        reason = self.schemas.validate(name, payload)  # its verdict and its reason
         if reason is None:
             return True
         if self.mode == "dev":
