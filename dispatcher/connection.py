@@ -231,8 +231,9 @@ class Connection:
         self.close_code: str | None = None
         self.close_message: str | None = None
         self.close_frame: bytes | None = None  # our CLOSE, sent before anything else still queued
-        # Reliable envelopes sent and not yet acknowledged, by (channel, seq): re-sent after a reconnect.
-        self.unacked: dict[tuple[int, int], tuple[Envelope, NameInfo]] = {}
+        # Reliable envelopes sent and not yet acknowledged, by ``seq * n_channels + channel`` (an int: cheaper
+        # to hash and compare than a tuple, for one store and one ACK per envelope): re-sent after a reconnect.
+        self.unacked: dict[int, tuple[Envelope, NameInfo]] = {}
         self.acks: dict[int, list[int]] = {}  # reliable seqs received, to acknowledge, by channel
         self.buckets: list[Bucket] = []  # per channel (server rate limits)
         self.pings = Bucket(limits.ping_rate, max(1.0, limits.ping_rate), now)

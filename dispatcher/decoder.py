@@ -50,6 +50,14 @@ _TIERS: Final = tuple(QoS)
 _NOTHING: Final = object()
 _PAD: Final[list[None]] = [None, None, None, None]
 _ALL_BITS: Final = Bits.ALL
+_CHUNK: Final[int] = FrameType.CHUNK.value
+
+
+def _nests(payload: dict[Any, Any] | list[Any]) -> bool:
+    """Whether a dict's values or a list's items include a list or a dict (typed: compiled iteration)."""
+    if isinstance(payload, dict):
+        return any(type(y) is list or type(y) is dict for y in payload.values())
+    return any(type(y) is list or type(y) is dict for y in payload)
 
 
 def _num(v: Any) -> str:
@@ -236,7 +244,7 @@ class FrameDecoder:
                             raise self._too_big("frame") from None
                         raise bad(f"undecodable msgpack: {type(e).__name__}: {escape(str(e), 120)}") from None
                     if obj is not _NOTHING:
-                        end = up.tell()
+                        end: int = up.tell()
                         size, self._start = end - self._start, end
                         fr = self._whole(obj, size, records)
                         if fr is not None:
@@ -276,15 +284,16 @@ class FrameDecoder:
             raise self._too_big(f"frame of {size} bytes is")
         if type(obj) is not list or not obj or type(obj[0]) is not int:
             raise bad(f"a frame is an array starting with its type, got {describe(obj)}")
-        t = obj[0]
+        t: int = obj[0]  # typed (checked just above): native comparisons
         if t not in self.admits:
             self._admit(t)
-        if t == FrameType.CHUNK:
+        if t == _CHUNK:
             whole = self._chunk(obj)
             if whole is None:
                 return None
             obj, size = whole
-        if obj[0] == 0:
+            t = obj[0]  # ``_chunk`` checked it
+        if t == 0:
             return self._record(obj, size) if records else self._envelope(obj, size)
         return parse_control(obj)
 
@@ -331,7 +340,7 @@ class FrameDecoder:
             raise bad(f"undecodable chunked frame: {type(e).__name__}: {escape(str(e), 120)}") from None
         if type(obj) is not list or not obj or type(obj[0]) is not int:
             raise bad(f"a chunked frame is an array starting with its type, got {describe(obj)}")
-        if obj[0] == FrameType.CHUNK:
+        if obj[0] == _CHUNK:
             raise bad("a chunked frame may not itself be a CHUNK")
         self._admit(obj[0])
         return obj, len(buf)
@@ -367,10 +376,10 @@ class FrameDecoder:
             f[5] = check_time(ts, "ts_sent")
         f[3] = _TIERS[qos]
         if n == 7:
-            f += _PAD
+            f.extend(_PAD)  # compiled, a list primitive (``+=`` is the generic in-place concat)
         else:
             if n < 11:
-                f += _PAD[:11 - n]
+                f.extend(_PAD[:11 - n])
             player_id, trace_id, reply_to, ts_ack = f[7], f[8], f[9], f[10]
             if player_id is not None and type(player_id) is not int:
                 raise bad(f"player_id must be an integer, got {describe(player_id)}")
@@ -385,12 +394,10 @@ class FrameDecoder:
         # _MIN_HEAD: a smaller frame cannot be too deep (most are), so it is not walked; nor is a table
         # of scalars (most of the rest).
         tp = type(payload)
-        if (tp is dict or tp is list) and size - (_MIN_HEAD + 8 if type(ts) is float else _MIN_HEAD) > self.max_depth:
-            for y in (payload.values() if tp is dict else payload):
-                if type(y) is list or type(y) is dict:
-                    if _depth_over(payload, self.max_depth):
-                        raise bad(f"payload nested deeper than {self.max_depth} levels")
-                    break
+        head = _MIN_HEAD + 8 if type(ts) is float else _MIN_HEAD
+        if (tp is dict or tp is list) and size - head > self.max_depth and _nests(payload) \
+                and _depth_over(payload, self.max_depth):
+            raise bad(f"payload nested deeper than {self.max_depth} levels")
         stamp = self.player_id
         if stamp is not None:
             if f[7] is not None and f[7] != stamp:

@@ -81,6 +81,7 @@ class Scheduler:
         self._wake: float | None = None
         self._msg_ids = 0
         self._runs = [0, 0, 0, 0]
+        # Per-tier lists are updated as ``x[i] = x[i] + n``: compiled, ``x[i] += n`` is a generic in-place add.
         self.counts = [0, 0, 0, 0]  # frames queued per tier (read-only outside)
         self.qbytes = [0, 0, 0, 0]  # bytes queued per tier (read-only outside)
         self._reported: list[tuple[int, int]] | None = None  # depth last reported to the sink, per tier
@@ -126,7 +127,7 @@ class Scheduler:
             if key is not None and tier != CRITICAL:
                 old = self._coalesce.get(key)
                 if old is not None and not old.committed:
-                    self.qbytes[tier] += len(frame) - len(old.frame)
+                    self.qbytes[tier] = self.qbytes[tier] + len(frame) - len(old.frame)
                     old.frame, old.name = frame, name
                     self._sink.coalesced(tier, name)
                     return
@@ -142,8 +143,8 @@ class Scheduler:
         if key is not None:
             self._coalesce[key] = it
         self.pending += 1
-        self.counts[tier] += 1
-        self.qbytes[tier] += len(frame)
+        self.counts[tier] = self.counts[tier] + 1
+        self.qbytes[tier] = self.qbytes[tier] + len(frame)
 
     def full(self, tier: int) -> bool:
         """Whether ``tier`` is at its bound (frames or bytes): the core refuses new requests whose responses
@@ -160,8 +161,8 @@ class Scheduler:
         it = _Item(frame, CRITICAL, None, None, now, committed=True)
         self._queues[0].appendleft(it)
         self.pending += 1
-        self.counts[CRITICAL] += 1
-        self.qbytes[CRITICAL] += len(frame)
+        self.counts[CRITICAL] = self.counts[CRITICAL] + 1
+        self.qbytes[CRITICAL] = self.qbytes[CRITICAL] + len(frame)
 
     def restart(self) -> None:
         """The connection was replaced: a frame whose first chunks went on the old one starts over (the new
@@ -177,8 +178,8 @@ class Scheduler:
                 del q[i]
                 self._forget(it)
                 self.pending -= 1
-                self.counts[tier] -= 1
-                self.qbytes[tier] -= len(it.frame)
+                self.counts[tier] = self.counts[tier] - 1
+                self.qbytes[tier] = self.qbytes[tier] - len(it.frame)
                 self._sink.dropped(tier, it.name, "queue_full")
                 return True
         return False
@@ -257,8 +258,8 @@ class Scheduler:
         tokens, msgs = self._bytes, self._msgs
         soj = self._sojourns[CRITICAL] if self._sojourns is not None else None
         coalesce = self._coalesce
-        n = nbytes = run = 0
-        last: float | None = None  # sojourns go as runs: frames queued at one time leave together
+        n = nbytes = run = 0  # sojourns go as runs (frames queued at one time leave together); 0: none yet
+        last = 0.0  # a float, not None before the first: compared natively
         while q and (not limited or tokens > 0) and (not rated or msgs > 0):
             it = q.popleft()
             frame = it.frame
@@ -271,20 +272,20 @@ class Scheduler:
             if it.key is not None and coalesce.get(it.key) is it:
                 del coalesce[it.key]
             if soj is not None:
-                if it.t_enq == last:
+                if run and it.t_enq == last:
                     run += 1
                 else:
-                    if last is not None:
+                    if run:
                         soj.append(now - last)
                         self._soj_n[CRITICAL].append(run)
                     last, run = it.t_enq, 1
         self._bytes, self._msgs = tokens, msgs
         self.pending -= n
-        self.counts[CRITICAL] -= n
-        self.qbytes[CRITICAL] -= nbytes
+        self.counts[CRITICAL] = self.counts[CRITICAL] - n
+        self.qbytes[CRITICAL] = self.qbytes[CRITICAL] - nbytes
         if soj is not None:
-            self._sent_bytes[CRITICAL] += nbytes
-            if last is not None:
+            self._sent_bytes[CRITICAL] = self._sent_bytes[CRITICAL] + nbytes
+            if run:
                 soj.append(now - last)
                 self._soj_n[CRITICAL].append(run)
 
@@ -344,7 +345,7 @@ class Scheduler:
             q.popleft()
             return self._finish(it, chunk, out, now, len(frame))
         self._bytes -= len(chunk)
-        self._sent_bytes[it.tier] += len(chunk)
+        self._sent_bytes[it.tier] = self._sent_bytes[it.tier] + len(chunk)
         out.append(chunk)
         return len(chunk)
 
@@ -355,11 +356,11 @@ class Scheduler:
         if it.key is not None:
             self._forget(it)
         self.pending -= 1
-        self.counts[it.tier] -= 1
-        self.qbytes[it.tier] -= frame_len or len(data)
+        self.counts[it.tier] = self.counts[it.tier] - 1
+        self.qbytes[it.tier] = self.qbytes[it.tier] - (frame_len or len(data))
         soj = self._sojourns
         if soj is not None:
-            self._sent_bytes[it.tier] += len(data)
+            self._sent_bytes[it.tier] = self._sent_bytes[it.tier] + len(data)
             soj[it.tier].append(now - it.t_enq)
             self._soj_n[it.tier].append(1)
         return len(data)

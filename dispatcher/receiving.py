@@ -148,9 +148,12 @@ class Receiver(Sender):
         if not 0 <= fr.chan < len(self._channel_qos):
             raise RemoteProtocolError(f"ACK for unknown channel {fr.chan}", code="malformed_frame")
         listeners = self._ack_listeners
+        unacked, chan, n = c.unacked, fr.chan, c.n_channels
         for seq in fr.seqs:
-            entry = c.unacked.pop((fr.chan, seq), None)
+            key: int = seq * n + chan  # ``Connection.unacked``'s key
+            entry = unacked.get(key)  # get and del: compiled primitives (``pop`` is a generic method call)
             if entry is not None:
+                del unacked[key]
                 for listener in listeners:
                     listener(entry[0], now)
 
@@ -179,15 +182,18 @@ class Receiver(Sender):
     def _on_envelope(self, c: Connection, r: list[Any], now: float) -> None:
         """One envelope's record (``FrameDecoder._record``: ``[size, wire_id, seq, qos, bits, ts_sent, payload,
         player_id, trace_id, reply_to, ts_ack]``) through the pipeline."""
-        wid, seq, bits = r[1], r[2], r[4]
+        wid: int = r[1]  # typed locals (the decoder checked the record): native ints, typed lookups
+        seq: int = r[2]
+        bits: int = r[4]
+        tier: int = r[3]
         info = self._by_wire[wid]
         st = self._ns[wid]
         # Each step's common case is tested inline; the step's method handles the rest (and says why).
         if not self._accepts[wid][bits & _RESPONSE]:  # the role's ``expects``, tabulated per wire id
-            self._authorise_direction(c, info, st, self._meta(r, info), bits, now)
+            self._authorise_direction(c, info, st, record_envelope(r, info.name).meta, bits, now)
             return
         chan = info.chan
-        if r[3] < self._channel_qos[chan]:
+        if tier < self._channel_qos[chan]:
             self._authorise_tier(info, r)
         if bits & _ACK_REQUESTED:  # acknowledged whatever happens next: the sender must stop re-sending
             acks = c.acks.get(chan)
@@ -206,7 +212,8 @@ class Receiver(Sender):
         elif not self._sequence(c, info, st, seq, bits, now):
             return
         st.received += 1
-        st.bytes_in += r[0]
+        size: int = r[0]
+        st.bytes_in += size
         if bits & _RESPONSE:
             self._on_response(c, info, record_envelope(r, info.name), now)
             return
@@ -214,10 +221,6 @@ class Receiver(Sender):
         if test is not None and not test(r[6]) and not self._validate(c, info, st, r, bits, now):
             return
         self._deliver(c, info, st, r, bits, now)
-
-    @staticmethod
-    def _meta(r: list[Any], info: NameInfo) -> Meta:
-        return record_envelope(r, info.name).meta
 
     def _authorise_direction(self, c: Connection, info: NameInfo, st: NameStats, meta: Meta, bits: int,
                              now: float) -> bool:

@@ -64,7 +64,7 @@ class Sender(CoreBase):
         env = _envelope_of(name, payload, seq, qos, now, None, None, trace_id, flags)
         is_reliable = self._reliable[chan] if reliable is None else reliable
         if is_reliable:
-            c.unacked[(chan, seq)] = (env, info)
+            c.unacked[seq * c.n_channels + chan] = (env, info)
             bits |= Bits.ACK_REQUESTED
         # No flags, no trace: the frame from the values at hand (``encode_envelope`` reads them back from ``env``).
         frame = (encode_plain(info.wire_id, seq, qos, bits, now, payload) if flags is _NO_FLAGS and trace_id is None
@@ -92,8 +92,9 @@ class Sender(CoreBase):
         if not self._valid_out(name, payload):
             p.reject(ValidationError(name, self.schemas.validate(name, payload) or "invalid"))
             return p
-        c.seq[info.chan] += 1
-        env = _envelope_of(name, payload, c.seq[info.chan], qos, now, None, None, trace_id)
+        seq = c.seq[info.chan] + 1
+        c.seq[info.chan] = seq
+        env = _envelope_of(name, payload, seq, qos, now, None, None, trace_id)
         frame = encode_envelope(env, info.wire_id, Bits.REQUEST)
         pend = PendingRequest(info, env, frame, p, retries, timeout, now)
         c.pending[(info.chan, env.meta.seq)] = pend
@@ -131,10 +132,11 @@ class Sender(CoreBase):
         bits = Bits.ACK_REQUESTED if is_reliable else 0
         sent = []
         for c in targets:
-            c.seq[info.chan] += 1
-            env = _envelope_of(name, payload, c.seq[info.chan], qos, now, None, player_id, trace_id, flags)
+            seq = c.seq[info.chan] + 1
+            c.seq[info.chan] = seq
+            env = _envelope_of(name, payload, seq, qos, now, None, player_id, trace_id, flags)
             if is_reliable:
-                c.unacked[(info.chan, env.meta.seq)] = (env, info)
+                c.unacked[seq * c.n_channels + info.chan] = (env, info)
             self._send(c, info, env, encode_envelope(env, info.wire_id, bits, body), now, coalesce_key,
                        droppable=not is_reliable)
             sent.append(env)

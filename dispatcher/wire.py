@@ -268,7 +268,7 @@ def record_flags(bits: int) -> Flags:
 
 def record_envelope(r: list[Any], name: str) -> Envelope:
     """The ``Envelope`` of a record (``FrameDecoder._record``) named ``name``."""
-    bits = r[4]
+    bits: int = r[4]  # typed: native bit tests
     return _envelope_of(name, r[6], r[2], r[3], r[5], r[10], r[7], r[8],
                        _NO_FLAGS if not bits & _FLAG_BITS else record_flags(bits), bool(bits & _RESPONSE), r[9])
 
