@@ -153,13 +153,15 @@ class Histogram:
         if k + n > _FOLD_EVERY:
             self._fold_buffer()
             k = 0
+        # ``fromiter``, not ``np.array(p)`` or a slice assignment: it skips the per-item type discovery (about
+        # half of what a fold costs per value).
         if n >= _FOLD_EVERY:  # a large batch: folded straight from the list
-            values = np.array(p, dtype=np.float64)
+            values = np.fromiter(p, dtype=np.float64, count=n)
             values *= 1e6
             np.rint(values, out=values)
             self._add_floats(values)
         elif n:
-            buf[k : k + n] = p
+            buf[k : k + n] = np.fromiter(p, dtype=np.float64, count=n)
             self._buffered = k + n
 
     def _fold_buffer(self) -> None:
