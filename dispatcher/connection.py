@@ -24,6 +24,7 @@ from .limits import Limits
 from .promise import Promise
 from .qos import Scheduler
 from .registry import Channel, Kind
+from .schema import SchemaRegistry
 from .sequence import ReceiveWindow
 from .text import LogGate
 from .timers import Timer
@@ -59,7 +60,7 @@ ADMITS: dict[tuple[Role, State], frozenset[int]] = {
 class NameInfo:
     """Everything the hot path needs to know about one envelope name, computed once."""
 
-    __slots__ = ("chan", "channel", "coalesce", "kind", "name", "wire_id")
+    __slots__ = ("chan", "channel", "coalesce", "kind", "name", "response_key", "wire_id")
 
     def __init__(self, name: str, wire_id: int, channel: Channel, chan: int, kind: Kind, coalesce: bool) -> None:
         self.name = name
@@ -68,6 +69,7 @@ class NameInfo:
         self.chan = chan
         self.kind = kind
         self.coalesce = coalesce  # the registry lists it under its channel's ``coalesce``
+        self.response_key = name + SchemaRegistry.RESPONSE_SUFFIX  # its response's schema (``schemas.tests``)
 
 
 class Bucket:
@@ -93,12 +95,15 @@ class Bucket:
 
 
 class PendingRequest:
-    __slots__ = ("attempts", "env", "first_sent", "frame", "info", "promise", "retries_left", "timeout", "timer")
+    __slots__ = ("attempts", "env", "first_sent", "frame", "info", "key", "promise", "retries_left", "tier",
+                 "timeout", "timer")
 
     def __init__(self, info: NameInfo, env: Envelope, frame: bytes, promise: Promise[Envelope],
-                 retries: int, timeout: float, now: float) -> None:
+                 retries: int, timeout: float, now: float, key: int, tier: int) -> None:
         self.info = info
         self.env = env
+        self.key = key  # in ``Connection.pending``
+        self.tier = tier  # ``env.meta.qos``
         self.frame = frame
         self.promise = promise
         self.attempts = 1
@@ -226,13 +231,12 @@ class Connection:
         # authenticates costs little.
         self.windows: list[ReceiveWindow] = []
         self.n_channels = n_channels
-        self.pending: dict[tuple[int, int], PendingRequest] = {}
+        self.pending: dict[int, PendingRequest] = {}  # our requests awaiting answers, by ``seq_key``
         self.answered = answers  # requests already run: retries get the same answer
         self.close_code: str | None = None
         self.close_message: str | None = None
         self.close_frame: bytes | None = None  # our CLOSE, sent before anything else still queued
-        # Reliable envelopes sent and not yet acknowledged, by ``seq * n_channels + channel`` (an int: cheaper
-        # to hash and compare than a tuple, for one store and one ACK per envelope): re-sent after a reconnect.
+        # Reliable envelopes sent and not yet acknowledged, by ``seq_key``: re-sent after a reconnect.
         self.unacked: dict[int, tuple[Envelope, NameInfo]] = {}
         self.acks: dict[int, list[int]] = {}  # reliable seqs received, to acknowledge, by channel
         self.buckets: list[Bucket] = []  # per channel (server rate limits)
@@ -244,6 +248,11 @@ class Connection:
         self.partial_since: float | None = None
         self.watchdog: Timer | None = None
         self.enter(State.AWAITING_AUTH, limits)
+
+    def seq_key(self, chan: int, seq: int) -> int:
+        """One int for (channel, seq): the key of ``unacked`` and ``pending`` (cheaper to hash and compare than a
+        tuple, for a store and a removal per envelope)."""
+        return seq * self.n_channels + chan
 
     def enter(self, state: State, limits: Limits) -> None:
         """Move to ``state``: the decoder takes that state's admitted frame types and size limit."""

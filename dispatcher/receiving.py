@@ -49,11 +49,9 @@ __all__ = ["Receiver"]
 _NO_FLAGS: Final = Flags.of()
 _envelope_of: Final = envelope_of
 _RESPONSE: Final = Bits.RESPONSE
-#: The latency samples are folded into their histograms every this many frames received or this many
-#: seconds, whichever comes first, and at the first input: each histogram takes its memory when a run starts
-#: (folding only by count, a load generator's slow players first folded a minute in and grew by 7 MB then),
-#: waiting samples stay a few dozen kB per transport, and a fast stream pays a fold (numpy calls that evict
-#: the hot path's caches: 3-5% of an event's cost at 512) once per 4096 frames.
+#: Latency samples fold into their histograms at the first input, then every this many frames or seconds:
+#: histograms take their memory as a run starts (by count alone, slow players grew 7 MB a minute in), waiting
+#: samples stay a few dozen kB, and a fast stream pays a fold (3-5% of an event's cost at 512) per 4096 frames.
 _FOLD_EVERY: Final = 4096
 _FOLD_INTERVAL: Final = 1.0
 _ACK_REQUESTED: Final = Bits.ACK_REQUESTED
@@ -148,9 +146,9 @@ class Receiver(Sender):
         if not 0 <= fr.chan < len(self._channel_qos):
             raise RemoteProtocolError(f"ACK for unknown channel {fr.chan}", code="malformed_frame")
         listeners = self._ack_listeners
-        unacked, chan, n = c.unacked, fr.chan, c.n_channels
+        unacked, chan = c.unacked, fr.chan
         for seq in fr.seqs:
-            key: int = seq * n + chan  # ``Connection.unacked``'s key
+            key = c.seq_key(chan, seq)
             entry = unacked.get(key)  # get and del: compiled primitives (``pop`` is a generic method call)
             if entry is not None:
                 del unacked[key]
@@ -162,7 +160,7 @@ class Receiver(Sender):
             raise RemoteProtocolError(f"NACK for unknown wire id {fr.wire_id}", code="malformed_frame")
         info = self._info[self.registry.name_of(fr.wire_id)]
         code, message = escape(fr.code, 40), escape(fr.message, self.limits.reason_chars)
-        pend = c.pending.pop((info.chan, fr.reply_to), None)
+        pend = c.pending.pop(c.seq_key(info.chan, fr.reply_to), None)
         st = self.stats[info.name]
         if pend is not None:
             Timers.cancel(pend.timer)
@@ -215,7 +213,7 @@ class Receiver(Sender):
         size: int = r[0]
         st.bytes_in += size
         if bits & _RESPONSE:
-            self._on_response(c, info, record_envelope(r, info.name), now)
+            self._on_response(c, info, st, r, now)
             return
         test = self._tests.get(info.name)  # the compiled test: a payload it passes is valid
         if test is not None and not test(r[6]) and not self._validate(c, info, st, r, bits, now):
@@ -394,21 +392,26 @@ class Receiver(Sender):
         c.answered.store(key, frame)
         self._send(c, info, env, frame, now, droppable=False)  # someone is waiting for it
 
-    def _on_response(self, c: Connection, info: NameInfo, env: Envelope, now: float) -> None:
-        pend = c.pending.pop((info.chan, env.meta.reply_to or 0), None)
-        st = self.stats[info.name]
+    def _on_response(self, c: Connection, info: NameInfo, st: NameStats, r: list[Any], now: float) -> None:
+        reply_to: int = r[9] or 0
+        key = c.seq_key(info.chan, reply_to)
+        pend = c.pending.get(key)
         if pend is None:
             st.late_responses += 1
             return
+        del c.pending[key]
         Timers.cancel(pend.timer)
         if self._timed:
-            self._lat[info.wire_id][pend.env.meta.qos].append(now - pend.first_sent)
-        reason = self.schemas.validate(info.name, env.payload, response=True)
-        if reason is not None:
-            st.validation_errors += 1
-            st.failures += 1
-            pend.promise.reject(ValidationError(info.name + " response", escape(reason, self.limits.reason_chars)))
-            return
+            self._lat[info.wire_id][pend.tier].append(now - pend.first_sent)
+        test = self._tests.get(info.response_key)  # the compiled test first, as for requests
+        if test is not None and not test(r[6]):
+            reason = self.schemas.validate(info.name, r[6], response=True)
+            if reason is not None:
+                st.validation_errors += 1
+                st.failures += 1
+                pend.promise.reject(ValidationError(info.name + " response", escape(reason, self.limits.reason_chars)))
+                return
+        env = record_envelope(r, info.name)
         if self.replay_buffer is not None:
             self.replay_buffer.push(env, "in", now)
         self.bus.emit(info.name, env.payload, env.meta)

@@ -64,7 +64,7 @@ class Sender(CoreBase):
         env = _envelope_of(name, payload, seq, qos, now, None, None, trace_id, flags)
         is_reliable = self._reliable[chan] if reliable is None else reliable
         if is_reliable:
-            c.unacked[seq * c.n_channels + chan] = (env, info)
+            c.unacked[c.seq_key(chan, seq)] = (env, info)
             bits |= Bits.ACK_REQUESTED
         # No flags, no trace: the frame from the values at hand (``encode_envelope`` reads them back from ``env``).
         frame = (encode_plain(info.wire_id, seq, qos, bits, now, payload) if flags is _NO_FLAGS and trace_id is None
@@ -95,9 +95,11 @@ class Sender(CoreBase):
         seq = c.seq[info.chan] + 1
         c.seq[info.chan] = seq
         env = _envelope_of(name, payload, seq, qos, now, None, None, trace_id)
-        frame = encode_envelope(env, info.wire_id, Bits.REQUEST)
-        pend = PendingRequest(info, env, frame, p, retries, timeout, now)
-        c.pending[(info.chan, env.meta.seq)] = pend
+        frame = (encode_plain(info.wire_id, seq, qos, Bits.REQUEST, now, payload) if trace_id is None
+                 else encode_envelope(env, info.wire_id, Bits.REQUEST))
+        key = c.seq_key(info.chan, seq)
+        pend = PendingRequest(info, env, frame, p, retries, timeout, now, key, qos)
+        c.pending[key] = pend
         pend.timer = self._schedule(now + timeout, self._on_request_timeout, (c, pend))
         self._send(c, info, env, frame, now)
         return p
@@ -136,7 +138,7 @@ class Sender(CoreBase):
             c.seq[info.chan] = seq
             env = _envelope_of(name, payload, seq, qos, now, None, player_id, trace_id, flags)
             if is_reliable:
-                c.unacked[seq * c.n_channels + info.chan] = (env, info)
+                c.unacked[c.seq_key(info.chan, seq)] = (env, info)
             self._send(c, info, env, encode_envelope(env, info.wire_id, bits, body), now, coalesce_key,
                        droppable=not is_reliable)
             sent.append(env)
@@ -176,7 +178,7 @@ class Sender(CoreBase):
 
     def _on_request_timeout(self, arg: tuple[Connection, PendingRequest], now: float) -> None:
         c, pend = arg
-        key = (pend.info.chan, pend.env.meta.seq)
+        key = pend.key
         if c.pending.get(key) is not pend:
             return
         st = self.stats[pend.info.name]
@@ -192,12 +194,12 @@ class Sender(CoreBase):
 
     def _retransmit(self, arg: tuple[Connection, PendingRequest], now: float) -> None:
         c, pend = arg
-        if c.closed or c.pending.get((pend.info.chan, pend.env.meta.seq)) is not pend:
+        if c.closed or c.pending.get(pend.key) is not pend:
             return
         pend.attempts += 1
         self.stats[pend.info.name].retries += 1
         frame = encode_envelope(pend.env, pend.info.wire_id, Bits.REQUEST | Bits.RETRANSMIT)
-        self._push(c, frame, pend.env.meta.qos, now)
+        self._push(c, frame, pend.tier, now)
         pend.timer = self._schedule(now + pend.timeout, self._on_request_timeout, arg)
 
     def _resend(self, c: Connection, now: float) -> None:
