@@ -22,12 +22,13 @@ from importlib.machinery import ModuleSpec
 from pathlib import Path
 from types import ModuleType
 
-#: The modules mypyc compiles (the hot path of the sans-I/O core).  Stay interpreted: gevent users
-#: (``runtime/``, ``transport``, ``promise``, ``helpers``), the public dataclasses (``envelope``, ``config``,
-#: ``limits``, ``qosconfig``), ``stats`` (subclassed by users), numpy code and cold set-up code.
+#: The modules mypyc compiles (the hot path of the sans-I/O core, and what it calls per frame: ``promise``,
+#: ``stats``, whose ``Stats`` users may still subclass).  Stay interpreted: gevent users (``runtime/``,
+#: ``transport``, ``helpers``), the public dataclasses (``envelope``, ``config``, ``limits``, ``qosconfig``),
+#: numpy code and cold set-up code.
 COMPILED = (
-    "base", "bus", "clocksync", "connection", "core", "counters", "decoder", "qos", "receiving", "roles",
-    "sending", "sequence", "text", "timers", "wire",
+    "base", "bus", "clocksync", "connection", "core", "counters", "decoder", "promise", "qos", "receiving",
+    "roles", "sending", "sequence", "stats", "text", "timers", "wire",
 )
 #: The mypyc group: its shared library is ``dispatcher/native__mypyc.*.so`` (inside the package, so an
 #: editable install finds it where it finds the package).
