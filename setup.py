@@ -62,7 +62,7 @@ def ext_modules() -> list[Any]:
         cwd = os.getcwd()
         os.chdir(ROOT)  # mypyc wants paths relative to the project (module names come from them)
         try:
-            return list(mypycify([f"dispatcher/{m}.py" for m in build.COMPILED], opt_level="3",
+            return list(mypycify([f"dispatcher/{build.source_path(m)}" for m in build.COMPILED], opt_level="3",
                                  group_name=build.GROUP))
         finally:
             os.chdir(cwd)

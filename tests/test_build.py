@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 import dispatcher
+import dispatcher.runtime.tcp  # compiled with the core, loaded on first use: loaded here
 from dispatcher import _build
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,6 +32,7 @@ _CHECK = """
 import json, sys, pytest
 rc = pytest.main(["-q", "-x", "-p", "no:cacheprovider", *sys.argv[1:]])
 import dispatcher
+import dispatcher.runtime.tcp  # the compiled TCP runtime too (the core's tests do not load it)
 from dispatcher import _build
 files = {m: sys.modules["dispatcher." + m].__file__ for m in _build.COMPILED if "dispatcher." + m in sys.modules}
 print(json.dumps({"rc": int(rc), "compiled": dispatcher.COMPILED, "files": files}))
@@ -66,7 +68,7 @@ def test_the_compiled_build_runs_where_it_was_built() -> None:
         pytest.skip("pure-Python build (no C compiler at install time): nothing compiled to check")
     assert dispatcher.COMPILED
     assert dispatcher.compiled_modules() == list(_build.COMPILED)
-    for m in ("qos", "core", "receiving", "decoder"):
+    for m in ("qos", "core", "receiving", "decoder", "stats", "promise", "runtime.tcpclientconn"):
         mod = sys.modules[f"dispatcher.{m}"]
         assert isinstance(mod.__loader__, importlib.machinery.ExtensionFileLoader), mod
         assert mod.__file__ is not None and mod.__file__.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
