@@ -91,7 +91,8 @@ def _copy_package(tmp_path: Path) -> Path:
     return pkg
 
 
-@pytest.mark.parametrize(("edit", "warned"), [("", False), ("qos.py", True), ("receiving.py", True)])
+@pytest.mark.parametrize(("edit", "warned"), [("", False), ("qos.py", True), ("receiving.py", True),
+                                             ("runtime/tcpclientconn.py", True)])
 def test_a_source_changed_after_the_build_runs_pure_with_one_warning(tmp_path: Path, edit: str,
                                                                      warned: bool) -> None:
     if PURE:
