@@ -52,6 +52,8 @@ class OptionalBuildExt(build_ext):
 
 
 def ext_modules() -> list[Any]:
+    for f in build.orphan_extensions(PKG):  # a module an older build compiled and this one does not
+        f.unlink()
     if os.environ.get(build.PURE_ENV) == "1":
         forget_build()
         warn(f"{build.PURE_ENV}=1")

@@ -64,6 +64,14 @@ def extension_files(package_dir: Path = PACKAGE_DIR) -> list[Path]:
             if (package_dir / f"{n}{suffix}").exists()]
 
 
+def orphan_extensions(package_dir: Path = PACKAGE_DIR) -> list[Path]:
+    """Extension files of modules no longer in ``COMPILED`` (an older build's): Python would import one
+    ahead of its ``.py``, so the build removes them."""
+    keep = set(extension_files(package_dir))
+    return sorted({f for suffix in importlib.machinery.EXTENSION_SUFFIXES for f in package_dir.rglob(f"*{suffix}")
+                   if f not in keep})
+
+
 def stale_sources(package_dir: Path = PACKAGE_DIR) -> list[str]:
     """The compiled modules whose ``.py`` differs from what was compiled (all of them if no record)."""
     try:

@@ -123,3 +123,14 @@ def test_no_hash_record_counts_as_stale(tmp_path: Path) -> None:
     pkg = _copy_package(tmp_path)
     (pkg / _build.HASHES).unlink()
     assert _build.stale_sources(pkg) == list(_build.COMPILED)
+
+
+def test_an_extension_of_a_module_no_longer_compiled_is_an_orphan(tmp_path: Path) -> None:
+    pkg = _copy_package(tmp_path)
+    suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
+    orphans = [pkg / f"helpers{suffix}", pkg / "runtime" / f"loopback{suffix}"]  # never in COMPILED
+    for f in orphans:
+        f.write_bytes(b"an older build's extension")
+    compiled = pkg / f"{_build.COMPILED[0]}{suffix}"
+    compiled.write_bytes(b"this build's")
+    assert _build.orphan_extensions(pkg) == sorted(orphans)
