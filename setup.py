@@ -52,6 +52,8 @@ class OptionalBuildExt(build_ext):
 
 
 def ext_modules() -> list[Any]:
+    for f in build.orphan_extensions(PKG):  # a module an older build compiled and this one does not
+        f.unlink()
     if os.environ.get(build.PURE_ENV) == "1":
         forget_build()
         warn(f"{build.PURE_ENV}=1")
@@ -62,7 +64,7 @@ def ext_modules() -> list[Any]:
         cwd = os.getcwd()
         os.chdir(ROOT)  # mypyc wants paths relative to the project (module names come from them)
         try:
-            return list(mypycify([f"dispatcher/{m}.py" for m in build.COMPILED], opt_level="3",
+            return list(mypycify([f"dispatcher/{build.source_path(m)}" for m in build.COMPILED], opt_level="3",
                                  group_name=build.GROUP))
         finally:
             os.chdir(cwd)

@@ -22,12 +22,16 @@ from importlib.machinery import ModuleSpec
 from pathlib import Path
 from types import ModuleType
 
-#: The modules mypyc compiles (the hot path of the sans-I/O core).  Stay interpreted: gevent users
-#: (``runtime/``, ``transport``, ``promise``, ``helpers``), the public dataclasses (``envelope``, ``config``,
-#: ``limits``, ``qosconfig``), ``stats`` (subclassed by users), numpy code and cold set-up code.
+#: The modules mypyc compiles: the hot path of the sans-I/O core, what it calls per frame (``promise``;
+#: ``stats``, whose ``Stats`` users may still subclass) and the TCP runtime (``runtime.tcp*``: a load
+#: generator's per-request path; gevent is called through the Python API, greenlets switch out of compiled
+#: frames as out of any C extension).  Stay interpreted: ``transport``, ``helpers``, the loopback and sim
+#: runtimes, the public dataclasses (``envelope``, ``config``, ``limits``, ``qosconfig``), numpy code and cold
+#: set-up code.  A name is a module path under ``dispatcher`` (``runtime.tcpconn``).
 COMPILED = (
-    "base", "bus", "clocksync", "connection", "core", "counters", "decoder", "qos", "receiving", "roles",
-    "sending", "sequence", "text", "timers", "wire",
+    "base", "bus", "clocksync", "connection", "core", "counters", "decoder", "promise", "qos", "receiving",
+    "roles", "sending", "sequence", "stats", "text", "timers", "wire",
+    "runtime.tcpbase", "runtime.tcpclient", "runtime.tcpclientconn", "runtime.tcpconn", "runtime.tcpserver",
 )
 #: The mypyc group: its shared library is ``dispatcher/native__mypyc.*.so`` (inside the package, so an
 #: editable install finds it where it finds the package).
@@ -39,9 +43,14 @@ REBUILD = 'pip install -e ".[test]"'
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 
+def source_path(module: str) -> str:
+    """A compiled module's source file, relative to the package (``runtime.tcpconn`` -> ``runtime/tcpconn.py``)."""
+    return module.replace(".", "/") + ".py"
+
+
 def source_hashes(package_dir: Path = PACKAGE_DIR) -> dict[str, str]:
     """sha256 of each compiled module's source, by module name."""
-    return {m: hashlib.sha256((package_dir / f"{m}.py").read_bytes()).hexdigest() for m in COMPILED}
+    return {m: hashlib.sha256((package_dir / source_path(m)).read_bytes()).hexdigest() for m in COMPILED}
 
 
 def write_hashes(package_dir: Path) -> None:
@@ -50,9 +59,17 @@ def write_hashes(package_dir: Path) -> None:
 
 def extension_files(package_dir: Path = PACKAGE_DIR) -> list[Path]:
     """The compiled files present for ``COMPILED`` (and the group's shared library)."""
-    names = [*COMPILED, GROUP.rpartition(".")[2] + "__mypyc"]
+    names = [m.replace(".", "/") for m in COMPILED] + [GROUP.rpartition(".")[2] + "__mypyc"]
     return [package_dir / f"{n}{suffix}" for n in names for suffix in importlib.machinery.EXTENSION_SUFFIXES
             if (package_dir / f"{n}{suffix}").exists()]
+
+
+def orphan_extensions(package_dir: Path = PACKAGE_DIR) -> list[Path]:
+    """Extension files of modules no longer in ``COMPILED`` (an older build's): Python would import one
+    ahead of its ``.py``, so the build removes them."""
+    keep = set(extension_files(package_dir))
+    return sorted({f for suffix in importlib.machinery.EXTENSION_SUFFIXES for f in package_dir.rglob(f"*{suffix}")
+                   if f not in keep})
 
 
 def stale_sources(package_dir: Path = PACKAGE_DIR) -> list[str]:
@@ -66,7 +83,8 @@ def stale_sources(package_dir: Path = PACKAGE_DIR) -> list[str]:
 
 
 class PurePythonFinder:
-    """A meta-path finder that loads ``dispatcher.<name>`` from ``<name>.py`` (never from an extension)."""
+    """A meta-path finder that loads ``dispatcher.<name>`` (and ``dispatcher.<sub>.<name>``) from its ``.py``
+    file (never from an extension)."""
 
     def __init__(self, package: str, package_dir: Path) -> None:
         self.package = package
@@ -74,10 +92,9 @@ class PurePythonFinder:
 
     def find_spec(self, fullname: str, path: Sequence[str] | None = None,
                   target: ModuleType | None = None) -> ModuleSpec | None:
-        pkg, _, name = fullname.rpartition(".")
-        if pkg != self.package:
+        if not fullname.startswith(self.package + "."):
             return None
-        source = self.package_dir / f"{name}.py"
+        source = self.package_dir / source_path(fullname[len(self.package) + 1:])
         if not source.is_file():
             return None
         return importlib.util.spec_from_file_location(fullname, source)
@@ -92,7 +109,7 @@ def choose(package: str) -> str:
         stale = stale_sources()
         if stale:
             reason = "stale build"
-            warnings.warn(f"netharness: dispatcher/{stale[0]}.py changed since the compiled build "
+            warnings.warn(f"netharness: dispatcher/{source_path(stale[0])} changed since the compiled build "
                           f"({len(stale)} file(s)): running pure Python; rebuild with: {REBUILD}",
                           RuntimeWarning, stacklevel=3)
     if reason and not any(isinstance(f, PurePythonFinder) for f in sys.meta_path):

@@ -35,6 +35,16 @@ __all__ = [
     "text_table",
 ]
 
+
+def _no_mypyc_attr(*_args: Any, **_kwargs: Any) -> Any:
+    return lambda cls: cls
+
+
+try:
+    from mypy_extensions import mypyc_attr
+except ImportError:  # the decorator only means something to mypyc, and mypy_extensions comes with mypy
+    mypyc_attr = _no_mypyc_attr
+
 _TIERS = tuple(QoS)
 #: Sojourns are folded into the histograms once this many wait (list entries: a run of frames queued at one
 #: time and sent together is one entry), or when the stats are read: a player sends a few
@@ -43,6 +53,7 @@ _TIERS = tuple(QoS)
 _FOLD_SOJOURNS = 256
 
 
+@mypyc_attr(native_class=False)  # weakly referenced: an ordinary Python class, also when compiled
 class _Watched:
     """A weakly referenced handle on a reporter that the reporter keeps (a compiled ``Scheduler`` cannot be
     weakly referenced itself): it goes when the reporter goes."""
@@ -53,6 +64,7 @@ class _Watched:
         self.source = source
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # compiled (the core calls it per frame); users subclass it
 class Stats:
     """Aggregated diagnostics of one transport.  ``snapshot()`` is JSON-able; ``dump()`` is a table."""
 

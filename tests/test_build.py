@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 import dispatcher
+import dispatcher.runtime.tcp  # compiled with the core, loaded on first use: loaded here
 from dispatcher import _build
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,6 +32,7 @@ _CHECK = """
 import json, sys, pytest
 rc = pytest.main(["-q", "-x", "-p", "no:cacheprovider", *sys.argv[1:]])
 import dispatcher
+import dispatcher.runtime.tcp  # the compiled TCP runtime too (the core's tests do not load it)
 from dispatcher import _build
 files = {m: sys.modules["dispatcher." + m].__file__ for m in _build.COMPILED if "dispatcher." + m in sys.modules}
 print(json.dumps({"rc": int(rc), "compiled": dispatcher.COMPILED, "files": files}))
@@ -66,7 +68,7 @@ def test_the_compiled_build_runs_where_it_was_built() -> None:
         pytest.skip("pure-Python build (no C compiler at install time): nothing compiled to check")
     assert dispatcher.COMPILED
     assert dispatcher.compiled_modules() == list(_build.COMPILED)
-    for m in ("qos", "core", "receiving", "decoder"):
+    for m in ("qos", "core", "receiving", "decoder", "stats", "promise", "runtime.tcpclientconn"):
         mod = sys.modules[f"dispatcher.{m}"]
         assert isinstance(mod.__loader__, importlib.machinery.ExtensionFileLoader), mod
         assert mod.__file__ is not None and mod.__file__.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
@@ -89,7 +91,8 @@ def _copy_package(tmp_path: Path) -> Path:
     return pkg
 
 
-@pytest.mark.parametrize(("edit", "warned"), [("", False), ("qos.py", True), ("receiving.py", True)])
+@pytest.mark.parametrize(("edit", "warned"), [("", False), ("qos.py", True), ("receiving.py", True),
+                                             ("runtime/tcpclientconn.py", True)])
 def test_a_source_changed_after_the_build_runs_pure_with_one_warning(tmp_path: Path, edit: str,
                                                                      warned: bool) -> None:
     if PURE:
@@ -120,3 +123,14 @@ def test_no_hash_record_counts_as_stale(tmp_path: Path) -> None:
     pkg = _copy_package(tmp_path)
     (pkg / _build.HASHES).unlink()
     assert _build.stale_sources(pkg) == list(_build.COMPILED)
+
+
+def test_an_extension_of_a_module_no_longer_compiled_is_an_orphan(tmp_path: Path) -> None:
+    pkg = _copy_package(tmp_path)
+    suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
+    orphans = [pkg / f"helpers{suffix}", pkg / "runtime" / f"loopback{suffix}"]  # never in COMPILED
+    for f in orphans:
+        f.write_bytes(b"an older build's extension")
+    compiled = pkg / f"{_build.COMPILED[0]}{suffix}"
+    compiled.write_bytes(b"this build's")
+    assert _build.orphan_extensions(pkg) == sorted(orphans)

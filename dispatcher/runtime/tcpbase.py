@@ -42,8 +42,9 @@ class TcpBase:
         self._flush_queued = False
         self._timer = gevent.spawn(self._timer_loop)
 
-    #: The clock: ``time.monotonic`` itself (a C call; every send and read asks for it).
-    now = staticmethod(time.monotonic)
+    def now(self) -> float:
+        """The clock: ``time.monotonic`` (every send and read asks for it)."""
+        return time.monotonic()
 
     def flush(self) -> None:
         """Write what the core queued, from the calling greenlet (never blocking: what the socket does not
@@ -72,9 +73,10 @@ class TcpBase:
             self._flush_queued = True
             self._hub.loop.run_callback(self._flush_queued_now)
 
-    #: What a read of input queued in answer is written as ``flush_soon`` has it (a client defers its
-    #: acknowledgements instead: ``TcpClientRuntime.flush_after_read``).
-    flush_after_read = flush_soon
+    def flush_after_read(self) -> None:
+        """What a read of input queued in answer is written as ``flush_soon`` has it (a client defers its
+        acknowledgements instead: ``TcpClientRuntime.flush_after_read``)."""
+        self.flush_soon()
 
     def _flush_queued_now(self) -> None:
         self._flush_queued = False
