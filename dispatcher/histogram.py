@@ -144,9 +144,14 @@ class Histogram:
         if self._buffer is None:
             self._buffer = np.empty(_FOLD_EVERY, dtype=np.float64)
 
-    def record_many(self, values_us: Iterable[int] | npt.NDArray[Any]) -> None:
+    def record_many(self, values_us: Iterable[int] | npt.NDArray[Any],
+                    times: npt.NDArray[np.int64] | None = None) -> None:
+        """Record values in microseconds; with ``times``, value ``i`` counts ``times[i]`` times (runs of one
+        value bucketed once: a tier's sojourns, where frames queued together leave together)."""
         self._fold()
-        self._add(np.asarray(values_us, dtype=np.int64))
+        values = np.asarray(values_us, dtype=np.int64)
+        if values.size:
+            self._add_floats(values.astype(np.float64), times)
 
     def _stage(self) -> None:
         """Move the pending list into the buffer, folding the buffer first if they do not fit."""
@@ -185,19 +190,16 @@ class Histogram:
             self._stage()
         self._fold_buffer()
 
-    def _add(self, values: npt.NDArray[np.int64]) -> None:
-        if values.size:
-            self._add_floats(values.astype(np.float64))
-
-    def _add_floats(self, values: npt.NDArray[np.float64]) -> None:
+    def _add_floats(self, values: npt.NDArray[np.float64], times: npt.NDArray[np.int64] | None = None) -> None:
         """Count whole microseconds held as floats (exact below 2**53; negative ones and NaN count as 0,
-        values above ``highest`` as ``highest`` and in ``overflow``).  ``values`` is overwritten."""
+        values above ``highest`` as ``highest`` and in ``overflow``), each once or ``times[i]`` times.
+        ``values`` is overwritten."""
         lay = self._layout
         np.fmax(values, 0.0, out=values)  # fmax, not maximum: NaN becomes 0
         top = float(values.max())
         if top > lay.highest:
             over = values > lay.highest
-            self._overflow += int(np.count_nonzero(over))
+            self._overflow += int(np.count_nonzero(over)) if times is None else int(times[over].sum())
             values[over] = lay.highest
             top = lay.highest
         counts = self._grow(_index_of(lay, int(top)) + 1)
@@ -215,9 +217,11 @@ class Histogram:
         idx += sub
         idx -= lay.half_count
         if idx.size < _BINCOUNT_FROM:
-            np.add.at(counts, idx, 1)
-        else:
+            np.add.at(counts, idx, 1 if times is None else times)
+        elif times is None:
             counts += np.bincount(idx, minlength=counts.size)
+        else:
+            counts += np.bincount(idx, weights=times, minlength=counts.size).astype(np.int64)
 
     def _grow(self, need: int) -> npt.NDArray[np.int64]:
         """The counts, holding at least the first ``need`` buckets (taken, or grown by whole ranges)."""

@@ -194,7 +194,7 @@ class Stats:
         values, counts = self._soj_pending[tier]
         if values:
             us = np.clip(np.rint(np.asarray(values, dtype=np.float64) * 1e6), -1, 2**53).astype(np.int64)
-            self._tiers[tier].sojourn.record_many(np.repeat(us, counts))
+            self._tiers[tier].sojourn.record_many(us, np.asarray(counts, dtype=np.int64))
             self._soj_pending[tier] = ([], [])
             self._soj_count[tier] = 0
 
