@@ -1,9 +1,18 @@
 from __future__ import annotations
 
 import copy
+import fcntl
+import json
 import math
 import os
+import subprocess
+import sys
+import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,6 +21,8 @@ import pytest
 import dispatcher
 from dispatcher import ChannelRegistry, LoopbackHub, SchemaRegistry, VirtualClock
 from dispatcher import schema as s
+
+ROOT = Path(__file__).resolve().parents[1]
 
 #: The channel registry example of the seed (000_*.txt), verbatim in Python form.
 SEED_REGISTRY: dict[str, Any] = {
@@ -67,6 +78,93 @@ GAME_SCHEMAS = SchemaRegistry({
 })
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (``-n``), a worker imports Locust without its gevent monkey-patching.
+
+    Importing ``locust`` runs ``gevent.monkey.patch_all()``.  In an xdist worker that happens at collection,
+    after execnet started its real I/O thread and made the main thread's queue of tests: the main thread then
+    waits on a patched (gevent) lock that only that other thread releases, gevent's hub sees nothing to wait
+    for and raises LoopExit, and the controller fails with an INTERNALERROR in ``worker_workerfinished``.
+    The variable is removed again at once, so the Locust processes the tests start patch as usual."""
+    if not hasattr(config, "workerinput"):  # not an xdist worker
+        return
+    before = os.environ.get("LOCUST_SKIP_MONKEY_PATCH")
+    os.environ["LOCUST_SKIP_MONKEY_PATCH"] = "1"
+    try:
+        import locust  # noqa: F401
+    finally:
+        if before is None:
+            del os.environ["LOCUST_SKIP_MONKEY_PATCH"]
+        else:
+            os.environ["LOCUST_SKIP_MONKEY_PATCH"] = before
+
+
+# -- alone: timing-sensitive work does not share the machine with the other xdist worker ----------------------
+# Every test holds a shared lock while it runs (set-up, call, tear-down); ``alone()`` (and a test marked
+# ``alone``) takes it exclusively, so it runs while no other worker runs a test: its timing assertions (absolute
+# latency thresholds, "no send started late") see the same machine as in a serial run.  A turnstile lock lets
+# a waiting exclusive holder in before new shared holders.  Without xdist both are no-ops.
+
+_LOCK_FDS: dict[str, int] = {}
+
+
+def _lock_fd(config: pytest.Config, name: str) -> int | None:
+    if not hasattr(config, "workerinput") or not config.option.basetemp:
+        return None
+    if name not in _LOCK_FDS:  # one file shared by the workers of this run, beside their temporary folders
+        path = Path(config.option.basetemp).parent / f"netharness-{name}.lock"
+        _LOCK_FDS[name] = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    return _LOCK_FDS[name]
+
+
+def _shared(config: pytest.Config) -> None:
+    rw, turnstile = _lock_fd(config, "rw"), _lock_fd(config, "turnstile")
+    if rw is None or turnstile is None:
+        return
+    fcntl.flock(turnstile, fcntl.LOCK_EX)  # wait behind an exclusive holder that is waiting
+    fcntl.flock(turnstile, fcntl.LOCK_UN)
+    fcntl.flock(rw, fcntl.LOCK_SH)
+
+
+def _unlock(config: pytest.Config) -> None:
+    rw = _lock_fd(config, "rw")
+    if rw is not None:
+        fcntl.flock(rw, fcntl.LOCK_UN)
+
+
+@contextmanager
+def alone(config: pytest.Config) -> Iterator[None]:
+    """Run the block while no other xdist worker runs a test (this test's shared hold is given up meanwhile,
+    so two workers that both want to be alone take turns instead of waiting for each other)."""
+    rw, turnstile = _lock_fd(config, "rw"), _lock_fd(config, "turnstile")
+    if rw is None or turnstile is None:
+        yield
+        return
+    fcntl.flock(rw, fcntl.LOCK_UN)
+    fcntl.flock(turnstile, fcntl.LOCK_EX)
+    try:
+        fcntl.flock(rw, fcntl.LOCK_EX)
+    finally:
+        fcntl.flock(turnstile, fcntl.LOCK_UN)
+    try:
+        yield
+    finally:
+        fcntl.flock(rw, fcntl.LOCK_SH)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    _shared(item.config)
+    try:
+        if item.get_closest_marker("alone") is not None:
+            with alone(item.config):
+                yield
+        else:
+            yield
+    finally:
+        _unlock(item.config)
+
+
 @pytest.fixture
 def browser() -> str:
     """Chromium for the tests that open a report in a real browser: without it they skip with one line
@@ -114,3 +212,91 @@ def exact_percentile(values: Any, p: float) -> float:
     arr = np.sort(np.asarray(values, dtype=float))
     rank = max(math.ceil(p * len(arr) / 100 - 1e-9), 1)
     return float(arr[rank - 1])
+
+
+# -- real Locust runs that several tests assert on ------------------------------------------------------------
+# Each is one headless, bounded ``locust`` process, run once per session (per xdist worker; the tests that use
+# one carry ``xdist_group`` so they land on the same worker) instead of once per test: the tests assert
+# different things of the same run.
+
+
+def cpu_stall_us() -> float | None:
+    """Microseconds tasks of this machine spent waiting for a CPU (Linux PSI), or None where there is no PSI."""
+    try:
+        some = Path("/proc/pressure/cpu").read_text().splitlines()[0]
+    except OSError:
+        return None
+    return float(some.rsplit("total=", 1)[1])
+
+
+#: A run during which the machine's tasks waited for a CPU this share of the time or more was contended.
+CONTENDED = 0.25
+
+
+@dataclass(frozen=True)
+class MixedRun:
+    """A headless mixed.py run (a calm phase, then floods) through the project's thresholds."""
+
+    returncode: int
+    output: str  # stdout and stderr, in written order
+    results: Path  # results.json; report.html beside it
+    attempts: list[str]  # per attempt: the failed verdicts and the CPU stall
+
+
+def _mixed_once(d: Path) -> tuple[subprocess.CompletedProcess[str], list[str], float | None]:
+    """One run: its result, the failed verdicts, and the share of the run's wall time that this machine's
+    tasks spent waiting for a CPU (None without PSI)."""
+    stall0, t0 = cpu_stall_us(), time.monotonic()
+    p = subprocess.run([sys.executable, "-m", "locust", "--headless", "-f", "scenarios/mixed.py", "-u", "10", "-r",
+                        "10", "-t", "10s", "--param", "calm_s=4", "--param", "flood_s=6",
+                        "--thresholds", "scenarios/thresholds.toml", "--results", str(d / "results.json")],
+                       cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120)
+    stall1, wall = cpu_stall_us(), time.monotonic() - t0
+    res = d / "results.json"
+    failed = [v["metric"] for v in json.loads(res.read_text())["thresholds"]["verdicts"]
+              if not v["passed"]] if res.exists() else []
+    stall = (stall1 - stall0) / 1e6 / wall if stall0 is not None and stall1 is not None else None
+    return p, failed, stall
+
+
+@pytest.fixture(scope="session")
+def mixed_run(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config) -> MixedRun:
+    """mixed.py, 10 players, calm 4 s then floods for 6 s, through ``scenarios/thresholds.toml``: the run
+    test_gate.py gates, test_reports.py renders and test_locust_wiring.py reads the console of.
+
+    Its CRITICAL latency thresholds are absolute (p99 < 50 ms: 4 ms on an idle machine, 85-148 ms measured
+    while other engineers' runs held both cores), so a run whose only failures are latency thresholds while
+    the CPU was contended (Linux PSI: tasks waited for a CPU a quarter of the time or more) is run again,
+    twice at most; any other failure is kept as it is, for the tests to fail on.  Under xdist it runs
+    ``alone()``: not beside the other worker's tests."""
+    attempts = []
+    for n in range(3):
+        d = tmp_path_factory.mktemp(f"mixed-{n}")
+        with alone(pytestconfig):
+            p, failed, stall = _mixed_once(d)
+        attempts.append(f"failed {failed or 'nothing'}, CPU stall {'n/a' if stall is None else f'{stall:.0%}'}")
+        contended = stall is not None and stall >= CONTENDED
+        if p.returncode == 0 or not failed or not all(m.startswith("latency") for m in failed) or not contended:
+            break
+    return MixedRun(p.returncode, p.stdout, d / "results.json", attempts)
+
+
+@dataclass(frozen=True)
+class SkillsCapture:
+    """A headless skills.py run (3 players, 4 s) that captured what its players sent and what its embedded
+    server received."""
+
+    returncode: int
+    stderr: str
+    capture: Path  # the players' envelopes (--capture)
+    server_capture: Path  # what the server saw (--server-capture)
+
+
+@pytest.fixture(scope="session")
+def skills_capture(tmp_path_factory: pytest.TempPathFactory) -> SkillsCapture:
+    d = tmp_path_factory.mktemp("skills-capture")
+    capture, seen = d / "skills.capture", d / "server.capture"
+    p = subprocess.run([sys.executable, "-m", "locust", "-f", "scenarios/skills.py", "--headless", "-u", "3", "-r",
+                        "3", "-t", "4s", "--capture", str(capture), "--server-capture", str(seen),
+                        "--results", str(d / "results.json")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    return SkillsCapture(p.returncode, p.stderr, capture, seen)

@@ -29,7 +29,7 @@ CORE_TESTS = [
 
 _CHECK = """
 import json, sys, pytest
-rc = pytest.main(["-q", "-x", "-p", "no:cacheprovider", *sys.argv[1:]])
+rc = pytest.main(["-q", "-x", "-p", "no:cacheprovider", "-n", "0", *sys.argv[1:]])
 import dispatcher
 from dispatcher import _build
 files = {m: sys.modules["dispatcher." + m].__file__ for m in _build.COMPILED if "dispatcher." + m in sys.modules}
