@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,6 +154,7 @@ def alone(config: pytest.Config) -> Iterator[None]:
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    _unlock(item.config)  # a hold left over by an interrupted test
     _shared(item.config)
     try:
         if item.get_closest_marker("alone") is not None:
@@ -215,9 +216,34 @@ def exact_percentile(values: Any, p: float) -> float:
 
 
 # -- real Locust runs that several tests assert on ------------------------------------------------------------
-# Each is one headless, bounded ``locust`` process, run once per session (per xdist worker; the tests that use
-# one carry ``xdist_group`` so they land on the same worker) instead of once per test: the tests assert
-# different things of the same run.
+# Each is one headless, bounded ``locust`` process, run once per session instead of once per test: the tests
+# assert different things of the same run.  Under xdist the first worker that needs one runs it (the others
+# wait on a lock, giving up their shared hold meanwhile) and leaves its figures beside the workers' temporary
+# folders for the others.  (xdist's loadgroup cannot keep such tests on one worker: with pytest 9 its renamed
+# node ids no longer take.)
+
+
+def _once(config: pytest.Config, factory: pytest.TempPathFactory, name: str,
+          make: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
+    """``make(folder)`` once per test session, across xdist workers; its JSON-able value for every caller."""
+    fd = _lock_fd(config, f"once-{name}")
+    if fd is None:
+        return make(factory.mktemp(name))
+    _unlock(config)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        d = Path(config.option.basetemp).parent / f"once-{name}"
+        done = d / "value.json"
+        if done.exists():
+            value: dict[str, Any] = json.loads(done.read_text())
+            return value
+        d.mkdir(exist_ok=True)
+        value = make(d)
+        done.write_text(json.dumps(value))
+        return value
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        _shared(config)
 
 
 def cpu_stall_us() -> float | None:
@@ -269,16 +295,21 @@ def mixed_run(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Con
     the CPU was contended (Linux PSI: tasks waited for a CPU a quarter of the time or more) is run again,
     twice at most; any other failure is kept as it is, for the tests to fail on.  Under xdist it runs
     ``alone()``: not beside the other worker's tests."""
-    attempts = []
-    for n in range(3):
-        d = tmp_path_factory.mktemp(f"mixed-{n}")
-        with alone(pytestconfig):
-            p, failed, stall = _mixed_once(d)
-        attempts.append(f"failed {failed or 'nothing'}, CPU stall {'n/a' if stall is None else f'{stall:.0%}'}")
-        contended = stall is not None and stall >= CONTENDED
-        if p.returncode == 0 or not failed or not all(m.startswith("latency") for m in failed) or not contended:
-            break
-    return MixedRun(p.returncode, p.stdout, d / "results.json", attempts)
+    def make(d: Path) -> dict[str, Any]:
+        attempts = []
+        for n in range(3):
+            (d / str(n)).mkdir()
+            with alone(pytestconfig):
+                p, failed, stall = _mixed_once(d / str(n))
+            attempts.append(f"failed {failed or 'nothing'}, CPU stall {'n/a' if stall is None else f'{stall:.0%}'}")
+            contended = stall is not None and stall >= CONTENDED
+            if p.returncode == 0 or not failed or not all(m.startswith("latency") for m in failed) or not contended:
+                break
+        return {"returncode": p.returncode, "output": p.stdout, "results": str(d / str(n) / "results.json"),
+                "attempts": attempts}
+
+    v = _once(pytestconfig, tmp_path_factory, "mixed", make)
+    return MixedRun(v["returncode"], v["output"], Path(v["results"]), v["attempts"])
 
 
 @dataclass(frozen=True)
@@ -293,10 +324,14 @@ class SkillsCapture:
 
 
 @pytest.fixture(scope="session")
-def skills_capture(tmp_path_factory: pytest.TempPathFactory) -> SkillsCapture:
-    d = tmp_path_factory.mktemp("skills-capture")
-    capture, seen = d / "skills.capture", d / "server.capture"
-    p = subprocess.run([sys.executable, "-m", "locust", "-f", "scenarios/skills.py", "--headless", "-u", "3", "-r",
-                        "3", "-t", "4s", "--capture", str(capture), "--server-capture", str(seen),
-                        "--results", str(d / "results.json")], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    return SkillsCapture(p.returncode, p.stderr, capture, seen)
+def skills_capture(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config) -> SkillsCapture:
+    def make(d: Path) -> dict[str, Any]:
+        capture, seen = d / "skills.capture", d / "server.capture"
+        p = subprocess.run([sys.executable, "-m", "locust", "-f", "scenarios/skills.py", "--headless", "-u", "3",
+                            "-r", "3", "-t", "4s", "--capture", str(capture), "--server-capture", str(seen),
+                            "--results", str(d / "results.json")], cwd=ROOT, capture_output=True, text=True,
+                           timeout=120)
+        return {"returncode": p.returncode, "stderr": p.stderr, "capture": str(capture), "seen": str(seen)}
+
+    v = _once(pytestconfig, tmp_path_factory, "skills-capture", make)
+    return SkillsCapture(v["returncode"], v["stderr"], Path(v["capture"]), Path(v["seen"]))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -200,7 +201,6 @@ def test_locust_run_with_an_impossible_threshold_exits_1(tmp_path: Path) -> None
     assert json.loads((tmp_path / "r.json").read_text())["thresholds"]["passed"] is False
 
 
-@pytest.mark.xdist_group("mixed_run")
 def test_locust_mixed_run_passes_the_project_defaults(mixed_run: MixedRun) -> None:
     """Why this failed once on a busy machine: the CRITICAL latency thresholds (absolute, p99 < 50 ms) failed
     while other engineers' runs held both cores (p99 85-148 ms measured so; 4 ms on an idle machine), and the
@@ -210,9 +210,9 @@ def test_locust_mixed_run_passes_the_project_defaults(mixed_run: MixedRun) -> No
     failures are latency thresholds while the CPU was contended is run again, twice at most (the
     ``mixed_run`` fixture, conftest.py); any other failure fails at once."""
     out = mixed_run.output
-    verdicts = out[out.find("thresholds:"):out.find("netharness: report written")]
+    verdicts = out[out.find("thresholds:"):][:3000]
     assert mixed_run.returncode == 0, "; ".join(mixed_run.attempts) + "\n" + verdicts + "\n" + out[-2000:]
-    assert ", 0 failed" in verdicts
+    assert re.search(r"thresholds: \d+ passed, 0 failed", out), verdicts
 
 
 def test_locust_rejects_a_malformed_thresholds_file_at_start(tmp_path: Path) -> None:

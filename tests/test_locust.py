@@ -115,7 +115,6 @@ def test_master_with_two_workers_merges_exactly(tmp_path: Path) -> None:
     assert sum(e["count"] for e in results["entries"]) == sum(per_worker)
 
 
-@pytest.mark.xdist_group("skills_capture")
 def test_capture_and_replay_send_the_same_intents(skills_capture: SkillsCapture, tmp_path: Path) -> None:
     capture, seen1, seen2 = skills_capture.capture, skills_capture.server_capture, tmp_path / "server2.capture"
     assert skills_capture.returncode == 0, skills_capture.stderr[-3000:]

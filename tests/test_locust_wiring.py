@@ -84,7 +84,6 @@ def test_tier_names_fit_locusts_type_column() -> None:
     assert all(len(v) <= 8 for v in LOCUST_TYPES.values()) and len(set(LOCUST_TYPES.values())) == 4
 
 
-@pytest.mark.xdist_group("mixed_run")
 def test_console_of_a_mixed_run(mixed_run: MixedRun) -> None:
     """Locust's rows use the short tier names and keep intents and requests apart; the harness prints the
     calm-vs-flood CRITICAL p99 lines and its microsecond table after Locust's final tables.  (The session's

@@ -103,7 +103,6 @@ def _cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[st
                           text=True, timeout=60, input=stdin)
 
 
-@pytest.mark.xdist_group("skills_capture")
 def test_a_real_locust_capture_survives_export_and_import(skills_capture: SkillsCapture, tmp_path: Path) -> None:
     cap = skills_capture.capture  # skills.py, 3 players, 4 s (conftest.py; test_locust.py replays it)
     assert skills_capture.returncode == 0, skills_capture.stderr[-3000:]

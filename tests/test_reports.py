@@ -38,7 +38,6 @@ def recorded(mixed_run: MixedRun) -> Path:
     return mixed_run.results
 
 
-@pytest.mark.xdist_group("mixed_run")
 def test_report_from_a_recorded_run(recorded: Path, tmp_path: Path) -> None:
     results = json.loads(recorded.read_text())
     page = write_report(results, tmp_path)
@@ -62,7 +61,6 @@ def test_report_from_a_recorded_run(recorded: Path, tmp_path: Path) -> None:
     assert "calm" in html and "flood" in html  # the per-phase table
 
 
-@pytest.mark.xdist_group("mixed_run")
 def test_report_in_a_real_headless_chromium(browser: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
     from reports.browser import dump_dom, screenshot
 
@@ -121,7 +119,6 @@ def test_report_command_rejects_bad_results(tmp_path: Path, capsys: pytest.Captu
     assert len(err) == 1 and err[0].startswith(f"netharness report: error: {res}:") and message in err[0]
 
 
-@pytest.mark.xdist_group("mixed_run")
 def test_report_command_writes_html_and_pngs(recorded: Path, tmp_path: Path,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     other: dict[str, Any] = copy.deepcopy(json.loads(recorded.read_text()))
@@ -153,7 +150,6 @@ def test_browser_test_without_chromium_skips_unless_required(tmp_path: Path, req
     assert len(lines) == 1 if code == 0 else len(lines) >= 1, p.stdout[-2000:]
 
 
-@pytest.mark.xdist_group("mixed_run")
 def test_dropped_summed_by_tier_equals_dropped_summed_by_name(recorded: Path, tmp_path: Path) -> None:
     """One definition of dropped (envelopes dropped and requests refused, every reason, both sides)."""
     from harness.gate.thresholds import evaluate, parse_thresholds
