@@ -17,7 +17,7 @@ from harness.gate.abort import should_abort
 from harness.gate.gatecmd import main as gate_main
 from harness.gate.thresholds import ThresholdError, evaluate, parse_thresholds
 
-from .conftest import MixedRun
+from .sharedruns import MixedRun
 
 ROOT = Path(__file__).resolve().parents[1]
 

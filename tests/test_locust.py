@@ -19,7 +19,8 @@ import dispatcher
 from dispatcher.histogram import Histogram
 from dispatcher.replay import read_entries
 
-from .conftest import SkillsCapture, exact_percentile
+from .conftest import exact_percentile
+from .sharedruns import SkillsCapture
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCUST = [sys.executable, "-m", "locust"]

@@ -68,13 +68,12 @@ def _templated(html: str) -> dict[str, Any]:
 def test_a_headless_run_keeps_locusts_charts(tmp_path: Path) -> None:
     """A real run: Locust's HTML report still charts the current response-time percentiles (the total's
     cache) with the per-name caches off; the Locust process's memory diagnostic shows only the total's
-    copies (at most 20 s of them) among its figures.  Nine seconds are enough: per-name copies (3+ entries
-besides the total, one copy a second each) would pass 21 within 6 s, so the bound can still fail."""
+    copies (at most 20 s of them) among its figures."""
     report, trace = tmp_path / "locust.html", tmp_path / "locust-mem.jsonl"  # report.html: the harness's
-    cmd = [sys.executable, "-m", "locust", "-f", "scenarios/skills.py", "--headless", "-u", "4", "-r", "4", "-t", "9s",
+    cmd = [sys.executable, "-m", "locust", "-f", "scenarios/skills.py", "--headless", "-u", "4", "-r", "4", "-t", "14s",
            "--only-summary", "--results", str(tmp_path / "results.json"), "--html", str(report)]
-    env = {**os.environ, "NETHARNESS_LOCUST_MEMTRACE": str(trace), "NETHARNESS_MEMTRACE_EVERY": "2",
-           "NETHARNESS_MEMTRACE_AFTER": "2", "NETHARNESS_MEMTRACE_FRAMES": "0", "NETHARNESS_MEMTRACE_GROWERS": "1"}
+    env = {**os.environ, "NETHARNESS_LOCUST_MEMTRACE": str(trace), "NETHARNESS_MEMTRACE_EVERY": "3",
+           "NETHARNESS_MEMTRACE_AFTER": "3", "NETHARNESS_MEMTRACE_FRAMES": "0", "NETHARNESS_MEMTRACE_GROWERS": "1"}
     p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=90, env=env)
     assert p.returncode == 0, p.stderr[-3000:]
     history = _templated(report.read_text())["history"]

@@ -16,7 +16,7 @@ from harness.runner.library import MIXED, PARAM_HELP
 from harness.runner.plugin import OPTIONS, list_params, options_text
 from harness.runner.users import INTENT_SUFFIX, LOCUST_TYPES, locust_name
 
-from .conftest import MixedRun
+from .sharedruns import MixedRun
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCUST = [sys.executable, "-m", "locust"]

@@ -22,7 +22,7 @@ from harness.game import load_registry
 from harness.tools.replaycmd import decode_value, encode_value, export_lines, import_lines, inspect
 from harness.tools.replaycmd import main as replay_main
 
-from .conftest import SkillsCapture
+from .sharedruns import SkillsCapture
 
 ROOT = Path(__file__).resolve().parents[1]
 HASH = load_registry().hash

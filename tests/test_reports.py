@@ -21,7 +21,7 @@ from reports.plots import BASELINE_PLOTS, PLOTS, time_label
 from reports.render import main as report_main
 from reports.render import write_report
 
-from .conftest import MixedRun
+from .sharedruns import MixedRun
 from .test_gate import make_results
 
 ROOT = Path(__file__).resolve().parents[1]
