@@ -4,6 +4,7 @@ import copy
 import math
 import os
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -12,6 +13,9 @@ import pytest
 import dispatcher
 from dispatcher import ChannelRegistry, LoopbackHub, SchemaRegistry, VirtualClock
 from dispatcher import schema as s
+
+from . import sharedruns, workers
+from .sharedruns import MixedRun, SkillsCapture
 
 #: The channel registry example of the seed (000_*.txt), verbatim in Python form.
 SEED_REGISTRY: dict[str, Any] = {
@@ -67,6 +71,25 @@ GAME_SCHEMAS = SchemaRegistry({
 })
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    workers.import_locust_unpatched(config)  # an xdist worker's, before any test module imports Locust
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """Under xdist every test holds the shared lock while it runs; one marked ``alone`` holds it alone."""
+    workers.unlock(item.config)  # a hold left over by an interrupted test
+    workers.shared(item.config)
+    try:
+        if item.get_closest_marker("alone") is not None:
+            with workers.alone(item.config):
+                yield
+        else:
+            yield
+    finally:
+        workers.unlock(item.config)
+
+
 @pytest.fixture
 def browser() -> str:
     """Chromium for the tests that open a report in a real browser: without it they skip with one line
@@ -114,3 +137,19 @@ def exact_percentile(values: Any, p: float) -> float:
     arr = np.sort(np.asarray(values, dtype=float))
     rank = max(math.ceil(p * len(arr) / 100 - 1e-9), 1)
     return float(arr[rank - 1])
+
+
+# -- real Locust runs that several tests assert on (tests/sharedruns.py) ---------------------------------------
+
+
+@pytest.fixture(scope="session")
+def mixed_run(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory) -> MixedRun:
+    """mixed.py through the project's thresholds: test_gate.py gates it, test_reports.py renders it,
+    test_locust_wiring.py reads its console."""
+    return sharedruns.mixed_run(pytestconfig, tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def skills_capture(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory) -> SkillsCapture:
+    """skills.py with --capture and --server-capture: test_locust.py replays it, test_replay_cmd.py exports it."""
+    return sharedruns.skills_capture(pytestconfig, tmp_path_factory)

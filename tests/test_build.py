@@ -30,7 +30,7 @@ CORE_TESTS = [
 
 _CHECK = """
 import json, sys, pytest
-rc = pytest.main(["-q", "-x", "-p", "no:cacheprovider", *sys.argv[1:]])
+rc = pytest.main(["-q", "-x", "-p", "no:cacheprovider", "-n", "0", *sys.argv[1:]])
 import dispatcher
 import dispatcher.runtime.tcp  # the compiled TCP runtime too (the core's tests do not load it)
 from dispatcher import _build

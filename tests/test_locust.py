@@ -20,6 +20,7 @@ from dispatcher.histogram import Histogram
 from dispatcher.replay import read_entries
 
 from .conftest import exact_percentile
+from .sharedruns import SkillsCapture
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCUST = [sys.executable, "-m", "locust"]
@@ -115,11 +116,9 @@ def test_master_with_two_workers_merges_exactly(tmp_path: Path) -> None:
     assert sum(e["count"] for e in results["entries"]) == sum(per_worker)
 
 
-def test_capture_and_replay_send_the_same_intents(tmp_path: Path) -> None:
-    capture, seen1, seen2 = tmp_path / "skills.capture", tmp_path / "server1.capture", tmp_path / "server2.capture"
-    p = _run(["-f", "scenarios/skills.py", "--headless", "-u", "3", "-r", "3", "-t", "4s",
-              "--capture", str(capture), "--server-capture", str(seen1), "--results", str(tmp_path / "r1.json")])
-    assert p.returncode == 0, p.stderr[-3000:]
+def test_capture_and_replay_send_the_same_intents(skills_capture: SkillsCapture, tmp_path: Path) -> None:
+    capture, seen1, seen2 = skills_capture.capture, skills_capture.server_capture, tmp_path / "server2.capture"
+    assert skills_capture.returncode == 0, skills_capture.stderr[-3000:]
     p = _run(["-f", "scenarios/replay.py", "--headless", "-u", "3", "-r", "3", "-t", "7s",
               "--replay-file", str(capture), "--server-capture", str(seen2), "--results", str(tmp_path / "r2.json")])
     assert p.returncode == 0, p.stderr[-3000:]

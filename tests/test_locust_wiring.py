@@ -16,6 +16,8 @@ from harness.runner.library import MIXED, PARAM_HELP
 from harness.runner.plugin import OPTIONS, list_params, options_text
 from harness.runner.users import INTENT_SUFFIX, LOCUST_TYPES, locust_name
 
+from .sharedruns import MixedRun
+
 ROOT = Path(__file__).resolve().parents[1]
 LOCUST = [sys.executable, "-m", "locust"]
 
@@ -82,14 +84,12 @@ def test_tier_names_fit_locusts_type_column() -> None:
     assert all(len(v) <= 8 for v in LOCUST_TYPES.values()) and len(set(LOCUST_TYPES.values())) == 4
 
 
-def test_console_of_a_mixed_run(tmp_path: Path) -> None:
+def test_console_of_a_mixed_run(mixed_run: MixedRun) -> None:
     """Locust's rows use the short tier names and keep intents and requests apart; the harness prints the
-    calm-vs-flood CRITICAL p99 lines and its microsecond table after Locust's final tables."""
-    p = subprocess.run([*LOCUST, "-f", "scenarios/mixed.py", "--headless", "-u", "4", "-r", "4", "-t", "7s",
-                        "--param", "calm_s=3,flood_s=3", "--results", str(tmp_path / "results.json")], cwd=ROOT,
-                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=90)  # in written order
-    assert p.returncode in (0, 1), p.stdout[-3000:]  # refused snapshots are failures to Locust (exit 1)
-    out = p.stdout
+    calm-vs-flood CRITICAL p99 lines and its microsecond table after Locust's final tables.  (The session's
+    ``mixed_run``, conftest.py: its stdout and stderr in written order.)"""
+    assert mixed_run.returncode in (0, 1), mixed_run.output[-3000:]  # refused snapshots: failures to Locust
+    out = mixed_run.output
     locust_rows = out[: out.index("netharness latency (microsecond resolution)")]
     assert "Response time percentiles" in locust_rows  # Locust's final tables came first
     assert "BACKGRND Intent.Stats.RequestSnapshot" in locust_rows

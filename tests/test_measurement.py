@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from harness.gate.gatecmd import main as gate_main
 from harness.runner.users import LOCUST_TYPES, locust_name
@@ -120,6 +121,7 @@ def test_one_host_event_latency_is_exact_and_raw(tmp_path: Path) -> None:
     assert abs(reported - exact) <= 0.05 * exact, (reported, exact)
 
 
+@pytest.mark.alone  # the calm run: no send more than 50 ms late, so not beside the other worker's tests
 def test_a_frozen_locust_counts_every_late_send_and_a_calm_one_none(tmp_path: Path) -> None:
     frozen, calm = tmp_path / "frozen", tmp_path / "calm"
     run = Run(["-f", "scenarios/skills.py", "-u", "10", "-r", "10", "-t", "8s", "--results",
@@ -179,12 +181,12 @@ def _servers(port: int) -> Iterator[Callable[[], subprocess.Popen[str]]]:
             _stop(p)
 
 
-def _killed_server_run(tmp_path: Path, restart_after: float | None) -> tuple[Run, int, dict[str, Any]]:
+def _killed_server_run(tmp_path: Path, restart_after: float | None, run_s: int) -> tuple[Run, int, dict[str, Any]]:
     port = _free_port()
     res = tmp_path / "results.json"
     with _servers(port) as start:
         server = start()
-        run = Run(["-f", "scenarios/skills.py", "-u", "10", "-r", "10", "-t", "12s", "--host",
+        run = Run(["-f", "scenarios/skills.py", "-u", "10", "-r", "10", "-t", f"{run_s}s", "--host",
                    f"tcp://127.0.0.1:{port}", "--netharness-secret", SECRET, "--results", str(res)])
         try:
             run.spawned()
@@ -200,7 +202,7 @@ def _killed_server_run(tmp_path: Path, restart_after: float | None) -> tuple[Run
 
 
 def test_a_dead_server_loses_work_and_fails_the_run(tmp_path: Path) -> None:
-    run, code, results = _killed_server_run(tmp_path, None)
+    run, code, results = _killed_server_run(tmp_path, None, 8)  # killed 2 s in: 6 s of sends into the void
     assert code == 1, run.stderr[-3000:]
     intent, request = _entry(results, "intent", "Intent.Skills.Use"), _entry(results, "request", "Intent.Skills.Use")
     for e in (intent, request):
@@ -215,7 +217,7 @@ def test_a_dead_server_loses_work_and_fails_the_run(tmp_path: Path) -> None:
 
 
 def test_a_restarted_server_loses_no_reliable_intent(tmp_path: Path) -> None:
-    run, _, results = _killed_server_run(tmp_path, 3.0)
+    run, _, results = _killed_server_run(tmp_path, 3.0, 12)  # back 5 s in: 7 s to reconnect and resend
     intent = _entry(results, "intent", "Intent.Skills.Use")
     assert intent["lost"] == 0 and intent["failures"] == 0 and intent["sent"] == intent["count"], intent
     conn = results["connections"]
@@ -251,7 +253,10 @@ def test_two_web_ui_swarms_give_two_results_matching_locust(tmp_path: Path) -> N
         assert "no swarm has finished yet" in _report_or_404(f"{base}/netharness/report")
         for n, users in ((1, 4), (2, 6)):
             assert _http(f"{base}/swarm", {"user_count": users, "spawn_rate": users})["success"]
-            time.sleep(4)
+            deadline = time.monotonic() + 30
+            while not _playing(base, users, 40):  # every player joined, sent and heard a few
+                assert time.monotonic() < deadline, f"swarm {n} sent nothing"
+                time.sleep(0.3)
             _http(f"{base}/stop", {})
             out = tmp_path / f"swarm-{n}" / "results.json"
             deadline = time.monotonic() + 30
@@ -276,6 +281,14 @@ def test_two_web_ui_swarms_give_two_results_matching_locust(tmp_path: Path) -> N
         assert "netharness report: skills" in _http(f"{base}/netharness/report")
     finally:
         _stop(proc, timeout=30)
+
+
+def _playing(base: str, users: int, requests: int) -> bool:
+    """Whether Locust's web UI shows this swarm running with ``users`` players and ``requests`` requests so far
+    (not the last swarm's figures: those are of a stopped runner)."""
+    doc = _http(f"{base}/stats/requests")
+    done = sum(s["num_requests"] for s in doc["stats"] if s["name"] == "Aggregated")
+    return bool(doc["state"] == "running" and doc["user_count"] == users and done >= requests)
 
 
 def _report_or_404(url: str) -> str:

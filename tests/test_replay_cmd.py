@@ -22,6 +22,8 @@ from harness.game import load_registry
 from harness.tools.replaycmd import decode_value, encode_value, export_lines, import_lines, inspect
 from harness.tools.replaycmd import main as replay_main
 
+from .sharedruns import SkillsCapture
+
 ROOT = Path(__file__).resolve().parents[1]
 HASH = load_registry().hash
 NAMES = ("Intent.Skills.Use", "Event.Skills.Execution", "Intent.Stats.RequestSnapshot", "Event.EntityInfo.Delta")
@@ -101,12 +103,9 @@ def _cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[st
                           text=True, timeout=60, input=stdin)
 
 
-def test_a_real_locust_capture_survives_export_and_import(tmp_path: Path) -> None:
-    cap = tmp_path / "skills.capture"
-    p = subprocess.run([sys.executable, "-m", "locust", "-f", "scenarios/skills.py", "--headless", "-u", "3", "-r",
-                        "3", "-t", "3s", "--capture", str(cap), "--results", str(tmp_path / "r.json")],
-                       cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert p.returncode == 0, p.stderr[-3000:]
+def test_a_real_locust_capture_survives_export_and_import(skills_capture: SkillsCapture, tmp_path: Path) -> None:
+    cap = skills_capture.capture  # skills.py, 3 players, 4 s (conftest.py; test_locust.py replays it)
+    assert skills_capture.returncode == 0, skills_capture.stderr[-3000:]
     ex = _cli("export", str(cap))
     assert ex.returncode == 0, ex.stderr
     im = _cli("import", "-", "-o", str(tmp_path / "back.capture"), stdin=ex.stdout)

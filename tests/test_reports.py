@@ -21,23 +21,21 @@ from reports.plots import BASELINE_PLOTS, PLOTS, time_label
 from reports.render import main as report_main
 from reports.render import write_report
 
+from .sharedruns import MixedRun
 from .test_gate import make_results
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = ("verdicts", "latency", "plots", "counters", "meta")
 
 
-@pytest.fixture(scope="module")
-def recorded(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real run: mixed.py (calm, then floods) with the project's thresholds, its results.json and report."""
-    d = tmp_path_factory.mktemp("recorded")
-    p = subprocess.run([sys.executable, "-m", "locust", "-f", "scenarios/mixed.py", "--headless", "-u", "10", "-r",
-                        "10", "-t", "8s", "--only-summary", "--param", "calm_s=3", "--param", "flood_s=5",
-                        "--thresholds", "scenarios/thresholds.toml", "--results", str(d / "results.json")],
-                       cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert p.returncode in (0, 1), p.stderr[-3000:]
-    assert f"netharness: report written to {d / 'report.html'}" in p.stdout  # written at the end of every run
-    return d / "results.json"
+@pytest.fixture
+def recorded(mixed_run: MixedRun) -> Path:
+    """A real run: mixed.py (calm, then floods) with the project's thresholds, its results.json and report
+    (the session's ``mixed_run``, conftest.py: test_gate.py gates the same run)."""
+    assert mixed_run.returncode in (0, 1), mixed_run.output[-3000:]
+    report = mixed_run.results.parent / "report.html"
+    assert f"netharness: report written to {report}" in mixed_run.output  # written at the end of every run
+    return mixed_run.results
 
 
 def test_report_from_a_recorded_run(recorded: Path, tmp_path: Path) -> None:
@@ -143,7 +141,7 @@ def test_browser_test_without_chromium_skips_unless_required(tmp_path: Path, req
     """A fresh machine has no Chromium: the browser test skips with one line naming the install command
     (before the module's Locust run starts), unless NETHARNESS_REQUIRE_BROWSER=1 (CI) makes it fail."""
     env = {**os.environ, "PATH": str(tmp_path), "NETHARNESS_REQUIRE_BROWSER": require}
-    p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider",
+    p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "-n", "0",
                         "tests/test_reports.py::test_report_in_a_real_headless_chromium"], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == code, p.stdout[-2000:]
