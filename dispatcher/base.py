@@ -153,24 +153,26 @@ class CoreBase:
         """The tier this side gives ``info``'s channel: the registry's, with this side's overrides."""
         return self._channel_qos[info.chan]
 
-    def _send(self, c: Connection, info: NameInfo, env: Envelope, frame: bytes, now: float,
+    def _send(self, c: Connection, info: NameInfo, env: Envelope | None, frame: bytes, now: float,
               coalesce_key: Hashable = None, droppable: bool = True, qos: int = -1) -> None:
         """Queue an envelope; ``droppable=False`` (reliable envelopes, responses) keeps it out of drop-oldest.
-        ``qos``: ``env.meta.qos`` when the caller has it at hand."""
+        ``qos``: ``env.meta.qos`` when the caller has it at hand.  ``env`` may be None (with ``qos``) only when
+        there is no replay buffer and no logger to see it."""
         key = (info.name, coalesce_key) if coalesce_key is not None or info.coalesce else None
         if qos < 0:
+            assert env is not None
             qos = env.meta.qos
         out = c.out  # ``_push``, inline
         out.push(frame, qos, now, info.name, key, droppable)
         self._dirty[c.key] = None
         if qos == 0 and (out.counts[0] > self._crit_frames or out.qbytes[0] > self._crit_bytes):
             self._overrun(c, now)
-        if self.replay_buffer is not None:
+        if self.replay_buffer is not None and env is not None:
             self.replay_buffer.push(env, "out", now)
         st = self._ns[info.wire_id]
         st.sent += 1
         st.bytes_out += len(frame)
-        if self.logger is not None:
+        if self.logger is not None and env is not None:
             self._log(env, "out")
 
     def _log(self, env: Envelope, direction: str) -> None:

@@ -16,10 +16,10 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Hashable
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
 from .decoder import FrameDecoder
-from .envelope import Envelope
+from .envelope import Envelope, QoS, envelope_of
 from .limits import Limits
 from .promise import Promise
 from .qos import Scheduler
@@ -95,15 +95,19 @@ class Bucket:
 
 
 class PendingRequest:
-    __slots__ = ("attempts", "env", "first_sent", "frame", "info", "key", "promise", "retries_left", "tier",
-                 "timeout", "timer")
+    __slots__ = ("attempts", "env", "first_sent", "frame", "info", "key", "payload", "promise", "retries_left",
+                 "seq", "tier", "timeout", "timer", "trace_id")
 
-    def __init__(self, info: NameInfo, env: Envelope, frame: bytes, promise: Promise[Envelope],
-                 retries: int, timeout: float, now: float, key: int, tier: int) -> None:
+    def __init__(self, info: NameInfo, env: Envelope | None, frame: bytes, promise: Promise[Envelope],
+                 retries: int, timeout: float, now: float, key: int, tier: int, payload: Any, seq: int,
+                 trace_id: str | None) -> None:
         self.info = info
-        self.env = env
+        self.env = env  # None until ``envelope()`` needs it
         self.key = key  # in ``Connection.pending``
-        self.tier = tier  # ``env.meta.qos``
+        self.tier = tier
+        self.payload = payload
+        self.seq = seq
+        self.trace_id = trace_id
         self.frame = frame
         self.promise = promise
         self.attempts = 1
@@ -111,6 +115,13 @@ class PendingRequest:
         self.timeout = timeout
         self.first_sent = now
         self.timer: Timer | None = None
+
+    def envelope(self) -> Envelope:
+        """The request's ``Envelope``, built at its first use (a retry, a resend): most requests never need it."""
+        if self.env is None:
+            self.env = envelope_of(self.info.name, self.payload, self.seq, QoS(self.tier), self.first_sent,
+                                   trace_id=self.trace_id)
+        return self.env
 
 
 class Answers:

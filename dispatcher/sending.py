@@ -94,14 +94,16 @@ class Sender(CoreBase):
             return p
         seq = c.seq[info.chan] + 1
         c.seq[info.chan] = seq
-        env = _envelope_of(name, payload, seq, qos, now, None, None, trace_id)
-        frame = (encode_plain(info.wire_id, seq, qos, Bits.REQUEST, now, payload) if trace_id is None
+        # The request's Envelope only for someone who looks at it (its frame is encoded from the values).
+        env = (None if trace_id is None and self.replay_buffer is None and self.logger is None
+               else _envelope_of(name, payload, seq, qos, now, None, None, trace_id))
+        frame = (encode_plain(info.wire_id, seq, qos, Bits.REQUEST, now, payload) if env is None
                  else encode_envelope(env, info.wire_id, Bits.REQUEST))
         key = c.seq_key(info.chan, seq)
-        pend = PendingRequest(info, env, frame, p, retries, timeout, now, key, qos)
+        pend = PendingRequest(info, env, frame, p, retries, timeout, now, key, qos, payload, seq, trace_id)
         c.pending[key] = pend
         pend.timer = self._schedule(now + timeout, self._on_request_timeout, (c, pend))
-        self._send(c, info, env, frame, now)
+        self._send(c, info, env, frame, now, qos=qos)
         return p
 
     def emit(self, name: str, payload: Any, now: float, *, to: int | Iterable[int] | None = None,
@@ -198,7 +200,7 @@ class Sender(CoreBase):
             return
         pend.attempts += 1
         self.stats[pend.info.name].retries += 1
-        frame = encode_envelope(pend.env, pend.info.wire_id, Bits.REQUEST | Bits.RETRANSMIT)
+        frame = encode_envelope(pend.envelope(), pend.info.wire_id, Bits.REQUEST | Bits.RETRANSMIT)
         self._push(c, frame, pend.tier, now)
         pend.timer = self._schedule(now + pend.timeout, self._on_request_timeout, arg)
 
@@ -208,8 +210,8 @@ class Sender(CoreBase):
             self._push(c, encode_envelope(env, info.wire_id, Bits.ACK_REQUESTED | Bits.RETRANSMIT), env.meta.qos,
                        now, info.name, droppable=False)
         for pend in c.pending.values():
-            self._push(c, encode_envelope(pend.env, pend.info.wire_id, Bits.REQUEST | Bits.RETRANSMIT),
-                       pend.env.meta.qos, now, pend.info.name, droppable=False)
+            self._push(c, encode_envelope(pend.envelope(), pend.info.wire_id, Bits.REQUEST | Bits.RETRANSMIT),
+                       pend.tier, now, pend.info.name, droppable=False)
 
     # -- checks ----------------------------------------------------------------------------------------
 

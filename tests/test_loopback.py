@@ -154,6 +154,25 @@ def test_retry_recovers_a_lost_request(hub: LoopbackHub) -> None:
     assert client.stats()["Intent.Stats.RequestSnapshot"].retries == 1
 
 
+@pytest.mark.parametrize("trace_id", [None, "trace-7"])
+def test_a_retry_carries_what_the_first_attempt_did(hub: LoopbackHub, trace_id: str | None) -> None:
+    """A request's Envelope is built only when something needs it (a retry, a resend, a logger): the retry's
+    is the first attempt's (name, payload, seq, tier, send time, trace)."""
+    client = hub.connect()
+    seen: list[Envelope] = []
+    hub.server.on("Intent.Stats.RequestSnapshot", lambda env: seen.append(env) or {"ok": True})
+    hub.cut(client, "up")
+    t0 = hub.clock.now()
+    p = client.request("Intent.Stats.RequestSnapshot", {"version": 7}, timeout=1.0, retries=1, trace_id=trace_id)
+    hub.advance(1.0)
+    hub.mend(client)
+    assert p.result(timeout=5).payload == {"ok": True}
+    [env] = seen
+    assert (env.name, env.payload, env.meta.seq, env.meta.qos, env.meta.trace_id) == (
+        "Intent.Stats.RequestSnapshot", {"version": 7}, 1, QoS.BACKGROUND, trace_id)
+    assert env.meta.ts_sent == t0
+
+
 def test_retry_after_lost_response_does_not_rerun_handler(hub: LoopbackHub) -> None:
     client = hub.connect()
     calls: list[int] = []
