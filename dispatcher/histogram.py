@@ -97,6 +97,13 @@ def _floats(values: list[float]) -> npt.NDArray[np.float64]:
     return np.frombuffer(struct.Struct(f"{len(values)}d").pack(*values), dtype=np.float64)
 
 
+def _micros(seconds: list[float]) -> npt.NDArray[np.float64]:
+    """Seconds as whole microseconds (floats, rounded half to even)."""
+    values = _floats(seconds) * 1e6
+    np.rint(values, out=values)
+    return values
+
+
 @lru_cache(maxsize=16)
 def _layout(highest: int, figures: int) -> _Layout:
     return _Layout(highest, figures)
@@ -144,14 +151,17 @@ class Histogram:
         if self._buffer is None:
             self._buffer = np.empty(_FOLD_EVERY, dtype=np.float64)
 
-    def record_many(self, values_us: Iterable[int] | npt.NDArray[Any],
-                    times: npt.NDArray[np.int64] | None = None) -> None:
-        """Record values in microseconds; with ``times``, value ``i`` counts ``times[i]`` times (runs of one
-        value bucketed once: a tier's sojourns, where frames queued together leave together)."""
+    def record_many(self, values_us: Iterable[int] | npt.NDArray[Any]) -> None:
         self._fold()
         values = np.asarray(values_us, dtype=np.int64)
         if values.size:
-            self._add_floats(values.astype(np.float64), times)
+            self._add_floats(values.astype(np.float64))
+
+    def record_runs_seconds(self, seconds: list[float], counts: list[int]) -> None:
+        """``record_seconds(seconds[i])`` ``counts[i]`` times each, each value bucketed once (a tier's
+        sojourns: frames queued at one time leave together)."""
+        if seconds:
+            self._add_floats(_micros(seconds), np.asarray(counts, dtype=np.int64))
 
     def _stage(self) -> None:
         """Move the pending list into the buffer, folding the buffer first if they do not fit."""
@@ -168,9 +178,7 @@ class Histogram:
             self._fold_buffer()
             k = 0
         if n >= _FOLD_EVERY:  # a large batch: folded straight from the list
-            values = _floats(p) * 1e6
-            np.rint(values, out=values)
-            self._add_floats(values)
+            self._add_floats(_micros(p))
         elif n:
             buf[k : k + n] = _floats(p)
             self._buffered = k + n

@@ -15,8 +15,6 @@ import weakref
 from collections.abc import Iterable
 from typing import Any
 
-import numpy as np
-
 from .counters import NAME_COUNTERS, PEER_COUNTERS, NameStats, TierStats
 from .envelope import QoS
 from .histogram import Histogram, merged
@@ -193,8 +191,7 @@ class Stats:
         """Sojourn runs held for ``tier`` into its histogram (as ``Histogram.record_seconds`` of each frame)."""
         values, counts = self._soj_pending[tier]
         if values:
-            us = np.clip(np.rint(np.asarray(values, dtype=np.float64) * 1e6), -1, 2**53).astype(np.int64)
-            self._tiers[tier].sojourn.record_many(us, np.asarray(counts, dtype=np.int64))
+            self._tiers[tier].sojourn.record_runs_seconds(values, counts)
             self._soj_pending[tier] = ([], [])
             self._soj_count[tier] = 0
 
