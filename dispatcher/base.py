@@ -149,6 +149,14 @@ class CoreBase:
             return
         self._push(c, frame, QoS.CRITICAL, now)
 
+    def _schema_reason(self, name: str, payload: Any, key: str | None = None) -> str | None:
+        """Why ``payload`` is invalid for ``name`` (``key``: its response's schema key), or None: the compiled
+        test first (no call into the registry per envelope), the validator only when it says no."""
+        test = self._tests.get(name if key is None else key)
+        if test is None or test(payload):
+            return None
+        return self.schemas.validate(name, payload, response=key is not None)
+
     def _declared(self, info: NameInfo) -> QoS:
         """The tier this side gives ``info``'s channel: the registry's, with this side's overrides."""
         return self._channel_qos[info.chan]

@@ -95,15 +95,14 @@ class Bucket:
 
 
 class PendingRequest:
-    __slots__ = ("attempts", "env", "first_sent", "frame", "info", "key", "payload", "promise", "retries_left",
-                 "seq", "tier", "timeout", "timer", "trace_id")
+    __slots__ = ("attempts", "env", "first_sent", "frame", "info", "payload", "promise", "retries_left", "seq",
+                 "tier", "timeout", "timer", "trace_id")
 
     def __init__(self, info: NameInfo, env: Envelope | None, frame: bytes, promise: Promise[Envelope],
-                 retries: int, timeout: float, now: float, key: int, tier: int, payload: Any, seq: int,
+                 retries: int, timeout: float, now: float, tier: int, payload: Any, seq: int,
                  trace_id: str | None) -> None:
         self.info = info
         self.env = env  # None until ``envelope()`` needs it
-        self.key = key  # in ``Connection.pending``
         self.tier = tier
         self.payload = payload
         self.seq = seq

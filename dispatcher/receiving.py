@@ -8,7 +8,7 @@
    ``_refuse_budget``: the per-channel rate limit, which retransmissions pay too);
 4. **sequence window** (``_sequence``: replays dropped, retried requests answered from the cache at most
    once per resend interval);
-5. **validate** (``_validate``: the schema);
+5. **validate** (``_schema_reason``: the compiled schema test, the validator when it says no; ``_invalid``);
 6. **deliver** (``_deliver``: replay buffer, bus, logger, handlers; a request's answer).
 """
 
@@ -215,8 +215,9 @@ class Receiver(Sender):
         if bits & _RESPONSE:
             self._on_response(c, info, st, r, now)
             return
-        test = self._tests.get(info.name)  # the compiled test: a payload it passes is valid
-        if test is not None and not test(r[6]) and not self._validate(c, info, st, r, bits, now):
+        reason = self._schema_reason(info.name, r[6])
+        if reason is not None:
+            self._invalid(c, info, st, r, bits, reason, now)
             return
         self._deliver(c, info, st, r, bits, now)
 
@@ -276,17 +277,14 @@ class Receiver(Sender):
                            f"request {seq} already ran and its answer is no longer kept", now)
         return False
 
-    def _validate(self, c: Connection, info: NameInfo, st: NameStats, r: list[Any], bits: int, now: float) -> bool:
-        reason = self.schemas.validate(info.name, r[6])
-        if reason is None:
-            return True
+    def _invalid(self, c: Connection, info: NameInfo, st: NameStats, r: list[Any], bits: int, reason: str,
+                 now: float) -> None:
         reason = escape(reason, self.limits.reason_chars)
         st.validation_errors += 1
         self.stats.drop(info.name, "invalid_payload")
         self._warn(c, now, "%s sent an invalid %s: %s", escape(str(c.key), 80), info.name, reason)
         if bits & Bits.REQUEST:
             self._nack(c, info, r[2], "invalid_payload", reason, now)
-        return False
 
     def _deliver(self, c: Connection, info: NameInfo, st: NameStats, r: list[Any], bits: int, now: float) -> None:
         name = info.name
@@ -403,14 +401,12 @@ class Receiver(Sender):
         Timers.cancel(pend.timer)
         if self._timed:
             self._lat[info.wire_id][pend.tier].append(now - pend.first_sent)
-        test = self._tests.get(info.response_key)  # the compiled test first, as for requests
-        if test is not None and not test(r[6]):
-            reason = self.schemas.validate(info.name, r[6], response=True)
-            if reason is not None:
-                st.validation_errors += 1
-                st.failures += 1
-                pend.promise.reject(ValidationError(info.name + " response", escape(reason, self.limits.reason_chars)))
-                return
+        reason = self._schema_reason(info.name, r[6], info.response_key)
+        if reason is not None:
+            st.validation_errors += 1
+            st.failures += 1
+            pend.promise.reject(ValidationError(info.name + " response", escape(reason, self.limits.reason_chars)))
+            return
         env = record_envelope(r, info.name)
         if self.replay_buffer is not None:
             self.replay_buffer.push(env, "in", now)

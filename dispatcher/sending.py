@@ -99,9 +99,8 @@ class Sender(CoreBase):
                else _envelope_of(name, payload, seq, qos, now, None, None, trace_id))
         frame = (encode_plain(info.wire_id, seq, qos, Bits.REQUEST, now, payload) if env is None
                  else encode_envelope(env, info.wire_id, Bits.REQUEST))
-        key = c.seq_key(info.chan, seq)
-        pend = PendingRequest(info, env, frame, p, retries, timeout, now, key, qos, payload, seq, trace_id)
-        c.pending[key] = pend
+        pend = PendingRequest(info, env, frame, p, retries, timeout, now, qos, payload, seq, trace_id)
+        c.pending[c.seq_key(info.chan, seq)] = pend
         pend.timer = self._schedule(now + timeout, self._on_request_timeout, (c, pend))
         self._send(c, info, env, frame, now, qos=qos)
         return p
@@ -180,7 +179,7 @@ class Sender(CoreBase):
 
     def _on_request_timeout(self, arg: tuple[Connection, PendingRequest], now: float) -> None:
         c, pend = arg
-        key = pend.key
+        key = c.seq_key(pend.info.chan, pend.seq)
         if c.pending.get(key) is not pend:
             return
         st = self.stats[pend.info.name]
@@ -196,7 +195,7 @@ class Sender(CoreBase):
 
     def _retransmit(self, arg: tuple[Connection, PendingRequest], now: float) -> None:
         c, pend = arg
-        if c.closed or c.pending.get(pend.key) is not pend:
+        if c.closed or c.pending.get(c.seq_key(pend.info.chan, pend.seq)) is not pend:
             return
         pend.attempts += 1
         self.stats[pend.info.name].retries += 1
@@ -237,10 +236,7 @@ class Sender(CoreBase):
         return c  # while DETACHED or AWAITING_AUTH, sends queue up behind the handshake
 
     def _valid_out(self, name: str, payload: Any) -> bool:
-        test = self._tests.get(name)  # the compiled test first (no call into the registry per send)
-        if test is None or test(payload):
-            return True
-        reason = self.schemas.validate(name, payload)  # its verdict and its reason
+        reason = self._schema_reason(name, payload)
         if reason is None:
             return True
         if self.mode == "dev":
