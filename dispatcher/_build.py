@@ -43,9 +43,14 @@ REBUILD = 'pip install -e ".[test]"'
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 
+def module_path(module: str) -> str:
+    """A module's path relative to the package, without suffix (``runtime.tcpconn`` -> ``runtime/tcpconn``)."""
+    return module.replace(".", "/")
+
+
 def source_path(module: str) -> str:
     """A compiled module's source file, relative to the package (``runtime.tcpconn`` -> ``runtime/tcpconn.py``)."""
-    return module.replace(".", "/") + ".py"
+    return module_path(module) + ".py"
 
 
 def source_hashes(package_dir: Path = PACKAGE_DIR) -> dict[str, str]:
@@ -59,7 +64,7 @@ def write_hashes(package_dir: Path) -> None:
 
 def extension_files(package_dir: Path = PACKAGE_DIR) -> list[Path]:
     """The compiled files present for ``COMPILED`` (and the group's shared library)."""
-    names = [m.replace(".", "/") for m in COMPILED] + [GROUP.rpartition(".")[2] + "__mypyc"]
+    names = [module_path(m) for m in COMPILED] + [GROUP.rpartition(".")[2] + "__mypyc"]
     return [package_dir / f"{n}{suffix}" for n in names for suffix in importlib.machinery.EXTENSION_SUFFIXES
             if (package_dir / f"{n}{suffix}").exists()]
 

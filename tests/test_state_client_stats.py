@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 import dispatcher
+import harness.runner.state
 from dispatcher.stats import merge_snapshots
 from harness.game import load_registry
 from harness.runner.state import State
@@ -23,16 +26,26 @@ def _snapshot(n: int) -> dict[str, object]:
 
 
 @pytest.mark.parametrize("players", [1, 2, 4])
-def test_the_total_is_the_merge_of_every_stopped_player(players: int) -> None:
+def test_the_total_is_the_merge_of_every_stopped_player(players: int, monkeypatch: pytest.MonkeyPatch) -> None:
     st = State()
     snaps = [_snapshot(i + 1) for i in range(players)]
-    for i, snap in enumerate(snaps):
-        st.add_client_stats(snap, reconnects=i)
     expected = snaps[0]
     for snap in snaps[1:]:
         expected = merge_snapshots(expected, snap)
+    merges: list[int] = []
+
+    def counted(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+        merges.append(1)
+        return merge_snapshots(a, b)
+
+    monkeypatch.setattr(harness.runner.state, "merge_snapshots", counted)
+    for i, snap in enumerate(snaps):
+        st.add_client_stats(snap, reconnects=i)
+    assert merges == []  # a stopping player's snapshot is kept, not merged (the event loop is not blocked)
     assert st.client_stats == expected
+    assert len(merges) == players - 1  # merged when read
     assert st.client_stats == expected  # read twice: merged once, nothing lost or added
+    assert len(merges) == players - 1
     assert st.reconnects == sum(range(players))
 
 

@@ -32,10 +32,10 @@ def _answer(n: int) -> dict[str, Any]:
     return {"attributes": {"str": n}, "points": n}
 
 
-def _player(server: dispatcher.Transport, pid: int) -> dispatcher.Transport:
+def _player(server: dispatcher.Transport, pid: int, **kw: Any) -> dispatcher.Transport:
     assert server.address is not None and server.secret is not None
     return dispatcher.init(peer="client", channel_registry=REG, connect=server.address, player_id=pid,
-                           token=dispatcher.make_token(server.secret, pid), schemas=SCHEMAS, mode="release")
+                           token=dispatcher.make_token(server.secret, pid), schemas=SCHEMAS, mode="release", **kw)
 
 
 def _ask(client: dispatcher.Transport, n: int, **kw: Any) -> int:
@@ -194,10 +194,7 @@ def test_acknowledgements_of_reads_leave_together(server: dispatcher.Transport, 
     client's next send takes them along (a request, the CLOSE), else the delay's end; none is lost."""
     acked: list[int] = []
     server.on_ack(lambda env, now: acked.append(env.meta.seq) if env.name == EVENT else None)
-    assert server.address is not None and server.secret is not None
-    client = dispatcher.init(peer="client", channel_registry=REG, connect=server.address, player_id=7,
-                             token=dispatcher.make_token(server.secret, 7), schemas=SCHEMAS, mode="release",
-                             clock_sync_interval=0, limits={"keepalive_interval": 0})  # no pings: nothing else sends
+    client = _player(server, 7, clock_sync_interval=0, limits={"keepalive_interval": 0})  # no pings: none else sends
     client.runtime.ack_delay = 0.05 if then == "delay" else 60.0  # type: ignore[attr-defined]
     got: list[int] = []
     client.on(EVENT, lambda env: got.append(env.payload["seq"]))
@@ -229,5 +226,6 @@ def test_no_ack_delay_acknowledges_each_read(server: dispatcher.Transport) -> No
             server.emit(EVENT, {"skillId": "Nova", "caster": 1, "at": 0.0, "seq": i}, to=8)
             _until(lambda i=i: len(acked) > i)  # acknowledged before the next event is even sent
         assert acked == [1, 2, 3]
+        assert client.runtime._conn._later is None  # type: ignore[attr-defined]  # no read deferred its flush
     finally:
         client.close()
