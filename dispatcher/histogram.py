@@ -16,9 +16,7 @@ once per 128.
 Memory is what a load generator has hundreds of histograms of (a transport's stats keep one per name and
 tier, and one per tier for queue sojourn): the counts hold only the buckets up to the largest value seen
 (a few tens of kB for latencies of milliseconds; all of the layout, 188 kB, only past about half an hour),
-growing when a larger value comes, and values waiting to be folded take at most 12 kB.  A Locust process
-grew for minutes when every histogram took 188 kB at its first value and let 4096 values (128 kB) wait in a
-list.
+growing when a larger value comes, and values waiting to be folded take at most 12 kB.
 """
 
 from __future__ import annotations
@@ -37,8 +35,7 @@ from .hdrformat import HistogramError, pack, unpack
 __all__ = ["DEFAULT_HIGHEST", "Histogram", "HistogramError", "merged"]
 
 DEFAULT_HIGHEST = 3_600_000_000  # one hour, in microseconds
-#: Values a list holds before they are copied into the buffer (4 kB of list at most), and the buffer's size
-#: (8 kB): how many are folded into the counts at once.
+#: Values a list holds before the copy into the buffer (4 kB), and the buffer's size (8 kB): a fold's batch.
 _STAGE_EVERY = 128
 _FOLD_EVERY = 1024
 #: The counts first taken cover the values below this (microseconds: 131 ms, 72 kB of counts at 3 figures),
@@ -90,18 +87,14 @@ class _Layout:
 
 
 def _floats(values: list[float]) -> npt.NDArray[np.float64]:
-    """A list of floats as a (read-only) array.  ``struct.pack`` converts each in a C loop, about 40
-    instructions a value; ``np.array``/``np.fromiter``/slice assignment go through numpy's per-item scalar
-    discovery and setitem, about 240: that was two thirds of a fold's cost per value.  A ``Struct`` of its own,
-    not ``struct.pack``: that caches every format it sees (a histogram would hold one per batch length)."""
+    """A list of floats as a read-only array: a ``Struct`` packs each in C (about 40 instructions, numpy's
+    per-item conversion about 240); its own, since ``struct.pack`` caches every format it sees."""
     return np.frombuffer(struct.Struct(f"{len(values)}d").pack(*values), dtype=np.float64)
 
 
 def _micros(seconds: list[float]) -> npt.NDArray[np.float64]:
-    """Seconds as whole microseconds (floats, rounded half to even)."""
-    values = _floats(seconds) * 1e6
-    np.rint(values, out=values)
-    return values
+    values = _floats(seconds) * 1e6  # whole microseconds, rounded half to even
+    return np.rint(values, out=values)
 
 
 @lru_cache(maxsize=16)
@@ -158,8 +151,7 @@ class Histogram:
             self._add_floats(values.astype(np.float64))
 
     def record_runs_seconds(self, seconds: list[float], counts: list[int]) -> None:
-        """``record_seconds(seconds[i])`` ``counts[i]`` times each, each value bucketed once (a tier's
-        sojourns: frames queued at one time leave together)."""
+        """``record_seconds(seconds[i])`` ``counts[i]`` times, each value bucketed once (a tier's sojourns)."""
         if seconds:
             self._add_floats(_micros(seconds), np.asarray(counts, dtype=np.int64))
 
