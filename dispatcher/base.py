@@ -23,6 +23,7 @@ from .registry import ChannelRegistry, Kind
 from .replay import ReplayBuffer
 from .schema import SchemaRegistry
 from .stats import NameStats, Stats
+from .tally import Tally
 from .text import LogGate, escape
 from .timers import Timer, Timers
 from .wire import Close, Nack, encode_control
@@ -98,7 +99,7 @@ class CoreBase:
     _info: dict[str, NameInfo]
     _sendable: dict[str, NameInfo]
     _ns: list[NameStats]
-    _lat: list[list[list[float]]]  # ``stats.bind_latency``: empty when the stats are off
+    _lat: list[list[Tally]]  # ``stats.bind_latency``: empty when the stats are off
     _timed: bool  # the stats are on: latencies are recorded
     _one_way: bool  # and this is a client: each event's one-way latency too
     _sessions: dict[Hashable, Connection]

@@ -24,13 +24,14 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Iterable, Sequence
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from .hdrformat import HistogramError, pack, unpack
+from .hdrlayout import Layout, index_of, layout
+from .tally import Tally
 
 __all__ = ["DEFAULT_HIGHEST", "Histogram", "HistogramError", "merged"]
 
@@ -47,45 +48,6 @@ _FIRST_US = 1 << 17
 _BINCOUNT_FROM = 16384
 
 
-class _Layout:
-    """HdrHistogram's index math for one (highest, figures) pair, vectorised."""
-
-    def __init__(self, highest: int, figures: int) -> None:
-        if not 1 <= figures <= 5:
-            raise HistogramError(f"significant figures must be 1..5, got {figures}")
-        if highest < 2:
-            raise HistogramError(f"highest trackable value must be >= 2, got {highest}")
-        self.highest = highest
-        self.figures = figures
-        mag = math.ceil(math.log2(2 * 10**figures))
-        self.half_mag = max(mag, 1) - 1
-        self.sub_count = 1 << (self.half_mag + 1)
-        self.half_count = self.sub_count // 2
-        self.mask = self.sub_count - 1
-        smallest_untrackable, buckets = self.sub_count, 1
-        while smallest_untrackable <= highest:
-            smallest_untrackable <<= 1
-            buckets += 1
-        self.counts_len = (buckets + 1) * self.half_count
-        idx = np.arange(self.counts_len, dtype=np.int64)
-        bucket = (idx >> self.half_mag) - 1
-        sub = (idx & (self.half_count - 1)) + self.half_count
-        low = bucket < 0
-        sub = np.where(low, sub - self.half_count, sub)
-        bucket = np.where(low, 0, bucket)
-        self.lowest_at = sub << bucket  # lowest value of each index
-        self.highest_at = self.lowest_at + (np.int64(1) << bucket) - 1  # highest equivalent value
-        self.mid_at = (self.lowest_at + self.highest_at) / 2.0
-
-    def index(self, values: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
-        v = values | self.mask
-        # bit_length of v, exact for v < 2**53 (values are clamped to ``highest``).
-        pow2ceiling = np.frexp(v.astype(np.float64))[1].astype(np.int64)
-        bucket = pow2ceiling - (self.half_mag + 1)
-        sub = values >> bucket
-        return ((bucket + 1) << self.half_mag) + (sub - self.half_count)
-
-
 def _floats(values: list[float]) -> npt.NDArray[np.float64]:
     """A list of floats as a read-only array: a ``Struct`` packs each in C (about 40 instructions, numpy's
     per-item conversion about 240); its own, since ``struct.pack`` caches every format it sees."""
@@ -97,18 +59,13 @@ def _micros(seconds: list[float]) -> npt.NDArray[np.float64]:
     return np.rint(values, out=values)
 
 
-@lru_cache(maxsize=16)
-def _layout(highest: int, figures: int) -> _Layout:
-    return _Layout(highest, figures)
-
-
 class Histogram:
     """A mergeable latency histogram of integer microseconds."""
 
     __slots__ = ("_buffer", "_buffered", "_counts", "_layout", "_overflow", "_pending")
 
     def __init__(self, highest: int = DEFAULT_HIGHEST, significant_figures: int = 3) -> None:
-        self._layout = _layout(int(highest), int(significant_figures))
+        self._layout = layout(int(highest), int(significant_figures))
         self._counts: npt.NDArray[np.int64] | None = None  # the first buckets' counts, from the first value
         self._pending: list[float] = []  # seconds, not yet in the buffer
         self._buffer: npt.NDArray[np.float64] | None = None  # microseconds, not yet folded into the counts
@@ -154,6 +111,24 @@ class Histogram:
         """``record_seconds(seconds[i])`` ``counts[i]`` times, each value bucketed once (a tier's sojourns)."""
         if seconds:
             self._add_floats(_micros(seconds), np.asarray(counts, dtype=np.int64))
+
+    def tally(self) -> Tally:
+        """A ``Tally`` of this histogram's layout: a hot path's recorder, whose counts ``record_tally`` takes."""
+        return Tally(self._layout.half_mag, self._layout.highest, self._layout.counts_len)
+
+    def record_tally(self, t: Tally) -> None:
+        """What ``t`` counted (as ``record_seconds`` of each value), and ``t`` emptied."""
+        if t.n:
+            lay = self._layout
+            if (t.half_mag, t.highest) != (lay.half_mag, lay.highest):
+                raise HistogramError(f"a tally of another layout (highest {t.highest}) into highest {lay.highest}")
+            lo, hi = t.lo, t.hi + 1
+            counts = self._grow(hi)
+            counts[lo:hi] += np.frombuffer(memoryview(t.counts), dtype=np.uint8)[lo:hi]
+            if t.carries:
+                np.add.at(counts, np.asarray(t.carries, dtype=np.int64), 256)
+            self._overflow += t.overflow
+            t.clear()
 
     def _stage(self) -> None:
         """Move the pending list into the buffer, folding the buffer first if they do not fit."""
@@ -202,9 +177,9 @@ class Histogram:
             self._overflow += int(np.count_nonzero(over)) if times is None else int(times[over].sum())
             values[over] = lay.highest
             top = lay.highest
-        counts = self._grow(_index_of(lay, int(top)) + 1)
+        counts = self._grow(index_of(lay, int(top)) + 1)
         v = values.astype(np.int64)
-        # HdrHistogram's index (as _Layout.index): the bucket is the bit length of v | mask, less the
+        # HdrHistogram's index (as Layout.index): the bucket is the bit length of v | mask, less the
         # sub-bucket bits; frexp of a whole number below 2**53 is its bit length, and v | mask's is the larger
         # of v's and mask's.
         low = lay.half_mag + 1
@@ -229,7 +204,7 @@ class Histogram:
         if c is not None and c.size >= need:
             return c
         lay = self._layout
-        need = max(need, _index_of(lay, min(_FIRST_US, lay.highest)))
+        need = max(need, index_of(lay, min(_FIRST_US, lay.highest)))
         size = min((-(-need // lay.half_count) + 1) * lay.half_count, lay.counts_len)
         grown = np.zeros(size, dtype=np.int64)
         if c is not None:
@@ -395,13 +370,7 @@ class Histogram:
         return f"<Histogram n={s['count']} p50={s['p50']}us p99={s['p99']}us max={s['max']}us>"
 
 
-def _index_of(lay: _Layout, value: int) -> int:
-    """HdrHistogram's index of one value in 0..highest (as ``_Layout.index``, for a Python int)."""
-    bucket = (value | lay.mask).bit_length() - (lay.half_mag + 1)
-    return ((bucket + 1) << lay.half_mag) + (value >> bucket) - lay.half_count
-
-
-def _trimmed(counts: npt.NDArray[np.int64], lay: _Layout) -> npt.NDArray[np.int64] | None:
+def _trimmed(counts: npt.NDArray[np.int64], lay: Layout) -> npt.NDArray[np.int64] | None:
     """``counts`` cut after its last non-empty range (None if all are empty): what a histogram holds."""
     nz = np.flatnonzero(counts)
     if not nz.size:

@@ -92,7 +92,7 @@ class Receiver(Sender):
         st = self.stats
         st.count("frames_in", n)
         self._unfolded += n
-        if self._unfolded >= _FOLD_EVERY or now >= self._fold_at:  # samples wait in lists (``bind_latency``)
+        if self._unfolded >= _FOLD_EVERY or now >= self._fold_at:  # counts wait in tallies (``bind_latency``)
             self._unfolded = 0
             self._fold_at = now + _FOLD_INTERVAL
             st.fold_latency()
@@ -296,7 +296,7 @@ class Receiver(Sender):
             if one_way < 0.0:  # the clocks disagree by more than the latency: counted, recorded as 0
                 self.stats.count("clock_skew")
                 one_way = 0.0
-            self._lat[wid][tier].append(one_way)
+            self._lat[wid][tier].add(one_way)
         handlers = self._handler_table.get(name, ())
         subscribers = self._bus_table.get(name)
         # The Envelope is built only for someone who looks at it.
@@ -400,7 +400,7 @@ class Receiver(Sender):
         del c.pending[key]
         Timers.cancel(pend.timer)
         if self._timed:
-            self._lat[info.wire_id][pend.tier].append(now - pend.first_sent)
+            self._lat[info.wire_id][pend.tier].add(now - pend.first_sent)
         reason = self._schema_reason(info.name, r[6], info.response_key)
         if reason is not None:
             st.validation_errors += 1

@@ -14,7 +14,7 @@ from .envelope import Envelope, Flags, QoS, envelope_of
 from .errors import LocalProtocolError, RequestTimeout, ValidationError
 from .promise import Promise, Waiter
 from .registry import Kind
-from .wire import Bits, encode_envelope, encode_plain, pack_payload
+from .wire import Bits, encode_envelope, encode_packed, encode_plain, flags_bits, frame_tail, pack_payload
 
 __all__ = ["Sender"]
 
@@ -132,16 +132,18 @@ class Sender(CoreBase):
         flags = _NO_FLAGS if replayable is None and reliable is None else Flags.of(replayable, reliable)
         body = pack_payload(payload)
         is_reliable = self._reliable[info.chan] if reliable is None else reliable
-        bits = Bits.ACK_REQUESTED if is_reliable else 0
+        bits = (Bits.ACK_REQUESTED if is_reliable else 0) | flags_bits(flags)
+        tail = frame_tail(player_id, trace_id)
+        chan, wid, tier = info.chan, info.wire_id, int(qos)
         sent = []
         for c in targets:
-            seq = c.seq[info.chan] + 1
-            c.seq[info.chan] = seq
+            seq = c.seq[chan] + 1
+            c.seq[chan] = seq
             env = _envelope_of(name, payload, seq, qos, now, None, player_id, trace_id, flags)
             if is_reliable:
-                c.unacked[c.seq_key(info.chan, seq)] = (env, info)
-            self._send(c, info, env, encode_envelope(env, info.wire_id, bits, body), now, coalesce_key,
-                       droppable=not is_reliable)
+                c.unacked[c.seq_key(chan, seq)] = (env, info)
+            self._send(c, info, env, encode_packed(wid, seq, tier, bits, now, body, tail), now, coalesce_key,
+                       not is_reliable, tier)
             sent.append(env)
         return sent
 

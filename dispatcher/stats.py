@@ -20,6 +20,7 @@ from .envelope import QoS
 from .histogram import Histogram, merged
 from .qosconfig import Reporter
 from .statstext import format_us, merge_snapshots, text_table
+from .tally import Tally
 
 __all__ = [
     "NAME_COUNTERS",
@@ -77,8 +78,8 @@ class Stats:
         self._soj_pending: list[tuple[list[float], list[int]]] = [([], []) for _ in _TIERS]
         self._soj_count = [0, 0, 0, 0]
         self._latency: dict[tuple[str, int], Histogram] = {}
-        # The hot path's latency recorders are ``list.append``s: the samples wait here, folded by thousands.
-        self._lat_pending: list[tuple[Histogram, list[float]]] = []
+        # The hot path's latency recorders (``Tally``: counts by bucket), folded by thousands.
+        self._lat_pending: list[tuple[Histogram, Tally]] = []
         self.peer: dict[str, int] = dict.fromkeys(PEER_COUNTERS, 0)
 
     @property
@@ -104,10 +105,9 @@ class Stats:
     def fold_latency(self) -> None:
         """Latency samples recorded through ``bind_latency`` into their histograms (the core calls this every
         few thousand frames, readers through ``flush``)."""
-        for h, samples in self._lat_pending:
-            if samples:
-                h.record_many_seconds(samples)
-                samples.clear()
+        for h, t in self._lat_pending:
+            if t.n:
+                h.record_tally(t)
 
     def watch(self, source: Reporter) -> object:
         w = _Watched(source)
@@ -153,18 +153,19 @@ class Stats:
             h = self._latency[(name, qos)] = Histogram()
         return h
 
-    def bind_latency(self, names: Iterable[str]) -> list[list[list[float]]]:
-        """``[wire id][tier] -> samples``: for the hot path, a plain list per name and tier that takes each
-        latency in seconds (``append``), folded into its histogram by ``fold_latency`` (the caller's duty, every
+    def bind_latency(self, names: Iterable[str]) -> list[list[Tally]]:
+        """``[wire id][tier] -> Tally``: for the hot path, a recorder per name and tier that counts each latency
+        in seconds (``add``) by bucket, folded into its histogram by ``fold_latency`` (the caller's duty, every
         few thousand frames or every second) and whenever the stats are read.  Empty when disabled: nothing is
         recorded."""
         out = []
         for n in names:
-            row: list[list[float]] = []
+            row: list[Tally] = []
             for q in _TIERS:
-                samples: list[float] = []
-                self._lat_pending.append((self._histogram(n, q), samples))
-                row.append(samples)
+                h = self._histogram(n, q)
+                t = h.tally()
+                self._lat_pending.append((h, t))
+                row.append(t)
             out.append(row)
         return out
 
@@ -302,7 +303,7 @@ class NullStats(Stats):
     def bind(self, names: Iterable[str]) -> list[NameStats]:
         return [NameStats() for _ in names]
 
-    def bind_latency(self, names: Iterable[str]) -> list[list[list[float]]]:
+    def bind_latency(self, names: Iterable[str]) -> list[list[Tally]]:
         return []
 
     def count(self, counter: str, n: int = 1) -> None:

@@ -51,7 +51,10 @@ __all__ = [
     "encode_chunk",
     "encode_control",
     "encode_envelope",
+    "encode_packed",
     "encode_plain",
+    "flags_bits",
+    "frame_tail",
     "pack_payload",
     "parse_control",
     "record_envelope",
@@ -212,10 +215,9 @@ def pack_payload(payload: Any) -> bytes:
         ) from None
 
 
-def flag_bits(env: Envelope) -> int:
-    m = env.meta
-    bits = Bits.RESPONSE if m.is_response else 0
-    f = m.flags
+def flags_bits(f: Flags, is_response: bool = False) -> int:
+    """The frame bits that carry ``f`` (and the response mark)."""
+    bits = Bits.RESPONSE if is_response else 0
     if f.reliable is not None:
         bits |= Bits.RELIABLE_SET | (Bits.RELIABLE if f.reliable else 0)
     if f.replayable is not None:
@@ -237,23 +239,38 @@ def encode_envelope(env: Envelope, wire_id: int, bits: int = 0, payload_bytes: b
     """One envelope frame.  ``payload_bytes`` (from ``pack_payload``) lets a broadcast pack once."""
     m = env.meta
     f = m.flags
-    if m.is_response or (f is not _NO_FLAGS and (f.reliable is not None or f.replayable is not None)):
-        bits |= flag_bits(env)
+    if m.is_response or f is not _NO_FLAGS:
+        bits |= flags_bits(f, m.is_response)
     if payload_bytes is None and m.player_id is None and m.trace_id is None and m.reply_to is None \
             and m.ts_ack is None:  # the common case: no tail
         return encode_plain(wire_id, m.seq, m.qos, bits, m.ts_sent, env.payload)
-    tail: tuple[Any, ...] = (m.player_id, m.trace_id, m.reply_to, m.ts_ack)
+    tail = frame_tail(m.player_id, m.trace_id, m.reply_to, m.ts_ack)
+    if payload_bytes is None:  # one pack of the whole frame
+        try:
+            return _pack((0, wire_id, m.seq, int(m.qos), bits, m.ts_sent, env.payload, *tail))
+        except (TypeError, ValueError, OverflowError):
+            payload_bytes = pack_payload(env.payload)  # raises LocalProtocolError saying what is wrong
+    return encode_packed(wire_id, m.seq, int(m.qos), bits, m.ts_sent, payload_bytes, tail)
+
+
+def frame_tail(player_id: int | None, trace_id: str | None, reply_to: int | None = None,
+               ts_ack: float | None = None) -> tuple[Any, ...]:
+    """A frame's optional tail items, without the trailing ``None`` ones."""
+    tail: tuple[Any, ...] = (player_id, trace_id, reply_to, ts_ack)
     n = 4
     while n and tail[n - 1] is None:
         n -= 1
-    if payload_bytes is None:  # one pack of the whole frame
-        try:
-            return _pack((0, wire_id, m.seq, int(m.qos), bits, m.ts_sent, env.payload, *tail[:n]))
-        except (TypeError, ValueError, OverflowError):
-            payload_bytes = pack_payload(env.payload)  # raises LocalProtocolError saying what is wrong
-    head = _pack((0, wire_id, m.seq, int(m.qos), bits, m.ts_sent))
+    return tail[:n]
+
+
+def encode_packed(wire_id: int, seq: int, qos: int, bits: int, ts_sent: float, payload_bytes: bytes,
+                  tail: tuple[Any, ...] = ()) -> bytes:
+    """A frame whose payload is packed already (``pack_payload``: a broadcast packs it once), its flag bits in
+    ``bits``; ``tail`` is (player_id, trace_id, reply_to, ts_ack) without its trailing ``None`` items."""
+    head = _pack((0, wire_id, seq, qos, bits, ts_sent))
+    n = len(tail)
     if n:
-        tail_bytes = _pack(tail[:n])[1:]  # drop the fixarray header: the items join the frame's array
+        tail_bytes = _pack(tail)[1:]  # drop the fixarray header: the items join the frame's array
         return bytes((0x90 | (7 + n),)) + head[1:] + payload_bytes + tail_bytes
     return bytes((0x97,)) + head[1:] + payload_bytes
 

@@ -114,7 +114,7 @@ def test_latency_samples_are_current_when_read_and_bounded_when_not(registry: Ch
         if i == 0:
             assert client.stats().latency_of("Event.Skills.Execution").count == 50
     stats = client.core.stats
-    held = sum(len(samples) for _, samples in stats._lat_pending)
+    held = sum(t.n for _, t in stats._lat_pending)
     assert held < dispatcher.receiving._FOLD_EVERY + 50  # folded every 512 frames received, not kept until read
     assert stats.latency_of("Event.Skills.Execution").count == n
 

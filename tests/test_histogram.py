@@ -9,7 +9,8 @@ from hdrh.histogram import HdrHistogram
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dispatcher.histogram import DEFAULT_HIGHEST, Histogram, HistogramError, _layout, merged
+from dispatcher.hdrlayout import layout as _layout
+from dispatcher.histogram import DEFAULT_HIGHEST, Histogram, HistogramError, merged
 
 from .conftest import exact_percentile
 
@@ -207,7 +208,58 @@ def test_memory_is_taken_at_the_start_and_kept_across_resets(how: str) -> None:
             assert h.percentile(100) >= 89_000
             h.reset()
             assert h.count == 0 and h.max == 0, round_
+        gc.collect()  # a full collection empties the interpreter's float free list (up to 100 floats)
         held = tracemalloc.get_traced_memory()[0] - base
     finally:
         tracemalloc.stop()
     assert held < 4096, f"{held} bytes taken after the start"
+
+
+# A tally's byte counts carry at 256: folds around that, and values of one bucket past several carries.
+TALLY_FOLDS = [[1], [255, 1, 256], [600], [10, 5000, 3]]
+
+
+@pytest.mark.parametrize("folds", TALLY_FOLDS, ids=[str(f) for f in TALLY_FOLDS])
+@given(seed=st.integers(0, 2**32 - 1))
+@settings(max_examples=15, deadline=None)
+def test_a_tally_counts_as_recording_each_value(folds: list[int], seed: int) -> None:
+    """``Tally.add`` (the hot path's recorder, compiled in the compiled build) and ``record_tally`` count what
+    ``record_seconds`` of each value counts: rounding half to even, NaN and negatives as 0, overflow."""
+    rng = np.random.default_rng(seed)
+    highest = 10_000_000
+    n = sum(folds) * 2
+    seconds = rng.lognormal(-7, 3, n)
+    specials = np.array([0.0, -1e-3, -np.inf, np.inf, np.nan, 5e-7, 1.5e-6, 2.5e-6, 4.999e-7, 1e9, 2047e-6,
+                         2048e-6, 10.0])
+    seconds[rng.integers(0, n, 40)] = rng.choice(specials, 40)
+    seconds[rng.integers(0, n, n // 3)] = 1e-3  # one bucket, many times: its byte carries
+    h = Histogram(highest=highest)
+    t = h.tally()
+    values, i, k = seconds.tolist(), 0, 0
+    while i < n:
+        for v in values[i : i + folds[k % len(folds)]]:
+            t.add(v)
+        i += folds[k % len(folds)]
+        k += 1
+        assert t.n == min(i, n) - h.count
+        h.record_tally(t)
+        assert t.n == 0 and h.count == min(i, n)
+    want, over = _reference_counts(seconds, highest)
+    assert np.array_equal(h.counts, want)
+    assert h.overflow == over
+
+
+def test_a_tally_takes_a_byte_per_bucket_up_to_its_largest_value() -> None:
+    h = Histogram()
+    t = h.tally()
+    for v in (1e-3, 5e-3, 20e-3):
+        t.add(v)
+    assert len(t.counts) <= 8 * 1024  # latencies up to 20 ms: 7 kB
+    h.record_tally(t)
+    t.add(3600.0)  # an hour: the whole layout, a byte per bucket
+    assert len(t.counts) <= h.counts.size
+    h.record_tally(t)
+    assert h.count == 4 and h.max >= 3_600_000_000 - 3_600_000
+    with pytest.raises(HistogramError, match="another layout"):
+        t.add(1e-3)
+        Histogram(highest=1000).record_tally(t)

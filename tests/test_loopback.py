@@ -75,6 +75,32 @@ def test_emit_to_one_player_and_to_all(hub: LoopbackHub) -> None:
     assert hub.server.stats()["Event.Skills.Execution"].drops == {"not_connected": 1}
 
 
+@pytest.mark.parametrize("options", [
+    {},
+    {"player_id": 7},
+    {"trace_id": "t-1"},
+    {"player_id": 7, "trace_id": "t-1"},
+    {"reliable": True},
+    {"replayable": False, "reliable": False, "player_id": 0},
+    {"qos_override": "BACKGROUND", "trace_id": "t-2"},
+])
+def test_emit_options_reach_every_recipient(hub: LoopbackHub, options: dict[str, Any]) -> None:
+    """What ``emit`` stamps (origin player, trace, flags, tier) arrives as sent, at each recipient."""
+    clients = [hub.connect(player_id=pid) for pid in (1, 2)]
+    got: list[Envelope] = []
+    for client in clients:
+        client.on("Event.Skills.Execution", got.append)
+    sent = hub.server.emit("Event.Skills.Execution", {"skillId": "Nova"}, **options)
+    assert len(sent) == len(got) == 2
+    for out, env in zip(sent, got, strict=True):
+        assert env.payload == {"skillId": "Nova"} and env.meta.seq == out.meta.seq == 1
+        assert (env.meta.player_id, env.meta.trace_id, env.meta.flags, env.meta.qos, env.meta.ts_sent) == \
+               (out.meta.player_id, out.meta.trace_id, out.meta.flags, out.meta.qos, out.meta.ts_sent)
+    assert got[0].meta.player_id == options.get("player_id")
+    assert got[0].meta.trace_id == options.get("trace_id")
+    assert got[0].meta.flags == dispatcher.Flags(options.get("replayable"), options.get("reliable"))
+
+
 def test_on_and_disconnect(hub: LoopbackHub) -> None:
     client = hub.connect(player_id=1)
     got: list[Any] = []
