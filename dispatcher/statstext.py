@@ -31,23 +31,29 @@ def text_table(header: tuple[str, ...], rows: Iterable[tuple[Any, ...]]) -> str:
     return "\n".join(lines)
 
 
-def merge_snapshots(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-    """Two ``Stats.snapshot()``s as one (players of a run, workers of a run): counters add, ``max_*`` and
-    ``longest_*`` take the larger, histograms merge, ratios are recomputed."""
-    out: dict[str, Any] = _merge(a, b)
+def merge_snapshots(first: dict[str, Any], *more: dict[str, Any]) -> dict[str, Any]:
+    """``Stats.snapshot()``s as one (players of a run, workers of a run): counters add, ``max_*`` and
+    ``longest_*`` take the larger, histograms merge (each decoded once and the total encoded once, however
+    many), ratios are recomputed."""
+    out: dict[str, Any] = _merge([first, *more]) if more else first
     return out
 
 
-def _merge(a: Any, b: Any, key: str = "") -> Any:
-    if isinstance(a, dict) and isinstance(b, dict):
-        if "hdr" in a and "hdr" in b:  # a histogram (with its summary)
-            return merged([Histogram.decode(a["hdr"]), Histogram.decode(b["hdr"])]).to_dict()
-        out = {k: (_merge(a[k], b[k], k) if k in a and k in b else (a[k] if k in a else b[k])) for k in {*a, *b}}
+def _merge(items: list[Any], key: str = "") -> Any:
+    a = items[0]
+    if all(isinstance(x, dict) for x in items):
+        if all("hdr" in x for x in items):  # a histogram (with its summary)
+            return merged(Histogram.decode(x["hdr"]) for x in items).to_dict()
+        keys = {k for x in items for k in x}
+        out = {}
+        for k in keys:
+            values = [x[k] for x in items if k in x]
+            out[k] = values[0] if len(values) == 1 else _merge(values, k)
         if "saturated_ticks" in out and "ticks" in out:
             out["saturation"] = round(out["saturated_ticks"] / out["ticks"], 6) if out["ticks"] else 0.0
         return dict(sorted(out.items()))
-    if isinstance(a, bool) or isinstance(b, bool) or key in ("version",):
+    if any(isinstance(x, bool) for x in items) or key in ("version",):
         return a
-    if isinstance(a, int | float) and isinstance(b, int | float):
-        return max(a, b) if key.startswith(("max_", "longest_")) else a + b
+    if all(isinstance(x, int | float) for x in items):
+        return max(items) if key.startswith(("max_", "longest_")) else sum(items)
     return a

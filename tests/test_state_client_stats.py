@@ -34,18 +34,18 @@ def test_the_total_is_the_merge_of_every_stopped_player(players: int, monkeypatc
         expected = merge_snapshots(expected, snap)
     merges: list[int] = []
 
-    def counted(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-        merges.append(1)
-        return merge_snapshots(a, b)
+    def counted(*snaps: dict[str, Any]) -> dict[str, Any]:
+        merges.append(len(snaps))
+        return merge_snapshots(*snaps)
 
     monkeypatch.setattr(harness.runner.state, "merge_snapshots", counted)
     for i, snap in enumerate(snaps):
         st.add_client_stats(snap, reconnects=i)
     assert merges == []  # a stopping player's snapshot is kept, not merged (the event loop is not blocked)
-    assert st.client_stats == expected
-    assert len(merges) == players - 1  # merged when read
+    assert st.client_stats == expected  # the N-way merge is the pairwise one
+    assert merges == [players]  # merged when read, all at once
     assert st.client_stats == expected  # read twice: merged once, nothing lost or added
-    assert len(merges) == players - 1
+    assert merges == [players]
     assert st.reconnects == sum(range(players))
 
 

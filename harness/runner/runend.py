@@ -63,9 +63,8 @@ def finish_or_fail(environment: Environment, st: State, swarm: str | None) -> No
 def _finish(environment: Environment, st: State, swarm: str | None) -> None:
     """Build, gate, write and print one run's (or one web-UI swarm's) results and report."""
     opts = environment.parsed_options
-    client = st.client_stats
-    for snap in st.worker_client_stats.values():
-        client = snap if client is None else merge_snapshots(client, snap)
+    snaps = [s for s in (st.client_stats, *st.worker_client_stats.values()) if s is not None]
+    client = merge_snapshots(*snaps) if snaps else None
     for clocks in st.worker_clocks.values():
         st.clocks = merge_clocks(st.clocks, clocks)
     reconnects, failures = st.reconnects, st.connect_failures
