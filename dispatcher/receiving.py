@@ -39,7 +39,8 @@ from .wire import (
     Pong,
     Welcome,
     encode_control,
-    encode_envelope,
+    encode_tailed,
+    frame_tail,
     record_envelope,
 )
 
@@ -319,7 +320,7 @@ class Receiver(Sender):
             self._serve_request(c, info, env, handlers, now)
             return
         if not handlers:
-            st.no_subscriber += 1
+            self._ns[info.wire_id].no_subscriber += 1
             if bits & Bits.REQUIRE_SUBSCRIBER:
                 self._nack(c, info, r[2], "no_subscriber", f"no handler for {name} on the {self.role}", now)
             return
@@ -334,7 +335,7 @@ class Receiver(Sender):
 
     def _serve_request(self, c: Connection, info: NameInfo, env: Envelope, handlers: tuple[Handler, ...],
                        now: float) -> None:
-        name, st = info.name, self.stats[info.name]
+        name = info.name
         key = (info.chan, env.meta.seq)
         tier = self._declared(info)
         if c.out.full(tier):  # admission control: its answer could only wait behind a full queue
@@ -344,7 +345,7 @@ class Receiver(Sender):
             return
         c.answered.start(key)
         if not handlers:
-            st.no_subscriber += 1
+            self._ns[info.wire_id].no_subscriber += 1
             self._nack(c, info, env.meta.seq, "no_subscriber", f"no handler for {name} on the {self.role}", now, key)
             return
         result: Any = None
@@ -354,7 +355,7 @@ class Receiver(Sender):
                 if result is None:
                     result = r
         except Exception as e:
-            st.handler_errors += 1
+            self._ns[info.wire_id].handler_errors += 1
             self._warn(c, now, "handler for %s raised %s: %s", name, type(e).__name__, escape(str(e)))
             self._nack(c, info, env.meta.seq, "handler_error", f"{type(e).__name__}: {e}", now, key)
             return
@@ -372,23 +373,26 @@ class Receiver(Sender):
         if c.closed:
             return
         name = info.name
-        key = (info.chan, req.meta.seq)
-        reason = self.schemas.validate(name, payload, response=True)
+        m = req.meta
+        key = (info.chan, m.seq)
+        reason = self._schema_reason(name, payload, info.response_key)
         if reason is not None:
-            self.stats[name].validation_errors += 1
-            self._nack(c, info, req.meta.seq, "handler_error", f"the response is invalid: {reason}", now, key)
+            self._ns[info.wire_id].validation_errors += 1
+            self._nack(c, info, m.seq, "handler_error", f"the response is invalid: {reason}", now, key)
             return
         seq = c.seq[info.chan] + 1
-        env = _envelope_of(name, payload, seq, self._declared(info), now, now, c.player_id, req.meta.trace_id,
-                          _NO_FLAGS, True, req.meta.seq)
-        try:
-            frame = encode_envelope(env, info.wire_id, 0)
+        tier = self._declared(info)
+        try:  # the frame from the values at hand; the ``Envelope`` only for a replay buffer or logger
+            frame = encode_tailed(info.wire_id, seq, tier, Bits.RESPONSE, now, payload,
+                                  frame_tail(c.player_id, m.trace_id, m.seq, now))
         except LocalProtocolError as e:
-            self._nack(c, info, req.meta.seq, "handler_error", f"the response cannot be sent: {e}", now, key)
+            self._nack(c, info, m.seq, "handler_error", f"the response cannot be sent: {e}", now, key)
             return
         c.seq[info.chan] = seq
         c.answered.store(key, frame)
-        self._send(c, info, env, frame, now, droppable=False)  # someone is waiting for it
+        env = (_envelope_of(name, payload, seq, tier, now, now, c.player_id, m.trace_id, _NO_FLAGS, True, m.seq)
+               if self.replay_buffer is not None or self.logger is not None else None)
+        self._send(c, info, env, frame, now, None, False, tier)  # not droppable: someone is waiting for it
 
     def _on_response(self, c: Connection, info: NameInfo, st: NameStats, r: list[Any], now: float) -> None:
         reply_to: int = r[9] or 0

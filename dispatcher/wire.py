@@ -53,6 +53,7 @@ __all__ = [
     "encode_envelope",
     "encode_packed",
     "encode_plain",
+    "encode_tailed",
     "flags_bits",
     "frame_tail",
     "pack_payload",
@@ -246,11 +247,18 @@ def encode_envelope(env: Envelope, wire_id: int, bits: int = 0, payload_bytes: b
         return encode_plain(wire_id, m.seq, m.qos, bits, m.ts_sent, env.payload)
     tail = frame_tail(m.player_id, m.trace_id, m.reply_to, m.ts_ack)
     if payload_bytes is None:  # one pack of the whole frame
-        try:
-            return _pack((0, wire_id, m.seq, int(m.qos), bits, m.ts_sent, env.payload, *tail))
-        except (TypeError, ValueError, OverflowError):
-            payload_bytes = pack_payload(env.payload)  # raises LocalProtocolError saying what is wrong
+        return encode_tailed(wire_id, m.seq, int(m.qos), bits, m.ts_sent, env.payload, tail)
     return encode_packed(wire_id, m.seq, int(m.qos), bits, m.ts_sent, payload_bytes, tail)
+
+
+def encode_tailed(wire_id: int, seq: int, qos: int, bits: int, ts_sent: float, payload: Any,
+                  tail: tuple[Any, ...]) -> bytes:
+    """As ``encode_plain``, with a tail (``frame_tail``): a response's (player, trace, reply_to, ts_ack)."""
+    try:
+        return _pack((0, wire_id, seq, qos, bits, ts_sent, payload, *tail))
+    except (TypeError, ValueError, OverflowError):
+        pack_payload(payload)  # raises LocalProtocolError saying what is wrong
+        raise
 
 
 def frame_tail(player_id: int | None, trace_id: str | None, reply_to: int | None = None,

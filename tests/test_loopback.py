@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
@@ -349,6 +350,29 @@ def test_logger_and_bus_see_every_envelope(hub: LoopbackHub) -> None:
     hub.server.emit("Event.Cooldowns.Updated", {"cd": 1.5})
     assert log_ == [("Intent.Skills.Use", "out"), ("Event.Cooldowns.Updated", "in")]
     assert bus == [({"cd": 1.5}, 1)]
+
+
+@pytest.mark.parametrize("trace_id", [None, "t-9"])
+@pytest.mark.parametrize("watch", ["nothing", "logger"])
+def test_a_response_frame_carries_what_its_envelope_says(hub: LoopbackHub, trace_id: str | None,
+                                                         watch: str) -> None:
+    """The server encodes a response from the values at hand and builds its ``Envelope`` only for a logger
+    (or a replay buffer): what the client receives is that envelope, field for field."""
+    client = hub.connect(player_id=5)
+    hub.server.on("Intent.Stats.RequestSnapshot", lambda env: {"stats": {"str": 5}, "asked": env.payload["version"]})
+    sent: list[Envelope] = []
+    if watch == "logger":
+        hub.server.set_logger(lambda env, direction: sent.append(env) if direction == "out" else None)
+    hub.clock.advance(1.25)
+    now = hub.clock.now()
+    resp = client.request("Intent.Stats.RequestSnapshot", {"version": 2}, trace_id=trace_id).result(timeout=1)
+    m = resp.meta
+    assert resp.payload == {"stats": {"str": 5}, "asked": 2}
+    assert (m.is_response, m.reply_to, m.player_id, m.trace_id, m.ts_sent, m.ts_ack, m.seq) == \
+           (True, 1, 5, trace_id, now, now, 1)
+    if watch == "logger":
+        assert len(sent) == 1 and sent[0].payload == resp.payload
+        assert sent[0].meta == dataclasses.replace(m, qos=sent[0].meta.qos) and sent[0].meta.qos == m.qos
 
 
 def test_bad_token_and_registry_mismatch_refused(hub: LoopbackHub, registry: dispatcher.ChannelRegistry) -> None:
