@@ -320,7 +320,7 @@ class Receiver(Sender):
             self._serve_request(c, info, env, handlers, now)
             return
         if not handlers:
-            self._ns[info.wire_id].no_subscriber += 1
+            st.no_subscriber += 1
             if bits & Bits.REQUIRE_SUBSCRIBER:
                 self._nack(c, info, r[2], "no_subscriber", f"no handler for {name} on the {self.role}", now)
             return
