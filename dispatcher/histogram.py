@@ -33,7 +33,7 @@ from .hdrformat import HistogramError, pack, unpack
 from .hdrlayout import Layout, index_of, layout
 from .tally import Tally
 
-__all__ = ["DEFAULT_HIGHEST", "Histogram", "HistogramError", "merged"]
+__all__ = ["DEFAULT_HIGHEST", "Histogram", "HistogramError", "merged", "micros"]
 
 DEFAULT_HIGHEST = 3_600_000_000  # one hour, in microseconds
 #: Values a list holds before the copy into the buffer (4 kB), and the buffer's size (8 kB): a fold's batch.
@@ -54,8 +54,10 @@ def _floats(values: list[float]) -> npt.NDArray[np.float64]:
     return np.frombuffer(struct.Struct(f"{len(values)}d").pack(*values), dtype=np.float64)
 
 
-def _micros(seconds: list[float]) -> npt.NDArray[np.float64]:
-    values = _floats(seconds) * 1e6  # whole microseconds, rounded half to even
+def micros(seconds: list[float]) -> npt.NDArray[np.float64]:
+    """Durations in seconds as whole microseconds (rounded half to even), in a float array: what every
+    recording path buckets, and what ``record_many`` takes."""
+    values = _floats(seconds) * 1e6
     return np.rint(values, out=values)
 
 
@@ -102,15 +104,16 @@ class Histogram:
             self._buffer = np.empty(_FOLD_EVERY, dtype=np.float64)
 
     def record_many(self, values_us: Iterable[int] | npt.NDArray[Any]) -> None:
+        """Record whole microseconds (ints, or a float array such as ``micros`` makes)."""
         self._fold()
-        values = np.asarray(values_us, dtype=np.int64)
+        values = np.array(values_us, dtype=np.float64)  # a copy: ``_add_floats`` overwrites it
         if values.size:
-            self._add_floats(values.astype(np.float64))
+            self._add_floats(values)
 
     def record_runs_seconds(self, seconds: list[float], counts: list[int]) -> None:
         """``record_seconds(seconds[i])`` ``counts[i]`` times, each value bucketed once (a tier's sojourns)."""
         if seconds:
-            self._add_floats(_micros(seconds), np.asarray(counts, dtype=np.int64))
+            self._add_floats(micros(seconds), np.asarray(counts, dtype=np.int64))
 
     def tally(self) -> Tally:
         """A ``Tally`` of this histogram's layout: a hot path's recorder, whose counts ``record_tally`` takes."""
@@ -145,7 +148,7 @@ class Histogram:
             self._fold_buffer()
             k = 0
         if n >= _FOLD_EVERY:  # a large batch: folded straight from the list
-            self._add_floats(_micros(p))
+            self._add_floats(micros(p))
         elif n:
             buf[k : k + n] = _floats(p)
             self._buffered = k + n

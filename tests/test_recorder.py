@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from harness.runner.recorder import FOLD_EVERY, Recorder
+from dispatcher.histogram import Histogram
+from harness.runner.recorder import FOLD_EVERY, SERIES_FIGURES, Recorder
 
 
 @pytest.mark.parametrize(("now", "second"), [(1000.0, 1000), (1000.999, 1000), (1001.0, 1001), (1234.5, 1234)])
@@ -28,3 +32,29 @@ def test_failures_and_samples_stay_bounded_between_snapshots() -> None:
     rec.fold()
     assert sum(slot["request|BACKGROUND"][1] for slot in rec.series.values()) == 3 * FOLD_EVERY + 5
     assert sum(slot["request|BACKGROUND"][0] for slot in rec.series.values()) == 3 * FOLD_EVERY + 5
+
+
+@given(seed=st.integers(0, 2**32 - 1), n=st.sampled_from([1, 100, FOLD_EVERY - 1, FOLD_EVERY + 7]))
+@settings(max_examples=10, deadline=None)
+def test_the_run_and_its_seconds_count_as_recording_each_sample(seed: int, n: int) -> None:
+    """Each fold converts the samples once (``micros``) for the run's histogram and the per-second ones:
+    they hold what ``record_seconds`` of each sample holds, the odd values (NaN, negative, huge) included."""
+    rng = np.random.default_rng(seed)
+    seconds = rng.lognormal(-7, 2, n)
+    seconds[rng.integers(0, n, max(1, n // 50))] = rng.choice([np.nan, -1e-3, 0.0, 2.5e-6, 1e9], max(1, n // 50))
+    times = 1000.0 + np.sort(rng.uniform(0.0, 3.0, n))
+    rec = Recorder()
+    e = rec.entry("request", "HIGH", "Intent.Skills.Use")
+    for s, t in zip(seconds.tolist(), times.tolist(), strict=True):
+        e.record(s, 0, t)
+    rec.fold()
+    run, per_second = Histogram(), {sec: Histogram(significant_figures=SERIES_FIGURES) for sec in range(1000, 1004)}
+    for s, t in zip(seconds.tolist(), times.tolist(), strict=True):
+        run.record_seconds(s)
+        per_second[int(t)].record_seconds(s)
+    assert np.array_equal(e.hist.counts, run.counts) and e.hist.overflow == run.overflow
+    for sec, slot in rec.series.items():
+        h = slot["request|HIGH"][2]
+        h = Histogram.decode(h) if isinstance(h, str) else h
+        assert slot["request|HIGH"][0] == per_second[sec].count
+        assert np.array_equal(h.counts, per_second[sec].counts)

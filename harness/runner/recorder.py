@@ -17,9 +17,7 @@ import time
 from time import time as _time
 from typing import Any
 
-import numpy as np
-
-from dispatcher.histogram import Histogram
+from dispatcher.histogram import Histogram, micros
 
 __all__ = ["Entry", "Recorder"]
 
@@ -175,7 +173,7 @@ class Recorder:
         e._lat = []
         # The current second goes on in the next list: it starts with a cut at 0 (none if no second yet).
         e._cuts = [(0, int(e._lo))] if e._next else []
-        us = np.clip(np.rint(np.array(lat, dtype=np.float64) * 1e6), -1, 2**53).astype(np.int64)
+        us = micros(lat)  # one conversion for the run's histogram and the seconds
         e.hist.record_many(us)
         skey = f"{e.key[0]}|{e.key[1]}"
         ends = [i for i, _ in cuts[1:]] + [n]
