@@ -18,7 +18,7 @@ import gevent
 from gevent import getcurrent
 
 from ..errors import RemoteProtocolError
-from .tcpconn import _PREAUTH_READ, _READ, Conn, Owner
+from .tcpconn import _PREAUTH_READ, _READ, Conn, Owner, _monotonic
 
 if TYPE_CHECKING:
     import gevent.socket
@@ -47,13 +47,14 @@ def _view() -> memoryview:
 class ClientConn(Conn):
     """A client's socket, read by a waiting greenlet while one waits and by the reader greenlet otherwise."""
 
-    __slots__ = ("_hub", "_io", "_later", "_parked", "_reader", "_reader_idle", "_user", "_user_waiting",
+    __slots__ = ("_hub", "_io", "_later", "_parked", "_reader", "_reader_idle", "_user", "_user_waiting", "_buf",
                  "handshake_moved")
 
     def __init__(self, rt: Owner, sock: gevent.socket.socket, key: Hashable) -> None:
         super().__init__(rt, sock, key)
         self._hub = gevent.get_hub()
         self._io = self._hub.loop.io(self.raw.fileno(), 1)  # readable
+        self._buf = _view()  # this thread's read buffer (the connection is read in its hub's thread only)
         self._later: Any = None  # the event loop's timer of a deferred flush (``defer_flush``), made at first use
         self._parked: greenlet | None = None  # whom readiness wakes
         self._reader: greenlet | None = None  # the reader greenlet
@@ -139,12 +140,12 @@ class ClientConn(Conn):
         if self._parked is self._reader:
             self._parked = None
         raw, rt, core, key = self.raw, self.rt, self.rt.core, self.key
-        now, io, switch, recv_into = rt.now, self._io, self._hub.switch, raw.recv_into
-        view = _view()
+        io, switch, recv_into = self._io, self._hub.switch, raw.recv_into
+        view = self._buf
         suspend = True  # the caller has just sent: wait for readiness before the first read
         try:
             while promise._state == 0 and not self.dead:  # 0: pending
-                if deadline is not None and now() >= deadline:
+                if deadline is not None and _monotonic() >= deadline:
                     return
                 if suspend:
                     suspend = False
@@ -169,7 +170,7 @@ class ClientConn(Conn):
                 if not data:
                     return  # the same: end of input stays readable for the reader greenlet
                 try:  # noqa: SIM105  (a with-statement costs more on this hot path)
-                    core.receive_data(data, now(), key)
+                    core.receive_data(data, _monotonic(), key)
                 except RemoteProtocolError:
                     pass  # the core closed the session and queued a CLOSE saying why
                 rt.flush()
@@ -205,7 +206,7 @@ class ClientConn(Conn):
     def read_loop(self) -> None:
         core, key = self.rt.core, self.key
         recv_into = self.raw.recv_into
-        view = _view()
+        view = self._buf
         me = self._reader = getcurrent()
         drained = 0
         authed = False
