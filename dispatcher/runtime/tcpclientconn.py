@@ -47,7 +47,7 @@ def _view() -> memoryview:
 class ClientConn(Conn):
     """A client's socket, read by a waiting greenlet while one waits and by the reader greenlet otherwise."""
 
-    __slots__ = ("_hub", "_io", "_later", "_parked", "_reader", "_reader_idle", "_user", "_user_waiting", "_buf",
+    __slots__ = ("_buf", "_hub", "_io", "_later", "_parked", "_reader", "_reader_idle", "_user", "_user_waiting",
                  "handshake_moved")
 
     def __init__(self, rt: Owner, sock: gevent.socket.socket, key: Hashable) -> None:
@@ -129,7 +129,7 @@ class ClientConn(Conn):
         session is open (handshakes, closing and lingering stay with the reader greenlet)."""
         if self.dead or self._user is not None or not self._reader_idle:
             return False
-        c = self.rt.core.session_or_none(self.key)
+        c = self.core.session_or_none(self.key)
         return c is not None and c.open
 
     def read_until(self, promise: Promise[Any], deadline: float | None) -> None:
@@ -139,7 +139,7 @@ class ClientConn(Conn):
         self._user = me
         if self._parked is self._reader:
             self._parked = None
-        raw, rt, core, key = self.raw, self.rt, self.rt.core, self.key
+        raw, rt, core, key = self.raw, self.rt, self.core, self.key
         io, switch, recv_into = self._io, self._hub.switch, raw.recv_into
         view = self._buf
         suspend = True  # the caller has just sent: wait for readiness before the first read
@@ -204,7 +204,7 @@ class ClientConn(Conn):
                 self._parked = None
 
     def read_loop(self) -> None:
-        core, key = self.rt.core, self.key
+        core, key = self.core, self.key
         recv_into = self.raw.recv_into
         view = self._buf
         me = self._reader = getcurrent()
