@@ -47,14 +47,17 @@ def _view() -> memoryview:
 class ClientConn(Conn):
     """A client's socket, read by a waiting greenlet while one waits and by the reader greenlet otherwise."""
 
-    __slots__ = ("_buf", "_hub", "_io", "_later", "_parked", "_reader", "_reader_idle", "_user", "_user_waiting",
-                 "handshake_moved")
+    __slots__ = ("_buf", "_hub", "_hub_switch", "_io", "_later", "_parked", "_reader", "_reader_idle", "_recv_into",
+                 "_user", "_user_waiting", "handshake_moved")
 
     def __init__(self, rt: Owner, sock: gevent.socket.socket, key: Hashable) -> None:
         super().__init__(rt, sock, key)
         self._hub = gevent.get_hub()
         self._io = self._hub.loop.io(self.raw.fileno(), 1)  # readable
         self._buf = _view()  # this thread's read buffer (the connection is read in its hub's thread only)
+        # Bound once (each wait for an answer uses both); ``Any``: mypyc makes no assumption about these callables.
+        self._hub_switch: Any = self._hub.switch
+        self._recv_into: Any = self.raw.recv_into
         self._later: Any = None  # the event loop's timer of a deferred flush (``defer_flush``), made at first use
         self._parked: greenlet | None = None  # whom readiness wakes
         self._reader: greenlet | None = None  # the reader greenlet
@@ -139,8 +142,8 @@ class ClientConn(Conn):
         self._user = me
         if self._parked is self._reader:
             self._parked = None
-        raw, rt, core, key = self.raw, self.rt, self.core, self.key
-        io, switch, recv_into = self._io, self._hub.switch, raw.recv_into
+        rt, core, key = self.rt, self.core, self.key
+        io, switch, recv_into = self._io, self._hub_switch, self._recv_into
         view = self._buf
         suspend = True  # the caller has just sent: wait for readiness before the first read
         try:
