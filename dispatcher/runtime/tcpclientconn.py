@@ -47,13 +47,14 @@ def _view() -> memoryview:
 class ClientConn(Conn):
     """A client's socket, read by a waiting greenlet while one waits and by the reader greenlet otherwise."""
 
-    __slots__ = ("_buf", "_hub", "_hub_switch", "_io", "_later", "_parked", "_reader", "_reader_idle", "_recv_into",
-                 "_user", "_user_waiting", "handshake_moved")
+    __slots__ = ("_buf", "_hub", "_hub_switch", "_io", "_io_on", "_later", "_parked", "_reader", "_reader_idle",
+                 "_recv_into", "_user", "_user_waiting", "handshake_moved")
 
     def __init__(self, rt: Owner, sock: gevent.socket.socket, key: Hashable) -> None:
         super().__init__(rt, sock, key)
         self._hub = gevent.get_hub()
         self._io = self._hub.loop.io(self.raw.fileno(), 1)  # readable
+        self._io_on = False  # whether ``_io`` is started (kept here: no read of the watcher's ``active`` per wait)
         self._buf = _view()  # this thread's read buffer (the connection is read in its hub's thread only)
         # Bound once (each wait for an answer uses both); ``Any``: mypyc makes no assumption about these callables.
         self._hub_switch: Any = self._hub.switch
@@ -90,12 +91,14 @@ class ClientConn(Conn):
 
     def _park(self, g: greenlet) -> None:
         self._parked = g
-        if not self._io.active:
+        if not self._io_on:
             self._io.start(self._readable)
+            self._io_on = True
 
     def _readable(self) -> None:
         """The io watcher's callback (in the hub): wake whoever is parked on the socket."""
         self._io.stop()
+        self._io_on = False
         g, self._parked = self._parked, None
         if g is not None:
             self._switch(g)
@@ -153,8 +156,9 @@ class ClientConn(Conn):
                 if suspend:
                     suspend = False
                     self._parked = me  # ``_park``, inline: once per answer
-                    if not io.active:
+                    if not self._io_on:
                         io.start(self._readable)
+                        self._io_on = True
                     self._user_waiting = True
                     try:
                         switch()
@@ -257,6 +261,7 @@ class ClientConn(Conn):
         if self.dead:
             return
         self._io.stop()  # before the socket closes: its descriptor may be reused at once
+        self._io_on = False
         if self._later is not None:
             self._later.stop()
         self._parked = None
