@@ -9,6 +9,7 @@ from typing import Any
 import gevent
 import gevent.event
 import gevent.socket
+from gevent import getcurrent
 
 from ..core import SERVER_PEER, Dispatcher
 from ..errors import ConnectionClosed, LocalProtocolError, RemoteProtocolError
@@ -148,7 +149,7 @@ class TcpClientRuntime(TcpBase):
         if conn is None or not conn.can_lend():
             super().wait(promise, timeout)
             return
-        me = gevent.getcurrent()
+        me = getcurrent()  # imported once: no lookup in the gevent module per wait
         if me is self._hub:
             raise LocalProtocolError("Promise.result() cannot block inside the gevent hub; use and_then/catch")
         deadline = timer = None

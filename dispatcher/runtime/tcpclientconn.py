@@ -18,7 +18,7 @@ import gevent
 from gevent import getcurrent
 
 from ..errors import RemoteProtocolError
-from .tcpconn import _PREAUTH_READ, _READ, Conn, Owner
+from .tcpconn import _PREAUTH_READ, _READ, Conn, Owner, _monotonic
 
 if TYPE_CHECKING:
     import gevent.socket
@@ -47,13 +47,18 @@ def _view() -> memoryview:
 class ClientConn(Conn):
     """A client's socket, read by a waiting greenlet while one waits and by the reader greenlet otherwise."""
 
-    __slots__ = ("_hub", "_io", "_later", "_parked", "_reader", "_reader_idle", "_user", "_user_waiting",
-                 "handshake_moved")
+    __slots__ = ("_buf", "_hub", "_hub_switch", "_io", "_io_on", "_later", "_parked", "_reader", "_reader_idle",
+                 "_recv_into", "_user", "_user_waiting", "handshake_moved")
 
     def __init__(self, rt: Owner, sock: gevent.socket.socket, key: Hashable) -> None:
         super().__init__(rt, sock, key)
         self._hub = gevent.get_hub()
         self._io = self._hub.loop.io(self.raw.fileno(), 1)  # readable
+        self._io_on = False  # whether ``_io`` is started (kept here: no read of the watcher's ``active`` per wait)
+        self._buf = _view()  # this thread's read buffer (the connection is read in its hub's thread only)
+        # Bound once (each wait for an answer uses both); ``Any``: mypyc makes no assumption about these callables.
+        self._hub_switch: Any = self._hub.switch
+        self._recv_into: Any = self.raw.recv_into
         self._later: Any = None  # the event loop's timer of a deferred flush (``defer_flush``), made at first use
         self._parked: greenlet | None = None  # whom readiness wakes
         self._reader: greenlet | None = None  # the reader greenlet
@@ -86,12 +91,14 @@ class ClientConn(Conn):
 
     def _park(self, g: greenlet) -> None:
         self._parked = g
-        if not self._io.active:
+        if not self._io_on:
             self._io.start(self._readable)
+            self._io_on = True
 
     def _readable(self) -> None:
         """The io watcher's callback (in the hub): wake whoever is parked on the socket."""
         self._io.stop()
+        self._io_on = False
         g, self._parked = self._parked, None
         if g is not None:
             self._switch(g)
@@ -128,7 +135,7 @@ class ClientConn(Conn):
         session is open (handshakes, closing and lingering stay with the reader greenlet)."""
         if self.dead or self._user is not None or not self._reader_idle:
             return False
-        c = self.rt.core.session_or_none(self.key)
+        c = self.core.session_or_none(self.key)
         return c is not None and c.open
 
     def read_until(self, promise: Promise[Any], deadline: float | None) -> None:
@@ -138,19 +145,20 @@ class ClientConn(Conn):
         self._user = me
         if self._parked is self._reader:
             self._parked = None
-        raw, rt, core, key = self.raw, self.rt, self.rt.core, self.key
-        now, io, switch, recv_into = rt.now, self._io, self._hub.switch, raw.recv_into
-        view = _view()
+        rt, core, key = self.rt, self.core, self.key
+        io, switch, recv_into = self._io, self._hub_switch, self._recv_into
+        view = self._buf
         suspend = True  # the caller has just sent: wait for readiness before the first read
         try:
             while promise._state == 0 and not self.dead:  # 0: pending
-                if deadline is not None and now() >= deadline:
+                if deadline is not None and _monotonic() >= deadline:
                     return
                 if suspend:
                     suspend = False
                     self._parked = me  # ``_park``, inline: once per answer
-                    if not io.active:
+                    if not self._io_on:
                         io.start(self._readable)
+                        self._io_on = True
                     self._user_waiting = True
                     try:
                         switch()
@@ -169,7 +177,7 @@ class ClientConn(Conn):
                 if not data:
                     return  # the same: end of input stays readable for the reader greenlet
                 try:  # noqa: SIM105  (a with-statement costs more on this hot path)
-                    core.receive_data(data, now(), key)
+                    core.receive_data(data, _monotonic(), key)
                 except RemoteProtocolError:
                     pass  # the core closed the session and queued a CLOSE saying why
                 rt.flush()
@@ -203,9 +211,9 @@ class ClientConn(Conn):
                 self._parked = None
 
     def read_loop(self) -> None:
-        core, key = self.rt.core, self.key
+        core, key = self.core, self.key
         recv_into = self.raw.recv_into
-        view = _view()
+        view = self._buf
         me = self._reader = getcurrent()
         drained = 0
         authed = False
@@ -253,6 +261,7 @@ class ClientConn(Conn):
         if self.dead:
             return
         self._io.stop()  # before the socket closes: its descriptor may be reused at once
+        self._io_on = False
         if self._later is not None:
             self._later.stop()
         self._parked = None

@@ -7,7 +7,7 @@ import contextlib
 import socket as _stdsocket
 import time
 from collections.abc import Hashable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import gevent
 import gevent.socket
@@ -41,6 +41,9 @@ _BUSY_SHARE = 0.02
 _BUSY_READ = 1024
 _BUSY_YIELD = 0.0002
 _BUSY_BUDGET = _FAIR_WINDOW * _BUSY_SHARE
+#: ``TcpBase.now``, the TCP runtime's clock, called directly on the per-read and per-send paths (a C static
+#: once compiled: no method call through the runtime per use).
+_monotonic: Final = time.monotonic
 
 
 class Owner(Protocol):
@@ -74,10 +77,12 @@ class Conn:
     connection and could destroy our CLOSE frame (the reason) on its way.
     """
 
-    __slots__ = ("busy", "dead", "eof", "key", "linger", "pending", "raw", "rt", "shut", "sock", "window", "writer")
+    __slots__ = ("busy", "core", "dead", "eof", "key", "linger", "pending", "raw", "rt", "shut", "sock", "window",
+                 "writer")
 
     def __init__(self, rt: Owner, sock: gevent.socket.socket, key: Hashable) -> None:
         self.rt = rt
+        self.core: Dispatcher = rt.core  # the runtime's, read once: ``rt`` is a protocol (a lookup by name per use)
         self.sock = sock
         self.raw: Any = getattr(sock, "_sock", sock)  # the OS socket (non-blocking under gevent)
         self.window = 0.0  # fair reading: when the current window started, and the seconds spent in it
@@ -99,7 +104,7 @@ class Conn:
         """Write what the core has for this connection now, from the calling greenlet, without blocking."""
         if self.dead or self.writer is not None or self.shut:
             return  # a writer greenlet is busy and pulls again when done
-        data = self.rt.core.data_to_send(self.rt.now(), self.key)
+        data = self.core.data_to_send(_monotonic(), self.key)
         if data:
             try:
                 n = self.raw.send(data)
@@ -224,7 +229,7 @@ class Conn:
         ``at_once`` now (a client's handshake); a CLOSE at once, once the session closed."""
         rt = self.rt
         try:  # noqa: SIM105  (no context manager object per read on this hot path)
-            rt.core.receive_data(data, rt.now(), self.key)
+            self.core.receive_data(data, _monotonic(), self.key)
         except RemoteProtocolError:
             pass  # the core closed the session and queued a CLOSE saying why
         if at_once:
@@ -260,7 +265,7 @@ class Conn:
             gevent.sleep(0)
 
     def _session_closed(self) -> bool:
-        c = self.rt.core.session_or_none(self.key)
+        c = self.core.session_or_none(self.key)
         return c is None or c.closed
 
     def join(self, timeout: float) -> None:

@@ -230,13 +230,14 @@ class DispatcherUser(User):
         e.sent += 1
         client = self.client
         assert client is not None
+        st = self.state
         t0 = _monotonic()
         try:
             p = client.request(name, payload, qos_override=qos, timeout=timeout)
         except dispatcher.DispatcherError as exc:
             self._failed(e, _monotonic() - t0, exc)
             return None
-        if self.state.capture_buffer is not None:
+        if st.capture_buffer is not None:
             self._capture_request(name, payload, qos or self._tier(name))
         try:
             env = p.result()  # the request's own timeout settles it
@@ -246,7 +247,14 @@ class DispatcherUser(User):
         except GreenletExit:  # the user is stopping: still in flight, so the lost audit judges it
             self._track(p, t0, row)
             raise
-        self._ok(row, _monotonic() - t0)
+        latency = _monotonic() - t0
+        # ``_ok(row, latency)``, inline (one call less per request)
+        e.record(latency)
+        samples = st.samples
+        if samples is not None:
+            samples.append((*e.key, latency))
+        self._fire_request(request_type=row[1], name=row[2], response_time=latency * 1000.0, response_length=0,
+                           exception=None, context={})
         return env
 
     def send_intent(self, name: str, payload: Any, *, intended: float | None = None, qos: str | None = None) -> None:
