@@ -30,7 +30,7 @@ from types import ModuleType
 #: set-up code.  A name is a module path under ``dispatcher`` (``runtime.tcpconn``).
 COMPILED = (
     "base", "bus", "clocksync", "connection", "core", "counters", "decoder", "promise", "qos", "receiving",
-    "roles", "sending", "sequence", "stats", "tally", "text", "timers", "wire",
+    "roles", "schematest", "sending", "sequence", "stats", "tally", "text", "timers", "wire",
     "runtime.tcpbase", "runtime.tcpclient", "runtime.tcpclientconn", "runtime.tcpconn", "runtime.tcpserver",
 )
 #: The mypyc group: its shared library is ``dispatcher/native__mypyc.*.so`` (inside the package, so an

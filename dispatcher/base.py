@@ -22,6 +22,7 @@ from .qos import SchedulerConfig
 from .registry import ChannelRegistry, Kind
 from .replay import ReplayBuffer
 from .schema import SchemaRegistry
+from .schematest import Test
 from .stats import NameStats, Stats
 from .tally import Tally
 from .text import LogGate, escape
@@ -116,7 +117,7 @@ class CoreBase:
     _fold_at: float  # and when they are next folded whatever that count
     _crit_frames: int  # ``limits.critical_frames`` and ``critical_bytes`` (read per CRITICAL frame queued)
     _crit_bytes: int
-    _tests: dict[str, Callable[[Any], bool]]  # ``schemas.tests``
+    _tests: dict[str, Test]  # ``schemas.tests``
     _accepts: list[tuple[bool, bool]]  # by wire id: whether this side accepts it as (not a response, a response)
 
     # -- queueing ------------------------------------------------------------------------------------
@@ -154,7 +155,7 @@ class CoreBase:
         """Why ``payload`` is invalid for ``name`` (``key``: its response's schema key), or None: the compiled
         test first (no call into the registry per envelope), the validator only when it says no."""
         test = self._tests.get(name if key is None else key)
-        if test is None or test(payload):
+        if test is None or test.ok(payload):
             return None
         return self.schemas.validate(name, payload, response=key is not None)
 

@@ -68,17 +68,21 @@ def _num(v: Any) -> str:
     return describe(v)
 
 
-def _depth_over(v: Any, limit: int) -> bool:
-    """Whether arrays and maps nest more than ``limit`` deep in ``v`` (iterative: no recursion)."""
-    stack: list[tuple[Any, int]] = [(v, 1)]
-    while stack:
-        x, d = stack.pop()
-        if d > limit:
-            return True
-        items = x.values() if type(x) is dict else x
-        for y in items:
-            if type(y) is list or type(y) is dict:
-                stack.append((y, d + 1))
+def _depth_over(v: Any, limit: int, depth: int = 1) -> bool:
+    """Whether arrays and maps nest more than ``limit`` deep in ``v``, an array or map at ``depth``.  The
+    recursion stops at ``limit`` (and msgpack unpacks nothing deeper than its own stack of 128)."""
+    if depth > limit:
+        return True
+    if type(v) is dict:
+        m: dict[Any, Any] = v  # typed: compiled, native iteration
+        for y in m.values():
+            if (type(y) is list or type(y) is dict) and _depth_over(y, limit, depth + 1):
+                return True
+    else:
+        a: list[Any] = v
+        for y in a:
+            if (type(y) is list or type(y) is dict) and _depth_over(y, limit, depth + 1):
+                return True
     return False
 
 

@@ -15,6 +15,21 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from .errors import RegistryError
+from .schematest import (
+    AnyTest,
+    ArrayTest,
+    BoolTest,
+    CheckTest,
+    IntTest,
+    MapTest,
+    NilTest,
+    NumberTest,
+    OneOfTest,
+    OptionalTest,
+    StrTest,
+    TableTest,
+    Test,
+)
 
 __all__ = [
     "SchemaRegistry",
@@ -54,18 +69,13 @@ def _at(path: str, key: object) -> str:
 
 # Each combinator builds a ``_Node`` (validate with a path prefix) and wraps it as a plain Validator.
 
-#: Writes a node's test as Python statements: given the name of the value's variable and the ``_Code`` being
-#: written, the lines (unindented) that ``return False`` when the value fails and fall through otherwise.
-Gen = Callable[[str, "_Code"], list[str]]
-
-
 class _Node:
-    __slots__ = ("check", "gen", "optional")
+    __slots__ = ("check", "optional", "test")
 
-    def __init__(self, check: Callable[[Any, str], Result], optional: bool = False, gen: Gen | None = None) -> None:
+    def __init__(self, check: Callable[[Any, str], Result], test: Test, optional: bool = False) -> None:
         self.check = check
+        self.test = test  # the compiled verdict (``schematest``)
         self.optional = optional  # a table field that may be absent
-        self.gen = gen  # None: the compiled test calls ``check``
 
     def __call__(self, value: Any) -> Result:
         return self.check(value, "")
@@ -84,18 +94,17 @@ def _node(v: Validator) -> Callable[[Any, str], Result]:
 
 def any_value() -> Validator:
     """Anything (including nil)."""
-    return _Node(lambda value, path: _OK, gen=lambda v, g: [])
+    return _Node(lambda value, path: _OK, AnyTest())
 
 
 def none() -> Validator:
     """Exactly nil."""
-    return _Node(lambda v, p: _OK if v is None else _fail(p, f"expected nil, got {_type_name(v)}"),
-                 gen=lambda v, g: [f"if {v} is not None: return False"])
+    return _Node(lambda v, p: _OK if v is None else _fail(p, f"expected nil, got {_type_name(v)}"), NilTest())
 
 
 def boolean() -> Validator:
     return _Node(lambda v, p: _OK if isinstance(v, bool) else _fail(p, f"expected a boolean, got {_type_name(v)}"),
-                 gen=lambda v, g: [f"if type({v}) is not bool: return False"])
+                 BoolTest())
 
 
 def integer(*, min: int | None = None, max: int | None = None) -> Validator:
@@ -110,10 +119,7 @@ def integer(*, min: int | None = None, max: int | None = None) -> Validator:
             return _fail(p, f"{v} is above the maximum {max}")
         return _OK
 
-    def gen(v: str, g: _Code) -> list[str]:
-        return [f"if type({v}) is not int: return False", *g.bounds(v, min, max)]
-
-    return _Node(check, gen=gen)
+    return _Node(check, IntTest(min, max))
 
 
 def number(*, min: float | None = None, max: float | None = None) -> Validator:
@@ -130,11 +136,7 @@ def number(*, min: float | None = None, max: float | None = None) -> Validator:
             return _fail(p, f"{v} is above the maximum {max}")
         return _OK
 
-    def gen(v: str, g: _Code) -> list[str]:
-        return [f"if type({v}) is float:", f"    if {v} - {v} != 0.0: return False",  # inf, nan
-                f"elif type({v}) is not int: return False", *g.bounds(v, min, max)]
-
-    return _Node(check, gen=gen)
+    return _Node(check, NumberTest(min, max))
 
 
 def string(*, min_len: int = 0, max_len: int | None = None, choices: Iterable[str] | None = None) -> Validator:
@@ -152,23 +154,13 @@ def string(*, min_len: int = 0, max_len: int | None = None, choices: Iterable[st
             return _fail(p, f"{v!r} is not one of {', '.join(sorted(allowed))}")
         return _OK
 
-    def gen(v: str, g: _Code) -> list[str]:
-        out = [f"if type({v}) is not str: return False"]
-        if allowed is not None:
-            out.append(f"if {v} not in {g.const(allowed)}: return False")
-        if min_len or max_len is not None:
-            out.append(f"n = len({v})")
-            out += g.bounds("n", min_len or None, max_len)
-        return out
-
-    return _Node(check, gen=gen)
+    return _Node(check, StrTest(min_len, max_len, allowed))
 
 
 def optional(inner: Validator) -> Validator:
     """nil, or what ``inner`` accepts.  In a ``table``, an optional field may also be absent."""
     sub = _node(inner)
-    return _Node(lambda v, p: _OK if v is None else sub(v, p), optional=True,
-                 gen=lambda v, g: [f"if {v} is not None:", *g.indent(g.lines(inner, v))])
+    return _Node(lambda v, p: _OK if v is None else sub(v, p), OptionalTest(compile_test(inner)), optional=True)
 
 
 def one_of(*alternatives: Validator) -> Validator:
@@ -184,10 +176,11 @@ def one_of(*alternatives: Validator) -> Validator:
             reasons.append(reason or "invalid")
         return False, " / ".join(reasons)
 
-    def gen(v: str, g: _Code) -> list[str]:
-        return [f"if not ({' or '.join(f'{g.function(a)}({v})' for a in alternatives)}): return False"]
-
-    return _Node(check, gen=gen)
+    tests = [compile_test(a) for a in alternatives]
+    rest = [t for t in tests if not isinstance(t, NilTest)]
+    if len(rest) == 1 and len(tests) == 2:  # nil or one other: as ``optional``
+        return _Node(check, OptionalTest(rest[0]))
+    return _Node(check, OneOfTest(tests))
 
 
 def array(item: Validator, *, min_len: int = 0, max_len: int | None = None) -> Validator:
@@ -206,12 +199,7 @@ def array(item: Validator, *, min_len: int = 0, max_len: int | None = None) -> V
                 return False, sub(x, f"{p}[{i}]")[1]
         return _OK
 
-    def gen(v: str, g: _Code) -> list[str]:
-        x = g.var()
-        return [f"if type({v}) is not list: return False", f"n = len({v})", *g.bounds("n", min_len or None, max_len),
-                f"for {x} in {v}:", *g.indent(g.lines(item, x))]
-
-    return _Node(check, gen=gen)
+    return _Node(check, ArrayTest(compile_test(item), min_len, max_len))
 
 
 def map_of(key: Validator, value: Validator, *, max_len: int | None = None) -> Validator:
@@ -230,12 +218,7 @@ def map_of(key: Validator, value: Validator, *, max_len: int | None = None) -> V
                 return False, vsub(x, _at(p, k))[1]
         return _OK
 
-    def gen(v: str, g: _Code) -> list[str]:
-        k, x = g.var(), g.var()
-        return [f"if type({v}) is not dict: return False", f"n = len({v})", *g.bounds("n", None, max_len),
-                f"for {k}, {x} in {v}.items():", *g.indent(g.lines(key, k) + g.lines(value, x))]
-
-    return _Node(check, gen=gen)
+    return _Node(check, MapTest(compile_test(key), compile_test(value), max_len))
 
 
 def table(*, extra: bool = False, **fields: Validator) -> Validator:
@@ -260,81 +243,14 @@ def table(*, extra: bool = False, **fields: Validator) -> Validator:
                 return False, s(x, _at(p, k))[1]
         return _OK
 
-    def gen(v: str, g: _Code) -> list[str]:
-        n = g.var()
-        out = [f"if type({v}) is not dict: return False", f"{n} = 0"]
-        for k, validator in fields.items():
-            x = g.var()
-            out.append(f"{x} = {v}.get({g.const(k)}, _ABSENT)")
-            if k in required:
-                out += [f"if {x} is _ABSENT: return False", f"{n} += 1", *g.lines(validator, x)]
-            else:
-                out += [f"if {x} is not _ABSENT:", f"    {n} += 1", *g.indent(g.lines(validator, x))]
-        if not extra:
-            out.append(f"if len({v}) != {n}: return False")  # a key that is no field
-        return out
-
-    return _Node(check, gen=gen)
+    return _Node(check, TableTest([(k, compile_test(v), k in required) for k, v in fields.items()], extra))
 
 
-# -- compiled tests -------------------------------------------------------------------------------------------
-# A validator built from these combinators is also compiled into one flat Python function that only says
-# whether a payload is valid (no closures, no reasons).  It may be stricter than the validator (``type(v) is int``
-# where the validator accepts an int subclass), never looser: the registry runs it first and asks the validator
-# only when it says no, for the verdict and the reason.
-
-_ABSENT = object()
-
-
-class _Code:
-    """One compiled test being written: its constants and its fresh variable names."""
-
-    def __init__(self) -> None:
-        self.consts: dict[str, Any] = {"_ABSENT": _ABSENT, "_OK": _OK}
-        self._n = 0
-
-    def var(self) -> str:
-        self._n += 1
-        return f"v{self._n}"
-
-    def const(self, value: Any) -> str:
-        name = f"c{len(self.consts)}"
-        self.consts[name] = value
-        return name
-
-    def bounds(self, v: str, lo: float | None, hi: float | None) -> list[str]:
-        out = []
-        if lo is not None:
-            out.append(f"if {v} < {self.const(lo)}: return False")
-        if hi is not None:
-            out.append(f"if {v} > {self.const(hi)}: return False")
-        return out
-
-    @staticmethod
-    def indent(lines: list[str]) -> list[str]:
-        return ["    " + line for line in lines] or ["    pass"]
-
-    def lines(self, validator: Validator, v: str) -> list[str]:
-        """``validator``'s test of variable ``v``: written out, or a call of its check."""
-        if isinstance(validator, _Node) and validator.gen is not None:
-            return validator.gen(v, self)
-        return [f"if {self.const(_node(validator))}({v}, '') is not _OK: return False"]
-
-    def function(self, validator: Validator) -> str:
-        """The name of a constant holding ``validator``'s own compiled test (for ``one_of``)."""
-        return self.const(compile_test(validator))
-
-
-def compile_test(validator: Validator) -> Callable[[Any], bool]:
-    """A flat function that returns True only for payloads ``validator`` accepts (and never raises)."""
-    code = _Code()
-    body = code.lines(validator, "v") or ["pass"]
-    src = "\n".join(["def test(v):", "    try:", *("        " + line for line in body), "    except Exception:",
-                     "        return False", "    return True"])
-    scope = dict(code.consts)
-    exec(compile(src, "<dispatcher.schema compiled test>", "exec"), scope)  # source made here, from no input
-    test: Callable[[Any], bool] = scope["test"]
-    return test
+def compile_test(validator: Validator) -> Test:
+    """``validator``'s compiled verdict (``schematest``): True only for payloads it accepts.  It may be stricter
+    than the validator (``type(v) is int`` where the validator accepts an int subclass), never looser: the
+    registry runs it first and asks the validator only when it says no, for the verdict and the reason."""
+    return validator.test if isinstance(validator, _Node) else CheckTest(_node(validator))
 
 
 class SchemaRegistry(Mapping[str, Validator]):
@@ -345,7 +261,7 @@ class SchemaRegistry(Mapping[str, Validator]):
     def __init__(self, validators: Mapping[str, Validator] | None = None) -> None:
         self._v: dict[str, Validator] = {}
         #: Per key, the compiled test (``compile_test``): True means valid; False means ask ``validate``.
-        self.tests: dict[str, Callable[[Any], bool]] = {}
+        self.tests: dict[str, Test] = {}
         for key, v in (validators or {}).items():
             self._set(key, v)
 
@@ -368,7 +284,7 @@ class SchemaRegistry(Mapping[str, Validator]):
         """The reason ``payload`` is invalid for ``name``, or None when valid or unchecked."""
         key = name + self.RESPONSE_SUFFIX if response else name
         test = self.tests.get(key)
-        if test is None or test(payload):
+        if test is None or test.ok(payload):
             return None
         v = self._v[key]
         try:
