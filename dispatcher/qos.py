@@ -62,9 +62,9 @@ class Scheduler:
     """Outbound frames of one connection; ``pull(now)`` returns what may go on the wire now."""
 
     __slots__ = (
-        "_byte_limit", "_bytes", "_cfg", "_coalesce", "_deficit", "_fifo", "_limit", "_msg_ids",
-        "_msgs", "_queues", "_reported", "_reserve", "_rr", "_runs", "_sent_bytes", "_sink", "_small", "_soj_n",
-        "_sojourns", "_t", "_tick", "_unreported", "_wake", "_watched", "counts", "pending", "qbytes",
+        "_budget", "_byte_limit", "_bytes", "_cfg", "_coalesce", "_deficit", "_fifo", "_limit", "_max_rate",
+        "_msg_ids", "_msgs", "_queues", "_reported", "_reserve", "_rr", "_runs", "_sent_bytes", "_sink", "_small",
+        "_soj_n", "_sojourns", "_t", "_tick", "_unreported", "_wake", "_watched", "counts", "pending", "qbytes",
     )
 
     def __init__(self, config: SchedulerConfig, sink: Sink) -> None:
@@ -98,6 +98,9 @@ class Scheduler:
         self._reserve = config.critical_reserve * tick_budget if config.budget is not None else 0.0
         self.pending = 0
         self._fifo = config.mode == "fifo"
+        # The (frozen) config's limits as native attributes: compiled, each ``config.x`` is a generic getattr.
+        self._budget: float | None = config.budget
+        self._max_rate: float | None = config.max_rate
         self._limit = tuple(config.queue_limits.get(t) for t in range(4))  # frames per tier, at most
         self._byte_limit = tuple(config.queue_bytes.get(t) for t in range(4))
 
@@ -149,10 +152,9 @@ class Scheduler:
     def full(self, tier: int) -> bool:
         """Whether ``tier`` is at its bound (frames or bytes): the core refuses new requests whose responses
         would join it, rather than queue answers without limit (responses are never dropped)."""
-        cfg = self._cfg
-        if cfg.mode == "fifo":
+        if self._fifo:
             return False
-        limit, byte_limit = cfg.queue_limits.get(tier), cfg.queue_bytes.get(tier)
+        limit, byte_limit = self._limit[tier], self._byte_limit[tier]
         return (limit is not None and self.counts[tier] >= limit) or (
             byte_limit is not None and self.qbytes[tier] >= byte_limit)
 
@@ -202,7 +204,7 @@ class Scheduler:
         ticked = self._wake is not None and now >= self._wake - 1e-9
         self._refill(now)
         out: list[bytes] = []
-        if self._cfg.mode == "fifo":
+        if self._fifo:
             self._drain_fifo(out, now)
         else:
             self._drain_priority(out, now)
@@ -222,27 +224,25 @@ class Scheduler:
             while nxt <= now:
                 nxt += self._tick
             self._wake = nxt
-        return b"".join(out)
+        return out[0] if len(out) == 1 else b"".join(out)
 
     def _refill(self, now: float) -> None:
-        cfg = self._cfg
         if self._t is not None and now > self._t:
             dt = now - self._t
-            if cfg.budget is not None:
+            budget, rate = self._budget, self._max_rate
+            if budget is not None:
                 # Up to one tick's worth plus one whole small frame: tokens a frame could not use at the
                 # end of a tick carry over instead of being lost.
-                self._bytes = min(cfg.budget * self._tick + self._small, self._bytes + cfg.budget * dt)
-            if cfg.max_rate is not None:
-                self._msgs = min(max(1.0, cfg.max_rate * self._tick), self._msgs + cfg.max_rate * dt)
+                self._bytes = min(budget * self._tick + self._small, self._bytes + budget * dt)
+            if rate is not None:
+                self._msgs = min(max(1.0, rate * self._tick), self._msgs + rate * dt)
         self._t = now if self._t is None else max(self._t, now)
 
     def _can_send(self) -> bool:
-        cfg = self._cfg
-        return (cfg.budget is None or self._bytes > 0) and (cfg.max_rate is None or self._msgs > 0)
+        return (self._budget is None or self._bytes > 0) and (self._max_rate is None or self._msgs > 0)
 
     def _can_send_lower(self) -> bool:
-        cfg = self._cfg
-        return (cfg.budget is None or self._bytes > self._reserve) and (cfg.max_rate is None or self._msgs > 0)
+        return (self._budget is None or self._bytes > self._reserve) and (self._max_rate is None or self._msgs > 0)
 
     def _drain_fifo(self, out: list[bytes], now: float) -> None:
         q = self._queues[0]
@@ -253,8 +253,7 @@ class Scheduler:
     def _drain_critical(self, q: deque[_Item], out: list[bytes], now: float) -> None:
         """Whole CRITICAL frames from the head of ``q`` while there are tokens (``_finish`` for each, inline:
         this loop carries most frames)."""
-        cfg = self._cfg
-        limited, rated = cfg.budget is not None, cfg.max_rate is not None
+        limited, rated = self._budget is not None, self._max_rate is not None
         tokens, msgs = self._bytes, self._msgs
         soj = self._sojourns[CRITICAL] if self._sojourns is not None else None
         coalesce = self._coalesce
@@ -324,7 +323,7 @@ class Scheduler:
         """
         it = q[0]
         frame = it.frame
-        limited = self._cfg.budget is not None
+        limited = self._budget is not None
         avail = self._bytes - self._reserve
         if it.offset == 0 and (len(frame) <= self._small or not limited):
             if limited and len(frame) > avail:
