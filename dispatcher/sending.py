@@ -22,6 +22,13 @@ __all__ = ["Sender"]
 # interpreted module, so its name would otherwise be looked up at every call).
 _NO_FLAGS: Final = Flags.of()
 _envelope_of: Final = envelope_of
+_CRITICAL: Final = int(QoS.CRITICAL)  # ``QoS.CRITICAL`` is a getattr on the enum class at each use
+
+
+def _request_timed_out(arg: tuple[Sender, Connection, PendingRequest], now: float) -> None:
+    """A request's timer: a module function, so that arming it makes no bound method."""
+    arg[0]._on_request_timeout((arg[1], arg[2]), now)
+
 
 
 class Sender(CoreBase):
@@ -86,7 +93,7 @@ class Sender(CoreBase):
             raise LocalProtocolError(f"{name}: timeout must be > 0 seconds, got {timeout}")
         qos = self._tier(info, qos_override)
         if retries is None:
-            retries = 1 if qos == QoS.CRITICAL else 0
+            retries = 1 if qos == _CRITICAL else 0
         elif retries < 0:
             raise LocalProtocolError(f"{name}: retries must be >= 0, got {retries}")
         if not self._valid_out(name, payload):
@@ -101,7 +108,7 @@ class Sender(CoreBase):
                  else encode_envelope(env, info.wire_id, Bits.REQUEST))
         pend = PendingRequest(info, env, frame, p, retries, timeout, now, qos, payload, seq, trace_id)
         c.pending[c.seq_key(info.chan, seq)] = pend
-        pend.timer = self._schedule(now + timeout, self._on_request_timeout, (c, pend))
+        pend.timer = self._schedule(now + timeout, _request_timed_out, (self, c, pend))
         self._send(c, info, env, frame, now, qos=qos)
         return p
 
