@@ -325,6 +325,10 @@ class Dispatcher(Receiver):
         self._dirty.clear()
         return d
 
+    def has_dirty(self) -> bool:
+        """Whether some peer has bytes queued since the last ``take_dirty`` (which this does not reset)."""
+        return bool(self._dirty)
+
     def next_timer(self) -> float | None:
         """When ``handle_timer`` must next be called, or None."""
         ticks, at = self._ticks, self._tick_at

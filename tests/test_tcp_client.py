@@ -188,7 +188,7 @@ def _until(cond: Any, seconds: float = 10.0) -> None:
         gevent.sleep(0.005)
 
 
-@pytest.mark.parametrize("then", ["request", "close", "delay"])
+@pytest.mark.parametrize("then", ["request", "close", "delay", "delay changed"])
 def test_acknowledgements_of_reads_leave_together(server: dispatcher.Transport, then: str) -> None:
     """The ACKs that reads of reliable events queue wait up to the runtime's ``ack_delay`` for company: the
     client's next send takes them along (a request, the CLOSE), else the delay's end; none is lost."""
@@ -202,8 +202,10 @@ def test_acknowledgements_of_reads_leave_together(server: dispatcher.Transport, 
         for i in range(5):  # one read each: every event is read before the next one is sent
             server.emit(EVENT, {"skillId": "Nova", "caster": 1, "at": 0.0, "seq": i}, to=7)
             _until(lambda i=i: len(got) > i)
+            if then == "delay changed" and i == 0:  # the next read's deferred flush takes the new delay
+                client.runtime.ack_delay = 0.05  # type: ignore[attr-defined]
         assert got == list(range(5))
-        if then != "delay":
+        if not then.startswith("delay"):
             gevent.sleep(0.05)  # time for acknowledgements sent at once to arrive (none should)
             assert acked == []  # not one send per read
         if then == "request":
@@ -226,6 +228,6 @@ def test_no_ack_delay_acknowledges_each_read(server: dispatcher.Transport) -> No
             server.emit(EVENT, {"skillId": "Nova", "caster": 1, "at": 0.0, "seq": i}, to=8)
             _until(lambda i=i: len(acked) > i)  # acknowledged before the next event is even sent
         assert acked == [1, 2, 3]
-        assert client.runtime._conn._later is None  # type: ignore[attr-defined]  # no read deferred its flush
+        assert client.runtime._later is None  # type: ignore[attr-defined]  # no read deferred its flush
     finally:
         client.close()

@@ -65,6 +65,8 @@ class TcpClientRuntime(TcpBase):
         self._reconnecting: gevent.Greenlet | None = None
         self._conn: ClientConn | None = None
         self._welcome: gevent.event.Event | None = None
+        self._later: Any = None  # the event loop's timer of a deferred flush (``flush_after_read``)
+        self._later_delay = 0.0  # and the delay it was made with
         try:
             sock = self._dial()
         except OSError as e:
@@ -120,8 +122,11 @@ class TcpClientRuntime(TcpBase):
             self._welcome.set()
 
     def flush(self) -> None:
-        """As ``TcpBase.flush``, for the one connection a client has (what a deferred flush waits to send
-        goes too)."""
+        """As ``TcpBase.flush``, for the one connection a client has (a deferred flush still pending then has
+        nothing left to do)."""
+        later = self._later
+        if later is not None and later.active:
+            later.stop()
         core = self.core
         if core.take_dirty():
             conn = self._conn
@@ -130,14 +135,23 @@ class TcpClientRuntime(TcpBase):
         self._wake_timer()
 
     def flush_after_read(self) -> None:
-        """After a read of the server's input: what the core queued in answer leaves within ``ack_delay``
-        (``ClientConn.defer_flush``), or at once with ``ack_delay = 0``."""
-        if self.ack_delay <= 0:
+        """After a read of the server's input: what the core queued in answer leaves within ``ack_delay``, or
+        at once with ``ack_delay = 0``.  The deferred flush is this runtime's ``flush``, called by an event-loop
+        timer (in the hub: it never blocks, ``Conn.flush`` hands what the socket does not take to a writer
+        greenlet), so it also wakes the timer greenlet when the core needs it; a flush before it makes it moot."""
+        delay = self.ack_delay
+        if delay <= 0:
             self.flush()
             return
-        conn = self._conn
-        if self.core.take_dirty() and conn is not None and not conn.dead:
-            conn.defer_flush(self.ack_delay)
+        if self.core.has_dirty():
+            later = self._later
+            if later is None or self._later_delay != delay:  # the first, or ``ack_delay`` changed
+                if later is not None:
+                    later.stop()
+                later = self._later = self._hub.loop.timer(delay)
+                self._later_delay = delay
+            if not later.active:
+                later.start(self.flush)
         self._wake_timer()
 
     def wait(self, promise: Promise[Any], timeout: float | None) -> None:
@@ -215,6 +229,8 @@ class TcpClientRuntime(TcpBase):
             self.flush()
             conn.join(timeout=1.0)  # the CLOSE the transport queued
         self.closed = True
+        if self._later is not None:
+            self._later.stop()
         if self._reconnecting is not None:
             self._reconnecting.kill()
         if conn is not None:

@@ -47,7 +47,7 @@ def _view() -> memoryview:
 class ClientConn(Conn):
     """A client's socket, read by a waiting greenlet while one waits and by the reader greenlet otherwise."""
 
-    __slots__ = ("_buf", "_hub", "_hub_switch", "_io", "_io_on", "_later", "_parked", "_reader", "_reader_idle",
+    __slots__ = ("_buf", "_hub", "_hub_switch", "_io", "_io_on", "_parked", "_reader", "_reader_idle",
                  "_recv_into", "_user", "_user_waiting", "handshake_moved")
 
     def __init__(self, rt: Owner, sock: gevent.socket.socket, key: Hashable) -> None:
@@ -59,7 +59,6 @@ class ClientConn(Conn):
         # Bound once (each wait for an answer uses both); ``Any``: mypyc makes no assumption about these callables.
         self._hub_switch: Any = self._hub.switch
         self._recv_into: Any = self.raw.recv_into
-        self._later: Any = None  # the event loop's timer of a deferred flush (``defer_flush``), made at first use
         self._parked: greenlet | None = None  # whom readiness wakes
         self._reader: greenlet | None = None  # the reader greenlet
         self._reader_idle = False  # it is suspended, waiting for readiness or for a waiting greenlet to finish
@@ -70,24 +69,6 @@ class ClientConn(Conn):
         self.handshake_moved: Callable[[], None] | None = None
 
     # -- writing ----------------------------------------------------------------------------------
-
-    def flush(self) -> None:
-        """Write what the core has now (``Conn.flush``); a deferred flush still pending has nothing left to do."""
-        later = self._later
-        if later is not None and later.active:
-            later.stop()
-        super().flush()
-
-    def defer_flush(self, delay: float) -> None:
-        """Flush within ``delay`` seconds (an event-loop timer; its callback runs in the hub and never blocks:
-        ``Conn.flush`` hands what the socket does not take to a writer greenlet), unless a flush comes first.
-        Acknowledgements of reads close together leave in one ``send``."""
-        later = self._later
-        if later is None:
-            later = self._later = self._hub.loop.timer(delay)
-        if not later.active and not self.dead:
-            later.start(self.flush)
-
 
     def _park(self, g: greenlet) -> None:
         self._parked = g
@@ -262,8 +243,6 @@ class ClientConn(Conn):
             return
         self._io.stop()  # before the socket closes: its descriptor may be reused at once
         self._io_on = False
-        if self._later is not None:
-            self._later.stop()
         self._parked = None
         super().kill()
         for g in (self._reader, self._user):
