@@ -4,7 +4,8 @@ Each ``schema`` combinator also builds one of these nodes.  They only say whethe
 reasons, no paths), exactly: ``type(v) is int`` where the validator accepts an int subclass, so a test may be
 stricter than its validator, never looser; the registry runs the test first and asks the validator only when
 it says no.  Compiled (mypyc), a node's ``ok`` is a native call and its type checks, dict lookups and loops are
-native: a 4-entry table of ints costs about a tenth of the flat Python function this replaced.
+native: the benchmark request's response (a table of a 4-entry map and an int) costs 3.5k instructions, 8.4k
+with the flat Python function per schema this replaced.
 """
 
 from __future__ import annotations
