@@ -154,10 +154,11 @@ class CoreBase:
     def _schema_reason(self, name: str, payload: Any, key: str | None = None) -> str | None:
         """Why ``payload`` is invalid for ``name`` (``key``: its response's schema key), or None: the compiled
         test first (no call into the registry per envelope), the validator only when it says no."""
-        test = self._tests.get(name if key is None else key)
+        k = name if key is None else key
+        test = self._tests.get(k)
         if test is None or test.ok(payload):
             return None
-        return self.schemas.validate(name, payload, response=key is not None)
+        return self.schemas.reason(k, payload)
 
     def _declared(self, info: NameInfo) -> QoS:
         """The tier this side gives ``info``'s channel: the registry's, with this side's overrides."""

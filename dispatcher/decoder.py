@@ -53,13 +53,6 @@ _ALL_BITS: Final = Bits.ALL
 _CHUNK: Final[int] = FrameType.CHUNK.value
 
 
-def _nests(payload: dict[Any, Any] | list[Any]) -> bool:
-    """Whether a dict's values or a list's items include a list or a dict (typed: compiled iteration)."""
-    if isinstance(payload, dict):
-        return any(type(y) is list or type(y) is dict for y in payload.values())
-    return any(type(y) is list or type(y) is dict for y in payload)
-
-
 def _num(v: Any) -> str:
     """An int as itself (bounded), anything else described."""
     if type(v) is int:
@@ -395,12 +388,11 @@ class FrameDecoder:
                 f[10] = check_time(ts_ack, "ts_ack")
         payload = f[6]
         # Each level of nesting costs the payload at least one byte, and the frame's other fields at least
-        # _MIN_HEAD: a smaller frame cannot be too deep (most are), so it is not walked; nor is a table
-        # of scalars (most of the rest).
+        # _MIN_HEAD: a smaller frame cannot be too deep (most are), so it is not walked; a table of scalars
+        # (most of the rest) costs one pass over its values.
         tp = type(payload)
         head = _MIN_HEAD + 8 if type(ts) is float else _MIN_HEAD
-        if (tp is dict or tp is list) and size - head > self.max_depth and _nests(payload) \
-                and _depth_over(payload, self.max_depth):
+        if (tp is dict or tp is list) and size - head > self.max_depth and _depth_over(payload, self.max_depth):
             raise bad(f"payload nested deeper than {self.max_depth} levels")
         stamp = self.player_id
         if stamp is not None:

@@ -50,9 +50,9 @@ __all__ = ["Receiver"]
 _NO_FLAGS: Final = Flags.of()
 _envelope_of: Final = envelope_of
 _RESPONSE: Final = Bits.RESPONSE
-#: Latency samples fold into their histograms at the first input, then every this many frames or seconds:
-#: histograms take their memory as a run starts (by count alone, slow players grew 7 MB a minute in), waiting
-#: samples stay a few dozen kB, and a fast stream pays a fold (3-5% of an event's cost at 512) per 4096 frames.
+#: The latency tallies fold into their histograms at the first input, then every this many frames or seconds:
+#: histograms take their memory as a run starts (by count alone, slow players grew 7 MB a minute in), and a
+#: tally's carries (a bucket index per 256 of its values) stay a short list between folds.
 _FOLD_EVERY: Final = 4096
 _FOLD_INTERVAL: Final = 1.0
 _ACK_REQUESTED: Final = Bits.ACK_REQUESTED

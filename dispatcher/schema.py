@@ -281,11 +281,17 @@ class SchemaRegistry(Mapping[str, Validator]):
                 raise RegistryError(f"schema for {key!r}: no such name in the channel registry")
 
     def validate(self, name: str, payload: Any, *, response: bool = False) -> str | None:
-        """The reason ``payload`` is invalid for ``name``, or None when valid or unchecked."""
+        """The reason ``payload`` is invalid for ``name``, or None when valid or unchecked: the compiled test
+        first, the validator only when it says no."""
         key = name + self.RESPONSE_SUFFIX if response else name
         test = self.tests.get(key)
         if test is None or test.ok(payload):
             return None
+        return self.reason(key, payload)
+
+    def reason(self, key: str, payload: Any) -> str | None:
+        """The validator of ``key`` (a name, or ``name + RESPONSE_SUFFIX``) on ``payload``: the reason it is
+        invalid, or None.  What ``validate`` asks once the compiled test has said no."""
         v = self._v[key]
         try:
             ok, reason = v(payload)

@@ -13,6 +13,7 @@ from .connection import Connection, NameInfo, PendingRequest
 from .envelope import Envelope, Flags, QoS, envelope_of
 from .errors import LocalProtocolError, RequestTimeout, ValidationError
 from .promise import Promise, Waiter
+from .qosconfig import CRITICAL
 from .registry import Kind
 from .wire import Bits, encode_envelope, encode_packed, encode_plain, flags_bits, frame_tail, pack_payload
 
@@ -22,13 +23,11 @@ __all__ = ["Sender"]
 # interpreted module, so its name would otherwise be looked up at every call).
 _NO_FLAGS: Final = Flags.of()
 _envelope_of: Final = envelope_of
-_CRITICAL: Final = int(QoS.CRITICAL)  # ``QoS.CRITICAL`` is a getattr on the enum class at each use
 
 
 def _request_timed_out(arg: tuple[Sender, Connection, PendingRequest], now: float) -> None:
     """A request's timer: a module function, so that arming it makes no bound method."""
     arg[0]._on_request_timeout((arg[1], arg[2]), now)
-
 
 
 class Sender(CoreBase):
@@ -59,7 +58,7 @@ class Sender(CoreBase):
         c = self._sessions.get(SERVER_PEER)
         if c is None or c.closed:
             c = self._client_session()  # raises, saying why
-        if not self._valid_out(name, payload):
+        if self._refused_out(name, payload) is not None:
             return None
         chan = info.chan
         qos = self._channel_qos[chan] if qos_override is None else self._tier(info, qos_override)
@@ -93,11 +92,12 @@ class Sender(CoreBase):
             raise LocalProtocolError(f"{name}: timeout must be > 0 seconds, got {timeout}")
         qos = self._tier(info, qos_override)
         if retries is None:
-            retries = 1 if qos == _CRITICAL else 0
+            retries = 1 if qos == CRITICAL else 0  # the Final int: ``QoS.CRITICAL`` is a getattr on the enum
         elif retries < 0:
             raise LocalProtocolError(f"{name}: retries must be >= 0, got {retries}")
-        if not self._valid_out(name, payload):
-            p.reject(ValidationError(name, self.schemas.validate(name, payload) or "invalid"))
+        reason = self._refused_out(name, payload)
+        if reason is not None:
+            p.reject(ValidationError(name, reason))
             return p
         seq = c.seq[info.chan] + 1
         c.seq[info.chan] = seq
@@ -122,7 +122,7 @@ class Sender(CoreBase):
         envelopes sent, one per recipient; a recipient that is not connected is skipped and counted.
         """
         info = self._outgoing(name, "event")
-        if not self._valid_out(name, payload):
+        if self._refused_out(name, payload) is not None:
             return []
         if to is None:
             targets: list[Connection] = list(self._players.values())
@@ -210,7 +210,7 @@ class Sender(CoreBase):
         self.stats[pend.info.name].retries += 1
         frame = encode_envelope(pend.envelope(), pend.info.wire_id, Bits.REQUEST | Bits.RETRANSMIT)
         self._push(c, frame, pend.tier, now)
-        pend.timer = self._schedule(now + pend.timeout, self._on_request_timeout, arg)
+        pend.timer = self._schedule(now + pend.timeout, _request_timed_out, (self, c, pend))
 
     def _resend(self, c: Connection, now: float) -> None:
         """After a reconnect: every unacknowledged reliable envelope and pending request, again."""
@@ -244,16 +244,17 @@ class Sender(CoreBase):
             raise LocalProtocolError(f"not connected: the transport is closed{why}")
         return c  # while DETACHED or AWAITING_AUTH, sends queue up behind the handshake
 
-    def _valid_out(self, name: str, payload: Any) -> bool:
+    def _refused_out(self, name: str, payload: Any) -> str | None:
+        """Why an outgoing payload is invalid, or None: dev mode raises it, release mode counts and drops it."""
         reason = self._schema_reason(name, payload)
         if reason is None:
-            return True
+            return None
         if self.mode == "dev":
             raise ValidationError(name, reason)
         st = self.stats[name]
         st.validation_errors += 1
         self.stats.drop(name, "invalid_payload")
-        return False
+        return reason
 
     def _tier(self, info: NameInfo, override: str | int | QoS | None) -> QoS:
         declared = self._channel_qos[info.chan]

@@ -34,7 +34,7 @@ class Tally:
         self.half_mag: i64 = half_mag
         self.highest: i64 = highest
         self.size: i64 = size
-        self.top = float(highest)
+        self.top = float(highest)  # ``highest`` as a float: ``add`` compares the float value natively
         self.counts: vec[u8] = vec[u8]()  # per bucket, modulo 256
         self.carries: list[int] = []  # a bucket's index each time its count passed 255 (256 each)
         self.lo: i64 = _NONE  # the buckets counted since the last ``clear``: lo..hi

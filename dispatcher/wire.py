@@ -229,11 +229,7 @@ def flags_bits(f: Flags, is_response: bool = False) -> int:
 def encode_plain(wire_id: int, seq: int, qos: int, bits: int, ts_sent: float, payload: Any) -> bytes:
     """The frame of an envelope without a tail (no player_id, trace_id, reply_to, ts_ack) and whose flag bits
     are in ``bits``: what ``encode_envelope`` makes of it, from the values (the send path has them at hand)."""
-    try:
-        return _pack((0, wire_id, seq, qos, bits, ts_sent, payload))
-    except (TypeError, ValueError, OverflowError):
-        pack_payload(payload)  # raises LocalProtocolError saying what is wrong
-        raise
+    return _pack_frame((0, wire_id, seq, qos, bits, ts_sent, payload), payload)
 
 
 def encode_envelope(env: Envelope, wire_id: int, bits: int = 0, payload_bytes: bytes | None = None) -> bytes:
@@ -254,8 +250,13 @@ def encode_envelope(env: Envelope, wire_id: int, bits: int = 0, payload_bytes: b
 def encode_tailed(wire_id: int, seq: int, qos: int, bits: int, ts_sent: float, payload: Any,
                   tail: tuple[Any, ...]) -> bytes:
     """As ``encode_plain``, with a tail (``frame_tail``): a response's (player, trace, reply_to, ts_ack)."""
+    return _pack_frame((0, wire_id, seq, qos, bits, ts_sent, payload, *tail), payload)
+
+
+def _pack_frame(frame: tuple[Any, ...], payload: Any) -> bytes:
+    """One pack of a whole envelope frame; ``LocalProtocolError`` when ``payload`` is what msgpack cannot carry."""
     try:
-        return _pack((0, wire_id, seq, qos, bits, ts_sent, payload, *tail))
+        return _pack(frame)
     except (TypeError, ValueError, OverflowError):
         pack_payload(payload)  # raises LocalProtocolError saying what is wrong
         raise

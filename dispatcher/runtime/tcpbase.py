@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Hashable
-from typing import Any, Final
+from typing import Any
 
 import gevent
 import gevent.event
@@ -14,16 +13,13 @@ from ..core import Dispatcher
 from ..errors import LocalProtocolError
 from ..promise import Promise
 from ..timers import Timers
-from .tcpconn import Conn
+from .tcpconn import Conn, _monotonic
 
 __all__ = ["TcpBase"]
 
 #: Timers run per turn of the timer greenlet; with more due, it yields through the event loop's poll.
 _TIMERS_PER_TURN = 64
 _TIMER_YIELD = 0.0002
-#: The clock (``Final``: a C static once compiled, no lookup of ``time.monotonic`` per call).  Both ends of a
-#: TCP connection on one host read this one clock: the ``"shared"`` clock domain relies on it.
-_monotonic: Final = time.monotonic
 
 
 class TcpBase:

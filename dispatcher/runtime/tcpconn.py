@@ -41,8 +41,9 @@ _BUSY_SHARE = 0.02
 _BUSY_READ = 1024
 _BUSY_YIELD = 0.0002
 _BUSY_BUDGET = _FAIR_WINDOW * _BUSY_SHARE
-#: ``TcpBase.now``, the TCP runtime's clock, called directly on the per-read and per-send paths (a C static
-#: once compiled: no method call through the runtime per use).
+#: The TCP runtime's clock (``TcpBase.now``), called directly on the per-read and per-send paths (a C static
+#: once compiled: no method call through the runtime per use).  Both ends of a TCP connection on one host read
+#: this one clock: the ``"shared"`` clock domain relies on it.
 _monotonic: Final = time.monotonic
 
 
