@@ -87,7 +87,7 @@ def test_tier_names_fit_locusts_type_column() -> None:
 def test_console_of_a_mixed_run(mixed_run: MixedRun) -> None:
     """Locust's rows use the short tier names and keep intents and requests apart; the harness prints the
     calm-vs-flood CRITICAL p99 lines and its microsecond table after Locust's final tables.  (The session's
-    ``mixed_run``, conftest.py: its stdout and stderr in written order.)"""
+    ``mixed_run``, tests/sharedruns.py: its stdout and stderr in written order.)"""
     assert mixed_run.returncode in (0, 1), mixed_run.output[-3000:]  # refused snapshots: failures to Locust
     out = mixed_run.output
     locust_rows = out[: out.index("netharness latency (microsecond resolution)")]

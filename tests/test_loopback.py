@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from typing import Any
 
@@ -100,6 +99,7 @@ def test_emit_options_reach_every_recipient(hub: LoopbackHub, options: dict[str,
     assert got[0].meta.player_id == options.get("player_id")
     assert got[0].meta.trace_id == options.get("trace_id")
     assert got[0].meta.flags == dispatcher.Flags(options.get("replayable"), options.get("reliable"))
+    assert got[0].meta.qos == QoS.parse(options.get("qos_override", "CRITICAL"))  # the channel's, unless overridden
 
 
 def test_on_and_disconnect(hub: LoopbackHub) -> None:
@@ -372,7 +372,7 @@ def test_a_response_frame_carries_what_its_envelope_says(hub: LoopbackHub, trace
            (True, 1, 5, trace_id, now, now, 1)
     if watch == "logger":
         assert len(sent) == 1 and sent[0].payload == resp.payload
-        assert sent[0].meta == dataclasses.replace(m, qos=sent[0].meta.qos) and sent[0].meta.qos == m.qos
+        assert sent[0].meta == m
 
 
 def test_bad_token_and_registry_mismatch_refused(hub: LoopbackHub, registry: dispatcher.ChannelRegistry) -> None:

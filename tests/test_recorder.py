@@ -53,6 +53,7 @@ def test_the_run_and_its_seconds_count_as_recording_each_sample(seed: int, n: in
         run.record_seconds(s)
         per_second[int(t)].record_seconds(s)
     assert np.array_equal(e.hist.counts, run.counts) and e.hist.overflow == run.overflow
+    assert set(rec.series) == {sec for sec, h in per_second.items() if h.count}  # no second lost or made up
     for sec, slot in rec.series.items():
         h = slot["request|HIGH"][2]
         h = Histogram.decode(h) if isinstance(h, str) else h

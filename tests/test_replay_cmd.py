@@ -104,7 +104,7 @@ def _cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[st
 
 
 def test_a_real_locust_capture_survives_export_and_import(skills_capture: SkillsCapture, tmp_path: Path) -> None:
-    cap = skills_capture.capture  # skills.py, 3 players, 4 s (conftest.py; test_locust.py replays it)
+    cap = skills_capture.capture  # skills.py, 3 players, 4 s (tests/sharedruns.py; test_locust.py replays it)
     assert skills_capture.returncode == 0, skills_capture.stderr[-3000:]
     ex = _cli("export", str(cap))
     assert ex.returncode == 0, ex.stderr

@@ -31,7 +31,7 @@ SECTIONS = ("verdicts", "latency", "plots", "counters", "meta")
 @pytest.fixture
 def recorded(mixed_run: MixedRun) -> Path:
     """A real run: mixed.py (calm, then floods) with the project's thresholds, its results.json and report
-    (the session's ``mixed_run``, conftest.py: test_gate.py gates the same run)."""
+    (the session's ``mixed_run``, tests/sharedruns.py: test_gate.py gates the same run)."""
     assert mixed_run.returncode in (0, 1), mixed_run.output[-3000:]
     report = mixed_run.results.parent / "report.html"
     assert f"netharness: report written to {report}" in mixed_run.output  # written at the end of every run

@@ -19,10 +19,6 @@ class _Recording(Stats):
         self.calls.append(("dropped", (tier, name, reason)))
         super().dropped(tier, name, reason)
 
-    def count(self, counter: str, n: int = 1) -> None:
-        self.calls.append(("count", counter))
-        super().count(counter, n)
-
 
 @pytest.mark.parametrize(("pushes", "drops"), [(2, 0), (3, 1), (5, 3)])
 def test_the_scheduler_calls_an_interpreted_subclass_override(pushes: int, drops: int) -> None:

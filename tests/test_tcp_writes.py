@@ -28,6 +28,7 @@ class Counting:
     def __init__(self, raw: Any) -> None:
         self._raw = raw
         self.sends = 0
+        self.reads = 0  # reads that returned bytes
         self.empty_recvs = 0
 
     def send(self, data: Any) -> int:
@@ -36,10 +37,21 @@ class Counting:
 
     def recv(self, size: int) -> bytes:
         try:
-            return bytes(self._raw.recv(size))
+            data = bytes(self._raw.recv(size))
         except BlockingIOError:
             self.empty_recvs += 1
             raise
+        self.reads += 1
+        return data
+
+    def recv_into(self, buffer: Any, size: int = 0) -> int:  # what ``ClientConn`` reads with
+        try:
+            n = int(self._raw.recv_into(buffer, size))
+        except BlockingIOError:
+            self.empty_recvs += 1
+            raise
+        self.reads += 1
+        return n
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._raw, name)
@@ -118,8 +130,10 @@ def test_a_waiting_client_never_reads_an_empty_socket(server: dispatcher.Transpo
     try:
         conn = client.runtime._conn  # type: ignore[attr-defined]
         conn.raw = counting = Counting(conn.raw)
+        conn._recv_into = counting.recv_into  # the waiting path's read, bound when the connection was made
         for _ in range(asks):
             assert client.request(ASK, None).result(timeout=5).payload["points"] == 1
+        assert counting.reads >= asks  # the answers were read through the counter
         assert counting.empty_recvs == 0  # each answer: readiness, one recv, done
     finally:
         client.close()
@@ -152,6 +166,7 @@ def test_events_read_by_the_reader_greenlet_arrive_without_empty_reads(server: d
             gevent.sleep(0.01)
             deadline -= 1
         assert got == list(range(20))
+        assert wrapped[0].reads > 0  # the events were read through the counter
         assert wrapped[0].empty_recvs == before  # each read: readiness, one recv, back to waiting
     finally:
         client.close()

@@ -41,8 +41,6 @@ def import_locust_unpatched(config: pytest.Config) -> None:
             os.environ["LOCUST_SKIP_MONKEY_PATCH"] = before
 
 
-
-
 # -- alone: timing-sensitive work does not share the machine with the other xdist worker ----------------------
 # Every test holds a shared lock while it runs (set-up, call, tear-down); ``alone()`` (and a test marked
 # ``alone``) takes it exclusively, so it runs while no other worker runs a test: its timing assertions (absolute
