@@ -15,10 +15,14 @@ ordinary sequence type when interpreted.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+from time import time
+
 from librt.vecs import extend, vec
 from mypy_extensions import i64, u8
 
-__all__ = ["Tally"]
+__all__ = ["Tally", "Timeline"]
 
 _NONE: i64 = 1 << 62  # ``lo`` when nothing is held
 
@@ -97,3 +101,51 @@ class Tally:
         self.hi = -1
         self.n = 0
         self.overflow = 0
+
+
+class Timeline:
+    """Durations as a load recorder keeps them: counted for the whole run (``run``) and for the wall-clock
+    second each one arrived in (``second``, counting second ``sec``; -1 before the first).
+
+    ``record(seconds, nbytes, now)`` is one compiled call: two ``Tally.add`` and a comparison of ``now``
+    (default ``time.time()``) with the current second.  ``fold()`` is called back, with the tallies still
+    holding their samples, before a sample of another second is counted and when ``fold_every`` samples
+    wait in ``run``: the caller takes both tallies into its histograms there (``Histogram.record_tally``)."""
+
+    def __init__(self, run: Tally, second: Tally, fold: Callable[[], object], fold_every: int) -> None:
+        self.run = run
+        self.second = second
+        self.fold = fold
+        self.fold_every: i64 = fold_every
+        self.sec: i64 = -1
+        self.lo = 0.0  # samples arriving at lo <= now < next belong to ``sec``
+        self.next = 0.0
+        self.bytes: i64 = 0
+
+    def record(self, seconds: float, nbytes: int = 0, now: float | None = None) -> None:
+        """One duration in seconds (and ``nbytes`` of traffic), arrived at ``now`` (wall clock, seconds)."""
+        if nbytes:
+            self.bytes += nbytes
+        t = time() if now is None else now
+        if not self.lo <= t < self.next:
+            self._cut(t)
+        self.run.add(seconds)
+        self.second.add(seconds)
+        if self.run.n >= self.fold_every:
+            self.fold()
+
+    def _cut(self, t: float) -> None:
+        if self.second.n:
+            self.fold()
+        sec: i64 = math.floor(t)
+        self.sec = sec
+        self.lo = float(sec)
+        self.next = self.lo + 1.0
+
+    def clear(self) -> None:
+        """Forget every pending sample, the current second and the bytes."""
+        self.run.clear()
+        self.second.clear()
+        self.sec = -1
+        self.lo = self.next = 0.0
+        self.bytes = 0

@@ -85,7 +85,7 @@ def sizes(environment: Environment, st: State, trimmer: Trimmer | None = None,
             "locust_cached_dicts": len(caches), "locust_cached_keys": sum(len(c.response_times) for c in caches),
             "locust_per_sec_keys": sum(len(e.num_reqs_per_sec) for e in entries),
             "locust_history": len(stats.history) if stats is not None else 0,
-            "recorder_pending": sum(len(e._lat) for e in st.recorder.entries.values()),
+            "recorder_pending": sum(e.log.run.n for e in st.recorder.entries.values()),
             "recorder_seconds": len(st.recorder.series),
             "histograms": len(hists), "histograms_counted": len(counted),
             "histogram_bytes": sum(h._counts.nbytes + (h._buffer.nbytes if h._buffer is not None else 0)

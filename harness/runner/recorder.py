@@ -12,12 +12,12 @@ histograms' precision.
 
 from __future__ import annotations
 
-import math
 import time
 from time import time as _time
 from typing import Any
 
-from dispatcher.histogram import Histogram, micros
+from dispatcher.histogram import Histogram
+from dispatcher.tally import Timeline
 
 __all__ = ["Entry", "Recorder"]
 
@@ -26,14 +26,13 @@ FOLD_EVERY = 4096
 
 
 class Entry:
-    """The figures of one (kind, qos, name).  ``record`` is the hot path: one list append, one clock read
-    and one comparison per sample.  Samples are folded into the histograms with numpy (one conversion, one
-    vector of microseconds for both the run's histogram and the per-second series) every ``FOLD_EVERY``
-    samples or when a figure is read, so pending samples never pile up.  Which second a sample belongs to
-    is kept as cuts (the index where each new second starts), not per sample."""
+    """The figures of one (kind, qos, name).  ``record(seconds, nbytes=0, now=None)`` is the hot path: the
+    compiled ``Timeline.record`` itself (no Python frame per sample), which buckets the sample at once in a
+    tally for the run's histogram and one for the current wall-clock second.  The tallies are taken into
+    the histograms (``Recorder.fold_entry``) when a sample of another second comes, every ``FOLD_EVERY``
+    samples and when a figure is read, so they never hold more than a few thousand samples."""
 
-    __slots__ = ("_count", "_cuts", "_lat", "_lo", "_next", "_rec", "behind", "bytes", "clock_skew", "failures",
-                 "hist", "key", "lost", "sent")
+    __slots__ = ("_count", "_rec", "behind", "clock_skew", "failures", "hist", "key", "log", "lost", "record", "sent")
 
     def __init__(self, key: tuple[str, str, str], recorder: Recorder) -> None:
         self.key = key
@@ -43,40 +42,31 @@ class Entry:
         self.failures = 0
         self.lost = 0
         self.clock_skew = 0
-        self.bytes = 0
         self.behind = 0
         self.hist = Histogram()
-        self._lat: list[float] = []  # seconds, not yet folded
-        self._cuts: list[tuple[int, int]] = []  # (index in _lat, wall-clock second) where each second starts
-        self._lo = self._next = 0.0  # the current second: samples at lo <= t < next need no cut
+        self.log = Timeline(self.hist.tally(), Histogram(significant_figures=SERIES_FIGURES).tally(),
+                            self._fold, FOLD_EVERY)
+        self.record = self.log.record
+
+    def _fold(self) -> None:
+        self._rec.fold_entry(self)
 
     @property
     def count(self) -> int:
         """Samples recorded (folded or not), failures and skewed one-way samples."""
-        return self._count + len(self._lat)
+        return self._count + self.log.run.n
 
     @count.setter
     def count(self, value: int) -> None:
-        self._count = value - len(self._lat)
+        self._count = value - self.log.run.n
 
-    def record(self, seconds: float, nbytes: int = 0, now: float | None = None) -> None:
-        lat = self._lat
-        lat.append(seconds)
-        if nbytes:
-            self.bytes += nbytes
-        t = _time() if now is None else now
-        if not self._lo <= t < self._next or len(lat) >= FOLD_EVERY:
-            self._cut(t)
+    @property
+    def bytes(self) -> int:
+        return self.log.bytes
 
-    def _cut(self, t: float) -> None:
-        """A sample outside the current second (or a full list): note where the new second starts; fold."""
-        lat = self._lat
-        if not self._lo <= t < self._next:
-            sec = math.floor(t)
-            self._lo, self._next = float(sec), sec + 1.0
-            self._cuts.append((len(lat) - 1, sec))
-        if len(lat) >= FOLD_EVERY:
-            self._rec.fold_entry(self)
+    @bytes.setter
+    def bytes(self, value: int) -> None:
+        self.log.bytes = value
 
     def fail(self) -> None:
         self._count += 1
@@ -90,10 +80,9 @@ class Entry:
 
     def reset(self) -> None:
         """Zero it in place: users keep references to their entries."""
-        self.sent = self._count = self.failures = self.lost = self.clock_skew = self.bytes = self.behind = 0
+        self.sent = self._count = self.failures = self.lost = self.clock_skew = self.behind = 0
         self.hist = Histogram()
-        self._lat, self._cuts = [], []
-        self._lo = self._next = 0.0
+        self.log.clear()
 
 
 class Recorder:
@@ -155,7 +144,7 @@ class Recorder:
     def fold(self) -> None:
         """Move every pending sample into the histograms and the per-second series."""
         for e in self.entries.values():
-            if e._lat:
+            if e.log.run.n:
                 self.fold_entry(e)
         self._fold_failures()
 
@@ -165,23 +154,15 @@ class Recorder:
             self._slot(sec, skey)[1] += 1
 
     def fold_entry(self, e: Entry) -> None:
-        lat, cuts = e._lat, e._cuts
-        if not lat:
-            return
-        n = len(lat)
-        e._count += n
-        e._lat = []
-        # The current second goes on in the next list: it starts with a cut at 0 (none if no second yet).
-        e._cuts = [(0, int(e._lo))] if e._next else []
-        us = micros(lat)  # one conversion for the run's histogram and the seconds
-        e.hist.record_many(us)
-        skey = f"{e.key[0]}|{e.key[1]}"
-        ends = [i for i, _ in cuts[1:]] + [n]
-        for (start, sec), end in zip(cuts, ends, strict=True):
-            if end > start:
-                slot = self._slot(sec, skey)
-                slot[0] += end - start
-                slot[2].record_many(us[start:end])
+        log = e.log
+        n = log.run.n
+        if n:
+            e._count += n
+            e.hist.record_tally(log.run)
+        if log.second.n:
+            slot = self._slot(log.sec, f"{e.key[0]}|{e.key[1]}")
+            slot[0] += log.second.n
+            slot[2].record_tally(log.second)
         now = int(_time())
         if now != self._compacted:
             self._compacted = now
