@@ -14,7 +14,7 @@ from typing import Any
 
 from dispatcher.histogram import Histogram, merged
 from harness.bench.files.cpumeter import ENV as CPU_ENV
-from harness.bench.files.cpumeter import WINDOW_ENV
+from harness.bench.files.cpumeter import PIN_ENV, WINDOW_ENV
 from harness.bench.rows import Row
 from harness.game.embedded import EmbeddedServer
 
@@ -65,31 +65,39 @@ def rows_loadgen(quick: bool) -> list[Row]:
     so requests per second also measure how fast that server is (a Python HTTP server caps FastHttpUser, the
     game server caps DispatcherUser).  Requests per second are kept as figures.  Contenders run interleaved,
     ``rounds`` times; each keeps its best round (noise on a shared machine only ever slows a run down)."""
-    seconds, users, rounds = (5, 20, 2) if quick else (15, 50, 3)
-    got: dict[str, list[tuple[float, float]]] = {"dispatcher": [], "bare": [], "http": []}
+    seconds, users, rounds = (3, 20, 4) if quick else (8, 50, 6)
+    got: dict[str, list[tuple[float, float, float, float]]] = {"dispatcher": [], "bare": [], "http": []}
     fails = dict.fromkeys(got, 0)
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         game = EmbeddedServer({"rate_limits": {"default": 1e9}, "scheduler": {"budget": None}})
         bare, http = _Server("bare"), _Server("http")
+        cpus = _two_cpus()
+        if cpus:  # the servers on one core, each Locust process on the other: they never take turns on one
+            for pid in (game.proc.pid, bare.proc.pid, http.proc.pid):
+                os.sched_setaffinity(pid, {cpus[1]})
+        pin = {PIN_ENV: str(cpus[0])} if cpus else {}
         runs = {
-            "dispatcher": (BENCHFILES / "dispatcher_user.py", game.url, {"NETHARNESS_SECRET": game.secret},
+            "dispatcher": (BENCHFILES / "dispatcher_user.py", game.url, {"NETHARNESS_SECRET": game.secret, **pin},
                            ("--results", str(tmp / "r.json"))),
-            "bare": (BENCHFILES / "bare_user.py", f"tcp://{bare.address}", {}, ()),
-            "http": (BENCHFILES / "http_user.py", f"http://{http.address}", {}, ()),
+            "bare": (BENCHFILES / "bare_user.py", f"tcp://{bare.address}", pin, ()),
+            "http": (BENCHFILES / "http_user.py", f"http://{http.address}", pin, ()),
         }
         try:
             for _ in range(rounds):
                 for who, (locustfile, host, env, args) in runs.items():
-                    rps, eff, failures = _metered(locustfile, seconds, users, host, env, args, tmp)
-                    got[who].append((rps, eff))
+                    m, failures = _metered(locustfile, seconds, users, host, env, args, tmp)
+                    n = m["requests"]
+                    got[who].append((_div(n, m["wall_s"]), _div(n, m["cpu_s"]), _div(1e6 * m["user_s"], n),
+                                     _div(1e6 * m["sys_s"], n)))
                     fails[who] += failures
         finally:
             game.stop()
             bare.stop()
             http.stop()
-    rps = {k: max(r for r, _ in v) for k, v in got.items()}
-    eff = {k: max(e for _, e in v) for k, v in got.items()}
+    rps = {k: max(r[0] for r in v) for k, v in got.items()}
+    best = {k: max(v, key=lambda r: r[1]) for k, v in got.items()}  # each contender's most efficient round
+    eff = {k: r[1] for k, r in best.items()}
     figs = {"DispatcherUser req/CPU-s": eff["dispatcher"], "bare msgpack req/CPU-s": eff["bare"],
             "FastHttpUser req/CPU-s": eff["http"], "DispatcherUser req/s": rps["dispatcher"],
             "bare msgpack req/s": rps["bare"], "FastHttpUser req/s": rps["http"]}
@@ -98,11 +106,18 @@ def rows_loadgen(quick: bool) -> list[Row]:
     note = (f"ratios of requests per CPU-second of the Locust process (req/s ratios: "
             f"{_div(rps['dispatcher'], rps['bare']):.2f} vs bare, {_div(rps['dispatcher'], rps['http']):.2f} vs "
             f"http); {users} users, best of {rounds} interleaved runs each, {seconds}s measured once all users "
-            f"run; failures {fails['dispatcher']}/{fails['bare']}/{fails['http']}")
+            f"run; failures {fails['dispatcher']}/{fails['bare']}/{fails['http']}; CPU per request in the best "
+            f"rounds, user + kernel: " + ", ".join(f"{k} {r[2]:.0f} + {r[3]:.0f} us" for k, r in best.items()))
     return [Row("loadgen vs bare", figs, vs_bare, "DispatcherUser / bare (req per CPU-s)", ">= 0.8", vs_bare >= 0.8,
                 note),
             Row("loadgen vs http", figs, vs_http, "DispatcherUser / FastHttpUser (req per CPU-s)", ">= 3x",
                 vs_http >= 3.0, note)]
+
+
+def _two_cpus() -> tuple[int, int] | None:
+    """Two CPUs this process may use (the first for load generators, the second for servers), or None."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    return (cpus[0], cpus[1]) if len(cpus) >= 2 else None
 
 
 def _div(a: float, b: float) -> float:
@@ -110,17 +125,16 @@ def _div(a: float, b: float) -> float:
 
 
 def _metered(locustfile: Path, seconds: int, users: int, host: str, env: dict[str, str], args: tuple[str, ...],
-             tmp: Path) -> tuple[float, float, int]:
-    """One metered Locust run (``seconds`` measured once every user runs): requests per second and per
-    CPU-second of its process in that window, and the run's failures."""
+             tmp: Path) -> tuple[dict[str, float], int]:
+    """One metered Locust run (``seconds`` measured once every user runs): what its process spent in that
+    window (``cpumeter``'s figures), and the run's failures."""
     meter = tmp / f"cpu-{time.monotonic_ns()}.json"
     out = _locust(locustfile, seconds + 3, users, *args, host=host, tmp=tmp,
                   env={**env, CPU_ENV: str(meter), WINDOW_ENV: str(seconds)})
     if not meter.exists():
         raise RuntimeError(f"{locustfile.name}: the Locust run measured no CPU time (exit {out['rc']}): "
                            f"{out['stderr'][-500:]}")
-    m = json.loads(meter.read_text())
-    return _div(m["requests"], m["wall_s"]), _div(m["requests"], m["cpu_s"]), out["failures"]
+    return dict(json.loads(meter.read_text())), out["failures"]
 
 
 def _mixed(mode: str, calm: float, flood: float, tmp: Path) -> dict[str, Any]:
