@@ -4,6 +4,8 @@ the sockets in between when thousands of watchdogs fall due together)."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dispatcher import Dispatcher
 from dispatcher.timers import Timers
@@ -55,7 +57,7 @@ def test_cancelled_timers_do_not_pile_up() -> None:
         Timers.cancel(e)
         biggest = max(biggest, len(t))
     assert biggest <= 200
-    assert t.next() == 1000.0 and keep[2] is not None
+    assert t.next() == 1000.0 and keep.fn is not None
     t.fire(2000.0)
     assert fired == [-1]
 
@@ -84,7 +86,7 @@ def test_cancel_counts_each_dead_entry_once(when_cancelled: str) -> None:
         Timers.cancel(entries[3])
         assert t._dead[0] == 0 and len(t) == 0
         return
-    live = sum(1 for e in t._heap if e[2] is not None)
+    live = sum(1 for e in t._heap if e.fn is not None)
     assert t._dead[0] == len(t) - live
     t.fire(100.0)
     assert t._dead[0] == 0 and len(t) == 0
@@ -107,3 +109,38 @@ def test_a_timer_scheduled_while_firing_survives_compaction() -> None:
     t.fire(10.0)
     assert seen == [0, 1, 2, 3, 4]
     assert t.next() is None
+
+
+@given(ops=st.lists(st.tuples(st.sampled_from(["add", "cancel", "fire", "compact"]),
+                              st.integers(0, 40), st.integers(0, 1000)), max_size=120))
+@settings(max_examples=200, deadline=None)
+def test_timers_fire_in_time_then_scheduling_order_like_a_sorted_list(ops: list[tuple[str, int, int]]) -> None:
+    """The heap is written out (native comparisons, compiled): whatever the mix of scheduling, cancelling,
+    firing and compacting, timers run as a sorted list of the live ones would, each once."""
+    t = Timers()
+    model: list[tuple[float, int]] = []  # (when, order) of live timers
+    entries = []
+    seen: list[int] = []
+    order = 0
+    for op, a, b in ops:
+        if op == "add":
+            order += 1
+            entries.append(t.schedule(a / 4, lambda arg, now: seen.append(arg), order))
+            model.append((a / 4, order))
+        elif op == "cancel" and entries:
+            e = entries[b % len(entries)]
+            if e.fn is not None and e.dead is not None:
+                model.remove((e.when, e.arg))
+            Timers.cancel(e)
+        elif op == "fire":
+            now = a / 4
+            due = sorted(m for m in model if m[0] <= now)
+            seen.clear()
+            t.fire(now)
+            assert seen == [o for _, o in due]
+            model = [m for m in model if m[0] > now]
+        elif op == "compact":
+            t.compact()
+    seen.clear()
+    t.fire(1e9)
+    assert seen == [o for _, o in sorted(model)] and len(t) == 0 and t._dead[0] == 0

@@ -101,7 +101,7 @@ class TcpBase:
         deadline = None
         if timeout is not None:
             deadline = self.core.timers.schedule(self.now() + timeout, wake, None)
-            if self._timer_at is None or deadline[0] < self._timer_at:
+            if self._timer_at is None or deadline.when < self._timer_at:
                 self._timer_wake.set()
         try:
             waiter.get()

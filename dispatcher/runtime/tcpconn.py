@@ -162,7 +162,7 @@ class Conn:
         # type cache, allocated in the middle of the churn: see tcpserver._trim).
         rt = self.rt
         self.linger = rt.core.timers.schedule(rt.now() + _LINGER_SECONDS, _linger_over, self)
-        if rt._timer_at is None or self.linger[0] < rt._timer_at:
+        if rt._timer_at is None or self.linger.when < rt._timer_at:
             rt._timer_wake.set()
 
     # -- reading ------------------------------------------------------------------------------------
