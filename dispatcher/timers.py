@@ -13,11 +13,13 @@ __all__ = ["Timer", "Timers"]
 #: with a 10 s timeout kept a heap of thousands of dead entries that every push and pop walked (issue 13).
 _COMPACT_AT: Final = 64
 
+
 class Timer:
     """One timer: due at ``when`` (ties in ``order`` of scheduling); ``fn`` None once cancelled; ``dead`` is
     its heap's count of cancelled entries (a one-item list shared by its live entries), None once the entry
-    left the heap.  Compared natively (``_before``): ``heapq`` compared lists item by item through Python's
-    rich comparison, about 1,500 instructions per request's timeout."""
+    left the heap.  Compared natively (``_before``, compiled): ``heapq`` over lists compared them item by item
+    through Python's rich comparison, and a request's timeout (scheduled, then cancelled by the answer) cost
+    about 2,000 instructions more."""
 
     __slots__ = ("arg", "dead", "fn", "order", "when")
 

@@ -61,10 +61,12 @@ def rows_loadgen(quick: bool) -> list[Row]:
     """One Locust process each: DispatcherUser vs a bare msgpack socket user vs FastHttpUser, closed loop.
 
     The ratios compare load-generator efficiency, requests per CPU-second of the Locust process once all its
-    users run (``harness.bench.files.cpumeter``): on a 2-core machine each contender's server shares the cores with it,
-    so requests per second also measure how fast that server is (a Python HTTP server caps FastHttpUser, the
-    game server caps DispatcherUser).  Requests per second are kept as figures.  Contenders run interleaved,
-    ``rounds`` times; each keeps its best round (noise on a shared machine only ever slows a run down)."""
+    users run (``harness.bench.files.cpumeter``): requests per second also measure how fast each contender's
+    server is (a Python HTTP server caps FastHttpUser, the game server caps DispatcherUser), so they are kept
+    as figures only.  With two CPUs or more, the servers run on one and each Locust process on another, so
+    they never wait for each other's time slice.  Contenders run interleaved, ``rounds`` times; each keeps its
+    most efficient round (noise on a shared machine only ever slows a run down), whose CPU per request in
+    user space and in the kernel the notes give."""
     seconds, users, rounds = (3, 20, 4) if quick else (8, 50, 6)
     got: dict[str, list[tuple[float, float, float, float]]] = {"dispatcher": [], "bare": [], "http": []}
     fails = dict.fromkeys(got, 0)
