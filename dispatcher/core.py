@@ -145,6 +145,7 @@ class Dispatcher(Receiver):
         self._lat = self.stats.bind_latency(registry.names)  # [wire id][tier] -> samples (seconds)
         self._timed = self.stats.enabled
         self._one_way = self._timed and role == "client"
+        self._one_way_due = []
         self._unfolded = 0
         self._fold_at = 0.0  # the first input folds at once: histograms take their memory when a run starts
         self._sessions = {}

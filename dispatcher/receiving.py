@@ -90,6 +90,8 @@ class Receiver(Sender):
             self._received(c, n, now)
 
     def _received(self, c: Connection, n: int, now: float) -> None:
+        if self._one_way_due:
+            self._count_one_way(now)
         st = self.stats
         st.count("frames_in", n)
         self._unfolded += n
@@ -123,6 +125,8 @@ class Receiver(Sender):
             else:
                 self.stats.count("pings_dropped")
         elif t is Pong:
+            if self._one_way_due:  # the events before it on the offset they were sent under
+                self._count_one_way(now)
             self.clock.sample(fr.echo, fr.ts, now)  # type: ignore[union-attr]
         elif t is Ack:
             self._on_ack(c, fr, now)  # type: ignore[arg-type]
@@ -289,15 +293,8 @@ class Receiver(Sender):
 
     def _deliver(self, c: Connection, info: NameInfo, st: NameStats, r: list[Any], bits: int, now: float) -> None:
         name = info.name
-        if self._one_way:  # a client with stats on: the event's one-way latency, on the server's clock
-            ts_sent: float = r[5]  # typed (the decoder checked them): compiled, native arithmetic and indexing
-            wid: int = r[1]
-            tier: int = r[3]
-            one_way = now + self.clock.offset - ts_sent
-            if one_way < 0.0:  # the clocks disagree by more than the latency: counted, recorded as 0
-                self.stats.count("clock_skew")
-                one_way = 0.0
-            self._lat[wid][tier].add(one_way)
+        if self._one_way:  # a client with stats on: the event's one-way latency, counted at the read's end
+            self._one_way_due.append(r)
         handlers = self._handler_table.get(name, ())
         subscribers = self._bus_table.get(name)
         # The Envelope is built only for someone who looks at it.

@@ -4,6 +4,7 @@ import math
 import re
 
 import numpy as np
+import pytest
 
 from dispatcher import ChannelRegistry, LoopbackHub, Promise, QoS, VirtualClock
 
@@ -80,3 +81,28 @@ def test_snapshot_is_json_and_reset_clears(registry: ChannelRegistry) -> None:
     client.stats().reset()
     assert client.stats().snapshot()["names"] == {}
     assert client.stats().tiers[QoS.CRITICAL].sent == 0
+
+
+@pytest.mark.parametrize(("offset", "want_us", "skewed"), [
+    (0.0, [1000, 2000, 3000, 4000], 0),  # the same clock: each event's age when its read came
+    (0.0015, [2500, 3500, 4500, 5500], 0),  # the server's clock ahead: added
+    (-0.0025, [0, 0, 500, 1500], 2),  # behind by more than two of them: counted as skewed, recorded as 0
+])
+def test_events_one_way_latency_per_read(registry: ChannelRegistry, offset: float, want_us: list[int],
+                                         skewed: int) -> None:
+    """Events sent 1 ms apart reach the client in one read, 1 ms after the last: each one's one-way latency
+    is the read's time less its sent time, on the server's clock (the client's clock offset added); negative
+    ones count as ``clock_skew`` and as 0, never lost."""
+    clock = VirtualClock(0.0)
+    hub = LoopbackHub(registry, clock=clock)
+    client = hub.connect()
+    client.core.clock.offset = offset
+    for _ in range(4):  # into the server core's queue: the hub pumps them in one go
+        hub.server_core.emit("Event.Skills.Execution", {"skillId": "A"}, clock.now())
+        clock.advance(0.001)
+    hub.pump()
+    h = client.stats().histogram("Event.Skills.Execution", QoS.CRITICAL)
+    assert h.count == 4
+    got = h.percentiles([12.5, 37.5, 62.5, 87.5])
+    assert all(math.isclose(g, w, rel_tol=1e-3) for g, w in zip(got, want_us, strict=True)), got
+    assert client.stats().peer.get("clock_skew", 0) == skewed
