@@ -45,11 +45,11 @@ except ImportError:  # the decorator only means something to mypyc, and mypy_ext
     mypyc_attr = _no_mypyc_attr
 
 _TIERS = tuple(QoS)
-#: Sojourns are folded into the histograms once this many wait (list entries: a run of frames queued at one
-#: time and sent together is one entry), or when the stats are read: a player sends a few
-#: frames a second per tier, so at 4096 each tier's sojourns waited in lists for minutes (issue 13: 3 MB
-#: of a 20-player Locust process's growth over three minutes).
-_FOLD_SOJOURNS = 256
+#: A tier's sojourns are counted at once in a ``Tally`` (counts by bucket: its memory does not grow with them),
+#: folded into the tier's histogram once this many frames are counted, or when the stats are read.  They
+#: waited in lists before, folded by numpy every 256 entries: about 900 instructions per request of a
+#: Locust user (callgrind), and at 4096 entries megabytes of a Locust process's growth (issue 13).
+_FOLD_SOJOURNS = 4096
 
 
 @mypyc_attr(native_class=False)  # weakly referenced: an ordinary Python class, also when compiled
@@ -74,9 +74,8 @@ class Stats:
         self._tiers: tuple[TierStats, ...] = tuple(TierStats() for _ in _TIERS)
         self._reserve_sojourns()
         self._sources: weakref.WeakSet[_Watched] = weakref.WeakSet()
-        # Sojourns reported but not yet in the tiers' histograms, per tier: (values, counts), and how many.
-        self._soj_pending: list[tuple[list[float], list[int]]] = [([], []) for _ in _TIERS]
-        self._soj_count = [0, 0, 0, 0]
+        # Sojourns reported but not yet in the tiers' histograms, per tier.
+        self._soj: list[Tally] = [t.sojourn.tally() for t in self._tiers]
         self._latency: dict[tuple[str, int], Histogram] = {}
         # The hot path's latency recorders (``Tally``: counts by bucket), folded by thousands.
         self._lat_pending: list[tuple[Histogram, Tally]] = []
@@ -176,25 +175,23 @@ class Stats:
             if soj:
                 t = tiers[i]
                 t.bytes_out += nbytes[i]
-                runs = counts[i] if counts is not None else [1] * len(soj)  # None: one frame per sojourn
-                k = sum(runs)
-                t.sent += k
-                pend = self._soj_pending[i]
-                pend[0].extend(soj)
-                pend[1].extend(runs)
-                self._soj_count[i] += len(soj)  # what the lists hold: a run of frames is one entry
-                if self._soj_count[i] >= _FOLD_SOJOURNS:
-                    self._fold_sojourns(i)
+                tally = self._soj[i]
+                n = tally.n
+                if counts is None:  # one frame per sojourn
+                    for v in soj:
+                        tally.add(v)
+                else:
+                    for v, k in zip(soj, counts[i], strict=True):
+                        tally.add_run(v, k)
+                t.sent += tally.n - n
+                if tally.n >= _FOLD_SOJOURNS:
+                    t.sojourn.record_tally(tally)
             elif nbytes[i]:
                 tiers[i].bytes_out += nbytes[i]
 
     def _fold_sojourns(self, tier: int) -> None:
-        """Sojourn runs held for ``tier`` into its histogram (as ``Histogram.record_seconds`` of each frame)."""
-        values, counts = self._soj_pending[tier]
-        if values:
-            self._tiers[tier].sojourn.record_runs_seconds(values, counts)
-            self._soj_pending[tier] = ([], [])
-            self._soj_count[tier] = 0
+        """The sojourns counted for ``tier`` into its histogram."""
+        self._tiers[tier].sojourn.record_tally(self._soj[tier])
 
     def dropped(self, tier: int, name: str | None, reason: str) -> None:
         t = self._tiers[tier]
@@ -240,6 +237,7 @@ class Stats:
         queued = [(t.queued_msgs, t.queued_bytes) for t in self.tiers]  # what is queued stays queued
         self._tiers = tuple(TierStats() for _ in _TIERS)
         self._reserve_sojourns()
+        self._soj = [t.sojourn.tally() for t in self._tiers]
         for t, (m, b) in zip(self._tiers, queued, strict=True):
             t.queued_msgs = t.max_queued_msgs = m
             t.queued_bytes = t.max_queued_bytes = b

@@ -46,8 +46,8 @@ class Tally:
         self.n: i64 = 0  # values counted since the last ``clear``
         self.overflow: i64 = 0
 
-    def add(self, seconds: float) -> None:
-        """Count one duration in seconds."""
+    def add(self, seconds: float) -> i64:
+        """Count one duration in seconds; its bucket's index."""
         x = seconds * 1e6
         u: i64 = 0
         if x > 0.0:  # not negative, not NaN
@@ -84,6 +84,24 @@ class Tally:
         if i > self.hi:
             self.hi = i
         self.n += 1
+        return i
+
+    def add_run(self, seconds: float, k: i64) -> None:
+        """Count ``k`` durations of ``seconds`` each (a run of frames queued at one time and sent together)."""
+        if k <= 0:
+            return
+        over = self.overflow
+        i = self.add(seconds)
+        if k > 1:
+            if self.overflow != over:
+                self.overflow += k - 1
+            c = self.counts
+            total: i64 = i64(c[i]) + k - 1
+            while total > 255:
+                self.carries.append(i)
+                total -= 256
+            c[i] = u8(total)
+            self.n += k - 1
 
     def _grow(self, i: i64) -> vec[u8]:
         """Counts that hold index ``i``: whole ranges of the layout at a time, with one spare."""

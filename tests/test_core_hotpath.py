@@ -88,8 +88,8 @@ def test_tier_figures_are_current_when_read_though_reported_by_hundreds(registry
 
 
 def test_sojourns_waiting_to_be_folded_stay_few(registry: ChannelRegistry) -> None:
-    """A tier's queue sojourns wait in lists until folded: a few hundred, not the 4,096 (minutes of a
-    player's frames) that grew a Locust process by megabytes (issue 13)."""
+    """A tier's queue sojourns wait as counts by bucket (a ``Tally``, whose memory does not grow with them)
+    until folded, at most one fold's worth: lists of them grew a Locust process by megabytes (issue 13)."""
     hub, client = _pair(registry)
     n = 3000
     for i in range(n):
@@ -98,8 +98,9 @@ def test_sojourns_waiting_to_be_folded_stay_few(registry: ChannelRegistry) -> No
             hub.pump()
     hub.pump()
     stats = client.core.stats
-    held = sum(len(values) for values, _ in stats._soj_pending)
-    assert held <= dispatcher.stats._FOLD_SOJOURNS <= 512  # at most one fold's worth waits (it was 2,800 here)
+    held = [t.n for t in stats._soj]
+    assert 0 < sum(held) < dispatcher.stats._FOLD_SOJOURNS  # nothing folded yet: 3,000 frames wait
+    assert all(len(t.counts) <= t.size and len(t.carries) <= t.n // 256 for t in stats._soj)  # counts, not values
     assert stats.tiers[QoS.CRITICAL].sojourn.count >= n  # reading folds them all
 
 

@@ -1,14 +1,16 @@
 from __future__ import annotations
 
 import gc
+import math
 import tracemalloc
 
 import numpy as np
 import pytest
 from hdrh.histogram import HdrHistogram
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+import dispatcher.histogram as histogram
 from dispatcher.hdrlayout import layout as _layout
 from dispatcher.histogram import DEFAULT_HIGHEST, Histogram, HistogramError, merged
 
@@ -198,10 +200,13 @@ def test_memory_is_taken_at_the_start_and_kept_across_resets(how: str) -> None:
         h.record(500)
     else:
         h.record_many_seconds([500e-6])
+    # What the histogram's module allocates (numpy's arrays included: traced where they are asked for), not
+    # the whole process: under xdist, garbage of an earlier test in the worker can be freed and reused here.
+    mine = [tracemalloc.Filter(True, histogram.__file__)]
     gc.collect()
     tracemalloc.start()
     try:
-        base = tracemalloc.get_traced_memory()[0]
+        base = tracemalloc.take_snapshot().filter_traces(mine)
         for round_ in range(3):
             for i in range(3000):
                 h.record(100 + (i * 37) % 90_000)
@@ -209,9 +214,10 @@ def test_memory_is_taken_at_the_start_and_kept_across_resets(how: str) -> None:
             h.reset()
             assert h.count == 0 and h.max == 0, round_
         gc.collect()  # a full collection empties the interpreter's float free list (up to 100 floats)
-        held = tracemalloc.get_traced_memory()[0] - base
+        grown = tracemalloc.take_snapshot().filter_traces(mine).compare_to(base, "filename")
     finally:
         tracemalloc.stop()
+    held = sum(d.size_diff for d in grown)
     assert held < 4096, f"{held} bytes taken after the start"
 
 
@@ -247,6 +253,27 @@ def test_a_tally_counts_as_recording_each_value(folds: list[int], seed: int) -> 
     want, over = _reference_counts(seconds, highest)
     assert np.array_equal(h.counts, want)
     assert h.overflow == over
+
+
+@given(runs=st.lists(st.tuples(st.one_of(st.floats(-1e12, 1e12),
+                                         st.sampled_from([1e-3, 2.5e-6, 1e9, math.inf, -math.inf, math.nan])),
+                               st.integers(-1, 700)), max_size=30))
+@example(runs=[(1e-3, 256)]).via("a byte's count reaching 256 exactly")
+@example(runs=[(1e-3, 1), (1e-3, 255), (1e-3, 512)]).via("carries on a bucket holding counts")
+@settings(max_examples=60, deadline=None)
+def test_a_tally_counts_runs_as_record_runs_seconds(runs: list[tuple[float, int]]) -> None:
+    """``Tally.add_run(seconds, k)`` (a tier's sojourns: frames queued at one time, sent together) counts what
+    ``record_runs_seconds`` counts, carries and overflow included; a run of 0 frames (or fewer) counts nothing."""
+    highest = 10_000_000
+    want = Histogram(highest=highest)
+    want.record_runs_seconds([v for v, k in runs if k > 0], [k for _, k in runs if k > 0])
+    got = Histogram(highest=highest)
+    t = got.tally()
+    for v, k in runs:
+        t.add_run(v, k)
+    assert t.n == want.count
+    got.record_tally(t)
+    assert np.array_equal(got.counts, want.counts) and got.overflow == want.overflow
 
 
 def test_a_tally_takes_a_byte_per_bucket_up_to_its_largest_value() -> None:

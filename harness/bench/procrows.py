@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -64,10 +65,12 @@ def rows_loadgen(quick: bool) -> list[Row]:
     users run (``harness.bench.files.cpumeter``): requests per second also measure how fast each contender's
     server is (a Python HTTP server caps FastHttpUser, the game server caps DispatcherUser), so they are kept
     as figures only.  With two CPUs or more, the servers run on one and each Locust process on another, so
-    they never wait for each other's time slice.  Contenders run interleaved, ``rounds`` times; each keeps its
-    most efficient round (noise on a shared machine only ever slows a run down), whose CPU per request in
-    user space and in the kernel the notes give."""
-    seconds, users, rounds = (3, 20, 4) if quick else (8, 50, 6)
+    they never wait for each other's time slice.  The contenders run one after another, in reverse order
+    every other round, and each ratio is the median over pairs of rounds of (a1 + a2) / (b1 + b2): the
+    a-b-b-a pairs of the in-process rows, since the host's speed drifts over seconds and a minute (rounds a
+    minute apart have read 0.6x and 1.0x).  The notes also give each contender's most efficient round and
+    its CPU per request in user space and in the kernel."""
+    seconds, users, rounds = (3, 20, 4) if quick else (8, 50, 8)
     got: dict[str, list[tuple[float, float, float, float]]] = {"dispatcher": [], "bare": [], "http": []}
     fails = dict.fromkeys(got, 0)
     with tempfile.TemporaryDirectory() as d:
@@ -86,8 +89,9 @@ def rows_loadgen(quick: bool) -> list[Row]:
             "http": (BENCHFILES / "http_user.py", f"http://{http.address}", pin, ()),
         }
         try:
-            for _ in range(rounds):
-                for who, (locustfile, host, env, args) in runs.items():
+            for r in range(rounds):
+                for who in list(runs)[:: 1 if r % 2 == 0 else -1]:
+                    locustfile, host, env, args = runs[who]
                     m, failures = _metered(locustfile, seconds, users, host, env, args, tmp)
                     n = m["requests"]
                     got[who].append((_div(n, m["wall_s"]), _div(n, m["cpu_s"]), _div(1e6 * m["user_s"], n),
@@ -99,21 +103,35 @@ def rows_loadgen(quick: bool) -> list[Row]:
             http.stop()
     rps = {k: max(r[0] for r in v) for k, v in got.items()}
     best = {k: max(v, key=lambda r: r[1]) for k, v in got.items()}  # each contender's most efficient round
-    eff = {k: r[1] for k, r in best.items()}
-    figs = {"DispatcherUser req/CPU-s": eff["dispatcher"], "bare msgpack req/CPU-s": eff["bare"],
-            "FastHttpUser req/CPU-s": eff["http"], "DispatcherUser req/s": rps["dispatcher"],
+    eff = {k: [r[1] for r in v] for k, v in got.items()}
+    vs_bare, vs_http = _paired_ratio(eff["dispatcher"], eff["bare"]), _paired_ratio(eff["dispatcher"], eff["http"])
+    figs = {"DispatcherUser req/CPU-s": statistics.median(eff["dispatcher"]),
+            "bare msgpack req/CPU-s": statistics.median(eff["bare"]),
+            "FastHttpUser req/CPU-s": statistics.median(eff["http"]), "DispatcherUser req/s": rps["dispatcher"],
             "bare msgpack req/s": rps["bare"], "FastHttpUser req/s": rps["http"]}
-    vs_bare = eff["dispatcher"] / eff["bare"] if eff["bare"] else 0.0
-    vs_http = eff["dispatcher"] / eff["http"] if eff["http"] else 0.0
-    note = (f"ratios of requests per CPU-second of the Locust process (req/s ratios: "
-            f"{_div(rps['dispatcher'], rps['bare']):.2f} vs bare, {_div(rps['dispatcher'], rps['http']):.2f} vs "
-            f"http); {users} users, best of {rounds} interleaved runs each, {seconds}s measured once all users "
+    note = (f"ratios of requests per CPU-second of the Locust process, median of {rounds // 2} a-b-b-a pairs of "
+            f"rounds (best rounds: {_div(best['dispatcher'][1], best['bare'][1]):.3f} vs bare, "
+            f"{_div(best['dispatcher'][1], best['http'][1]):.2f} vs http; pair ratios vs bare "
+            + " ".join(f"{x:.2f}" for x in _pair_ratios(eff["dispatcher"], eff["bare"]))
+            + f"; req/s ratios: {_div(rps['dispatcher'], rps['bare']):.2f} vs bare, "
+            f"{_div(rps['dispatcher'], rps['http']):.2f} vs http); {users} users, {seconds}s measured once all users "
             f"run; failures {fails['dispatcher']}/{fails['bare']}/{fails['http']}; CPU per request in the best "
             f"rounds, user + kernel: " + ", ".join(f"{k} {r[2]:.0f} + {r[3]:.0f} us" for k, r in best.items()))
     return [Row("loadgen vs bare", figs, vs_bare, "DispatcherUser / bare (req per CPU-s)", ">= 0.8", vs_bare >= 0.8,
                 note),
             Row("loadgen vs http", figs, vs_http, "DispatcherUser / FastHttpUser (req per CPU-s)", ">= 3x",
                 vs_http >= 3.0, note)]
+
+
+def _pair_ratios(a: list[float], b: list[float]) -> list[float]:
+    """(a1 + a2) / (b1 + b2) over consecutive pairs of rounds (an odd last round pairs with nothing)."""
+    return [_div(a[i] + a[i + 1], b[i] + b[i + 1]) for i in range(0, min(len(a), len(b)) - 1, 2)]
+
+
+def _paired_ratio(a: list[float], b: list[float]) -> float:
+    """The median of ``_pair_ratios``, 0.0 without a full pair."""
+    ratios = _pair_ratios(a, b)
+    return statistics.median(ratios) if ratios else 0.0
 
 
 def _two_cpus() -> tuple[int, int] | None:
