@@ -24,7 +24,7 @@ from .replay import ReplayBuffer
 from .schema import SchemaRegistry
 from .schematest import Test
 from .stats import NameStats, Stats
-from .tally import Tally
+from .tally import OneWayDue, Tally
 from .text import LogGate, escape
 from .timers import Timer, Timers
 from .wire import Close, Nack, encode_control
@@ -103,7 +103,7 @@ class CoreBase:
     _lat: list[list[Tally]]  # ``stats.bind_latency``: empty when the stats are off
     _timed: bool  # the stats are on: latencies are recorded
     _one_way: bool  # and this is a client: each event's one-way latency too
-    _one_way_due: list[list[Any]]  # the records of the events delivered in this read (``_count_one_way``)
+    _one_way_due: OneWayDue  # the events delivered in this read (``_count_one_way``)
     _sessions: dict[Hashable, Connection]
     _players: dict[int, Connection]
     _dirty: dict[Hashable, None]
@@ -158,20 +158,7 @@ class CoreBase:
         the instruction cache: on each event's path it missed it (callgrind, the bench's events loop, stats on
         against off: +36 first-level instruction-cache misses an event before, -26 after, for +111
         instructions).  The queue holds the events of one read at most."""
-        due = self._one_way_due
-        base = now + self.clock.offset
-        lat = self._lat
-        skewed = 0
-        for r in due:
-            ts_sent: float = r[5]  # typed (the decoder checked them): compiled, native arithmetic and indexing
-            wid: int = r[1]
-            tier: int = r[3]
-            one_way = base - ts_sent
-            if one_way < 0.0:  # the clocks disagree by more than the latency: counted, recorded as 0
-                skewed += 1
-                one_way = 0.0
-            lat[wid][tier].add(one_way)
-        due.clear()
+        skewed = self._one_way_due.count(now + self.clock.offset, self._lat)
         if skewed:
             self.stats.count("clock_skew", skewed)
 

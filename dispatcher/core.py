@@ -34,6 +34,7 @@ from .replay import ReplayBuffer
 from .roles import ClientRole, ServerRole
 from .schema import SchemaRegistry
 from .stats import NullStats, Stats
+from .tally import OneWayDue
 from .timers import Timers
 from .wire import pack_payload
 
@@ -145,7 +146,7 @@ class Dispatcher(Receiver):
         self._lat = self.stats.bind_latency(registry.names)  # [wire id][tier] -> samples (seconds)
         self._timed = self.stats.enabled
         self._one_way = self._timed and role == "client"
-        self._one_way_due = []
+        self._one_way_due = OneWayDue()
         self._unfolded = 0
         self._fold_at = 0.0  # the first input folds at once: histograms take their memory when a run starts
         self._sessions = {}

@@ -90,7 +90,7 @@ class Receiver(Sender):
             self._received(c, n, now)
 
     def _received(self, c: Connection, n: int, now: float) -> None:
-        if self._one_way_due:
+        if self._one_way_due.n:
             self._count_one_way(now)
         st = self.stats
         st.count("frames_in", n)
@@ -125,7 +125,7 @@ class Receiver(Sender):
             else:
                 self.stats.count("pings_dropped")
         elif t is Pong:
-            if self._one_way_due:  # the events before it on the offset they were sent under
+            if self._one_way_due.n:  # the events before it on the offset they were sent under
                 self._count_one_way(now)
             self.clock.sample(fr.echo, fr.ts, now)  # type: ignore[union-attr]
         elif t is Ack:
@@ -294,7 +294,7 @@ class Receiver(Sender):
     def _deliver(self, c: Connection, info: NameInfo, st: NameStats, r: list[Any], bits: int, now: float) -> None:
         name = info.name
         if self._one_way:  # a client with stats on: the event's one-way latency, counted at the read's end
-            self._one_way_due.append(r)
+            self._one_way_due.push(r[5], info.wire_id, r[3])
         handlers = self._handler_table.get(name, ())
         subscribers = self._bus_table.get(name)
         # The Envelope is built only for someone who looks at it.

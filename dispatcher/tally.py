@@ -22,7 +22,7 @@ from time import time
 from librt.vecs import extend, vec
 from mypy_extensions import i64, u8
 
-__all__ = ["Tally", "Timeline"]
+__all__ = ["OneWayDue", "Tally", "Timeline"]
 
 _NONE: i64 = 1 << 62  # ``lo`` when nothing is held
 
@@ -167,3 +167,40 @@ class Timeline:
         self.sec = -1
         self.lo = self.next = 0.0
         self.bytes = 0
+
+
+class OneWayDue:
+    """The events of one read whose one-way latency is still to count (``CoreBase._count_one_way``): each
+    one's send time and its tally's place in ``[wire id][tier]``, as native floats and ints in arrays kept
+    from read to read.  A list of the events' records kept their floats alive until the read's end, so the
+    interpreter's free list of floats ran dry: a malloc and a free per event (callgrind, the bench's events
+    loop, stats on against off), and the list's storage was freed and taken again at every read."""
+
+    def __init__(self) -> None:
+        self.sent: vec[float] = extend(vec[float](), [0.0] * 64)
+        self.where: vec[i64] = extend(vec[i64](), [0] * 64)  # wire id * 4 + tier
+        self.n: i64 = 0
+
+    def push(self, sent: float, wire_id: i64, tier: i64) -> None:
+        n = self.n
+        if n == len(self.sent):  # as many as the largest read held: the arrays double
+            self.sent = extend(self.sent, [0.0] * n)
+            self.where = extend(self.where, [0] * n)
+        self.sent[n] = sent
+        self.where[n] = wire_id * 4 + tier
+        self.n = n + 1
+
+    def count(self, now: float, lat: list[list[Tally]]) -> i64:
+        """Count each event's latency, ``now`` (on the sender's clock) less its send time, in its tally, and
+        forget them; how many were negative (the clocks disagree by more than the latency: recorded as 0)."""
+        sent, where = self.sent, self.where
+        skewed: i64 = 0
+        for i in range(self.n):
+            one_way = now - sent[i]
+            if one_way < 0.0:
+                skewed += 1
+                one_way = 0.0
+            w = where[i]
+            lat[w >> 2][w & 3].add(one_way)
+        self.n = 0
+        return skewed

@@ -106,3 +106,22 @@ def test_events_one_way_latency_per_read(registry: ChannelRegistry, offset: floa
     got = h.percentiles([12.5, 37.5, 62.5, 87.5])
     assert all(math.isclose(g, w, rel_tol=1e-3) for g, w in zip(got, want_us, strict=True)), got
     assert client.stats().peer.get("clock_skew", 0) == skewed
+
+
+def test_a_read_of_many_events_counts_each_once(registry: ChannelRegistry) -> None:
+    """One read of 300 events (the queue starts with room for 64, and doubles), then one of 5: each event's
+    latency lands once, in its own name's and tier's histogram (two names on two tiers, one read)."""
+    clock = VirtualClock(0.0)
+    hub = LoopbackHub(registry, clock=clock, scheduler={"budget": None})
+    client = hub.connect(scheduler={"budget": None})
+    names = (("Event.Skills.Execution", QoS.CRITICAL, {"skillId": "A"}),
+             ("Event.Cooldowns.Updated", QoS.HIGH, {"skillId": "A", "ready_in": 1.0}))
+    for n in (300, 5):
+        for i in range(n):
+            name, _, payload = names[i % 2]
+            hub.server_core.emit(name, payload, clock.now())
+        clock.advance(0.002)
+        hub.pump()
+    got = [client.stats().histogram(name, tier) for name, tier, _ in names]
+    assert [h.count for h in got] == [153, 152]
+    assert all(math.isclose(h.percentile(100), 2000, rel_tol=1e-3) for h in got)
