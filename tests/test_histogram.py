@@ -3,6 +3,7 @@ from __future__ import annotations
 import gc
 import math
 import tracemalloc
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -167,18 +168,29 @@ def test_values_waiting_to_be_folded_hold_little_memory() -> None:
     assert peak < 16_000, f"{peak} bytes held by values waiting to be folded"
 
 
+def _histogram_allocations(fn: Callable[[], object]) -> int:
+    """Bytes that ``histogram.py`` allocated during ``fn()`` and still holds (numpy's arrays included: traced
+    where they are asked for).  Not the whole process's figure: under xdist, an earlier test's garbage in
+    the same worker can be freed or reused meanwhile, which moved it by kilobytes."""
+    mine = [tracemalloc.Filter(True, histogram.__file__)]
+    gc.collect()
+    tracemalloc.start()
+    try:
+        base = tracemalloc.take_snapshot().filter_traces(mine)
+        fn()
+        gc.collect()
+        grown = tracemalloc.take_snapshot().filter_traces(mine).compare_to(base, "filename")
+    finally:
+        tracemalloc.stop()
+    return sum(d.size_diff for d in grown)
+
+
 @pytest.mark.parametrize(("first_us", "most_kb"), [(1, 96), (900, 96), (40_000, 96), (3_600_000_000, 200)])
 def test_counts_take_memory_for_the_values_seen(first_us: int, most_kb: int) -> None:
     """A histogram's counts cover the buckets up to its largest value, not all of an hour's: a latency of
     milliseconds costs tens of kB, not 188 (a load generator holds hundreds)."""
-    gc.collect()
-    tracemalloc.start()
-    try:
-        h = Histogram()
-        h.record(first_us)
-        held = tracemalloc.get_traced_memory()[0]
-    finally:
-        tracemalloc.stop()
+    h = Histogram()
+    held = _histogram_allocations(lambda: h.record(first_us))
     assert held < most_kb * 1024, f"{held} bytes for one value of {first_us} us"
     assert h.max >= first_us and h.counts.shape == (h._layout.counts_len,)
     h.record(first_us * 3)  # larger values grow the counts, losing nothing
@@ -200,24 +212,16 @@ def test_memory_is_taken_at_the_start_and_kept_across_resets(how: str) -> None:
         h.record(500)
     else:
         h.record_many_seconds([500e-6])
-    # What the histogram's module allocates (numpy's arrays included: traced where they are asked for), not
-    # the whole process: under xdist, garbage of an earlier test in the worker can be freed and reused here.
-    mine = [tracemalloc.Filter(True, histogram.__file__)]
-    gc.collect()
-    tracemalloc.start()
-    try:
-        base = tracemalloc.take_snapshot().filter_traces(mine)
+
+    def rounds() -> None:
         for round_ in range(3):
             for i in range(3000):
                 h.record(100 + (i * 37) % 90_000)
             assert h.percentile(100) >= 89_000
             h.reset()
             assert h.count == 0 and h.max == 0, round_
-        gc.collect()  # a full collection empties the interpreter's float free list (up to 100 floats)
-        grown = tracemalloc.take_snapshot().filter_traces(mine).compare_to(base, "filename")
-    finally:
-        tracemalloc.stop()
-    held = sum(d.size_diff for d in grown)
+
+    held = _histogram_allocations(rounds)
     assert held < 4096, f"{held} bytes taken after the start"
 
 
