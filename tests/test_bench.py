@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from harness.bench.files.cpumeter import PIN_ENV
-from harness.bench.procrows import _metered, _Server, _two_cpus
+from harness.bench.procrows import _metered, _pair_ratios, _paired_ratio, _Server, _two_cpus
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,3 +53,19 @@ def test_a_metered_run_splits_its_cpu_and_runs_pinned(tmp_path: Path) -> None:
     assert failures == 0 and m["requests"] > 0 and m["cpus"] == [cpus[1]]
     assert m["user_s"] > 0 and m["sys_s"] > 0 and m["cpu_s"] <= 1.05 * m["wall_s"]  # one CPU at most
     assert 0.5 < m["wall_s"] < 5
+
+
+@pytest.mark.parametrize(("a", "b", "pairs", "median"), [
+    ([2.0, 2.0], [4.0, 4.0], [0.5], 0.5),
+    # a host twice as fast for the second round of a pair hits both sides: the pair still reads 0.5
+    ([1.0, 2.0, 3.0, 3.0], [2.0, 4.0, 3.0, 3.0], [0.5, 1.0], 0.75),
+    ([1.0, 1.0, 1.0, 1.0, 9.0], [1.0, 1.0, 2.0, 2.0, 1.0], [1.0, 0.5], 0.75),  # an odd last round pairs with none
+    ([1.0, 1.0, 1.0, 1.0, 1.0, 1.0], [1.0, 1.0, 2.0, 2.0, 4.0, 4.0], [1.0, 0.5, 0.25], 0.5),
+    ([1.0], [1.0], [], 0.0),  # no full pair: no ratio
+    ([1.0, 1.0], [0.0, 0.0], [0.0], 0.0),  # a contender that measured nothing
+])
+def test_the_loadgen_ratio_is_the_median_of_a_b_b_a_pairs(a: list[float], b: list[float], pairs: list[float],
+                                                          median: float) -> None:
+    assert _pair_ratios(a, b) == pairs
+    assert _paired_ratio(a, b) == median
+
