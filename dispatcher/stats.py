@@ -72,10 +72,9 @@ class Stats:
     def __init__(self) -> None:
         self.names: dict[str, NameStats] = {}
         self._tiers: tuple[TierStats, ...] = tuple(TierStats() for _ in _TIERS)
-        self._reserve_sojourns()
-        self._sources: weakref.WeakSet[_Watched] = weakref.WeakSet()
         # Sojourns reported but not yet in the tiers' histograms, per tier.
-        self._soj: list[Tally] = [t.sojourn.tally() for t in self._tiers]
+        self._soj: list[Tally] = self._sojourn_tallies()
+        self._sources: weakref.WeakSet[_Watched] = weakref.WeakSet()
         self._latency: dict[tuple[str, int], Histogram] = {}
         # The hot path's latency recorders (``Tally``: counts by bucket), folded by thousands.
         self._lat_pending: list[tuple[Histogram, Tally]] = []
@@ -113,12 +112,14 @@ class Stats:
         self._sources.add(w)
         return w
 
-    def _reserve_sojourns(self) -> None:
-        """Every tier's sojourn histogram takes its memory now: a tier's first frame may wait in its queue
-        minutes into a run, and a load generator holds four per player (issue 13: the Locust process grew)."""
+    def _sojourn_tallies(self) -> list[Tally]:
+        """The tallies the tiers' sojourns are counted in; every tier's sojourn histogram takes its memory now:
+        a tier's first frame may wait in its queue minutes into a run, and a load generator holds four per
+        player (issue 13: the Locust process grew)."""
         if self.enabled:
             for t in self._tiers:
                 t.sojourn.reserve()
+        return [t.sojourn.tally() for t in self._tiers]
 
     def __getitem__(self, name: str) -> NameStats:
         s = self.names.get(name)
@@ -236,8 +237,7 @@ class Stats:
             h.reset()
         queued = [(t.queued_msgs, t.queued_bytes) for t in self.tiers]  # what is queued stays queued
         self._tiers = tuple(TierStats() for _ in _TIERS)
-        self._reserve_sojourns()
-        self._soj = [t.sojourn.tally() for t in self._tiers]
+        self._soj = self._sojourn_tallies()
         for t, (m, b) in zip(self._tiers, queued, strict=True):
             t.queued_msgs = t.max_queued_msgs = m
             t.queued_bytes = t.max_queued_bytes = b

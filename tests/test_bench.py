@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from harness.bench.files.cpumeter import PIN_ENV
-from harness.bench.procrows import _metered, _pair_ratios, _paired_ratio, _Server, _two_cpus
+from harness.bench.procrows import _metered, _Server, _two_cpus
+from harness.bench.rows import _pair_ratios, _paired_ratio
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -16,7 +16,7 @@ from typing import Any
 from dispatcher.histogram import Histogram, merged
 from harness.bench.files.cpumeter import ENV as CPU_ENV
 from harness.bench.files.cpumeter import PIN_ENV, WINDOW_ENV
-from harness.bench.rows import Row
+from harness.bench.rows import Row, _pair_ratios, _paired_ratio
 from harness.game.embedded import EmbeddedServer
 
 __all__ = ["rows_capacity", "rows_loadgen", "rows_memory", "rows_qos"]
@@ -121,17 +121,6 @@ def rows_loadgen(quick: bool) -> list[Row]:
                 note),
             Row("loadgen vs http", figs, vs_http, "DispatcherUser / FastHttpUser (req per CPU-s)", ">= 3x",
                 vs_http >= 3.0, note)]
-
-
-def _pair_ratios(a: list[float], b: list[float]) -> list[float]:
-    """(a1 + a2) / (b1 + b2) over consecutive pairs of rounds (an odd last round pairs with nothing)."""
-    return [_div(a[i] + a[i + 1], b[i] + b[i + 1]) for i in range(0, min(len(a), len(b)) - 1, 2)]
-
-
-def _paired_ratio(a: list[float], b: list[float]) -> float:
-    """The median of ``_pair_ratios``, 0.0 without a full pair."""
-    ratios = _pair_ratios(a, b)
-    return statistics.median(ratios) if ratios else 0.0
 
 
 def _two_cpus() -> tuple[int, int] | None:

@@ -53,16 +53,27 @@ def _paired(a: Callable[[], float], b: Callable[[], float], rounds: int) -> tupl
     a second) and gives one ratio; the result is the median ratio, with each side's median rate.  These
     machines' speed drifts by up to 2x over seconds (another tenant on the host), so two rates taken apart,
     even each the best of many runs, compare two different machines; a pair taken within a moment does not."""
-    ratios: list[float] = []
     ra: list[float] = []
     rb: list[float] = []
     for _ in range(rounds):
         gc.collect()
         a1, b1, b2, a2 = a(), b(), b(), a()
-        ratios.append((a1 + a2) / (b1 + b2))
         ra += (a1, a2)
         rb += (b1, b2)
-    return statistics.median(ratios), statistics.median(ra), statistics.median(rb)
+    return _paired_ratio(ra, rb), statistics.median(ra), statistics.median(rb)
+
+
+def _pair_ratios(a: list[float], b: list[float]) -> list[float]:
+    """(a1 + a2) / (b1 + b2) over consecutive pairs of rates (an odd last one pairs with nothing; a pair whose
+    b side measured nothing reads 0)."""
+    return [(a[i] + a[i + 1]) / (b[i] + b[i + 1]) if b[i] + b[i + 1] else 0.0
+            for i in range(0, min(len(a), len(b)) - 1, 2)]
+
+
+def _paired_ratio(a: list[float], b: list[float]) -> float:
+    """The median of ``_pair_ratios``, 0.0 without a full pair."""
+    ratios = _pair_ratios(a, b)
+    return statistics.median(ratios) if ratios else 0.0
 
 
 PAYLOAD = {"skillId": "TripleStrike", "target": 7}
