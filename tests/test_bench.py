@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from harness.bench.files.cpumeter import PIN_ENV
 from harness.bench.procrows import _metered, _Server, _two_cpus
-from harness.bench.rows import _pair_ratios, _paired_ratio
+from harness.bench.rows import _interleaved, _pair_ratios, _paired_ratio
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -70,3 +72,36 @@ def test_the_loadgen_ratio_is_the_median_of_a_b_b_a_pairs(a: list[float], b: lis
     assert _pair_ratios(a, b) == pairs
     assert _paired_ratio(a, b) == median
 
+
+
+class _FakeHost:
+    """A process clock that the steps advance: each step of a contender costs its base time times the host's
+    current slowness, which ``drift`` changes from step to step."""
+
+    def __init__(self, drift: Callable[[int], float]) -> None:
+        self.t = 0.0
+        self.calls: list[str] = []
+        self.drift = drift
+
+    def step(self, who: str, cost: float) -> Callable[[], None]:
+        def run() -> None:
+            self.t += cost * self.drift(len(self.calls))
+            self.calls.append(who)
+        return run
+
+
+@pytest.mark.parametrize(("drift", "b_cost", "expect"), [
+    (lambda i: 1.0, 1.5, 1.5),
+    (lambda i: 1.0, 1.0, 1.0),  # a control: the same cost reads 1
+    (lambda i: 1.0 + i / 100, 1.02, 1.02),  # a host slowing down step after step
+    (lambda i: 2.0 if (i // 37) % 2 else 1.0, 1.02, 1.02),  # a host that halves its speed in bursts
+])
+def test_the_instrumentation_ratio_interleaves_the_two_sides_step_by_step(
+        drift: Callable[[int], float], b_cost: float, expect: float) -> None:
+    host = _FakeHost(drift)
+    ratios = _interleaved(host.step("a", 1.0), host.step("b", b_cost), 400, 20, clock=lambda: host.t)
+    assert len(ratios) == 20
+    assert statistics.median(ratios) == pytest.approx(expect, rel=0.01)
+    timed = host.calls[2 * (400 // 20):]  # after the warm-up: a b, then b a, alternately
+    assert timed[:8] == ["b", "a", "a", "b", "b", "a", "a", "b"]
+    assert timed.count("a") == timed.count("b") == 400
