@@ -1,11 +1,11 @@
 """``netharness bench``: figures measured side by side in one run, reported as ratios with targets.
 
 These machines are shared and noisy: each row runs its contenders interleaved (A B A B ...) many times, on
-process CPU time, and compares the best run of each (as ``timeit`` does), or, for the in-process ``core``
-and ``instrumentation`` rows, the median ratio of short a-b-b-a pairs (the host's speed drifts over
-seconds), so a burst of load elsewhere hits both sides alike and cannot make a figure look better than it
-is.  Rows print as they finish;
-the summary table and ``bench.json`` come last.
+process CPU time, and compares the best run of each (as ``timeit`` does); the ``core`` and ``loadgen`` rows
+take the median ratio of a-b-b-a pairs of runs, and the ``instrumentation`` row alternates its two sides
+step by step (64 envelopes a step), since the host's speed drifts over seconds.  So a burst of load elsewhere
+hits both sides alike and cannot make a figure look better than it is.  Rows print as they finish; the
+summary table and ``bench.json`` come last.
 """
 from __future__ import annotations
 
