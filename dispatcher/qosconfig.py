@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Final, Literal, Protocol
 
 from .envelope import QoS
+from .tally import Tally
 
 __all__ = ["BACKGROUND", "CRITICAL", "HIGH", "NORMAL", "Reporter", "SchedulerConfig", "Sink"]
 
@@ -84,11 +85,14 @@ class Sink(Protocol):
 
     enabled: bool
 
-    def sent(self, nbytes: list[int], sojourns: list[list[float]], counts: list[list[int]] | None = None) -> None:
-        """Since the last report, per tier: bytes on the wire, and the sojourns (enqueue -> on the wire, in
-        seconds) of the frames that finished going out, as runs: ``counts[tier][i]`` frames had sojourn
-        ``sojourns[tier][i]`` (``counts=None``: one frame each).  Called every few hundred frames and at each
-        tick."""
+    def sent(self, nbytes: list[int], frames: list[int]) -> None:
+        """Since the last report, per tier: bytes on the wire and frames that finished going out (their
+        sojourns are counted in ``sojourn_tallies()`` as they leave).  Called every few hundred frames and at
+        each tick; the lists are the scheduler's own, emptied after the call."""
+
+    def sojourn_tallies(self) -> list[Tally]:
+        """Per tier, the tally each frame's sojourn (enqueue -> on the wire, in seconds) is counted in as it
+        leaves: the same list for the sink's life (its items may be replaced when the sink is reset)."""
 
     def watch(self, source: Reporter) -> object:
         """``source`` holds figures not yet reported: call its ``report()`` before the figures are read

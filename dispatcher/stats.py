@@ -169,26 +169,20 @@ class Stats:
             out.append(row)
         return out
 
-    def sent(self, nbytes: list[int], sojourns: list[list[float]], counts: list[list[int]] | None = None) -> None:
-        tiers = self._tiers
+    def sent(self, nbytes: list[int], frames: list[int]) -> None:
+        tiers, soj = self._tiers, self._soj
         for i in range(4):
-            soj = sojourns[i]
-            if soj:
+            if frames[i] or nbytes[i]:
                 t = tiers[i]
                 t.bytes_out += nbytes[i]
-                tally = self._soj[i]
-                n = tally.n
-                if counts is None:  # one frame per sojourn
-                    for v in soj:
-                        tally.add(v)
-                else:
-                    for v, k in zip(soj, counts[i], strict=True):
-                        tally.add_run(v, k)
-                t.sent += tally.n - n
-                if tally.n >= _FOLD_SOJOURNS:
-                    t.sojourn.record_tally(tally)
-            elif nbytes[i]:
-                tiers[i].bytes_out += nbytes[i]
+                t.sent += frames[i]
+                if soj[i].n >= _FOLD_SOJOURNS:
+                    t.sojourn.record_tally(soj[i])
+
+    def sojourn_tallies(self) -> list[Tally]:
+        """The tallies the schedulers count each tier's sojourns in (``Sink.sojourn_tallies``): the same list
+        for this object's life, whose items ``reset`` replaces."""
+        return self._soj
 
     def _fold_sojourns(self, tier: int) -> None:
         """The sojourns counted for ``tier`` into its histogram."""
@@ -237,7 +231,7 @@ class Stats:
             h.reset()
         queued = [(t.queued_msgs, t.queued_bytes) for t in self.tiers]  # what is queued stays queued
         self._tiers = tuple(TierStats() for _ in _TIERS)
-        self._soj = self._sojourn_tallies()
+        self._soj[:] = self._sojourn_tallies()  # in place: the schedulers hold this list
         for t, (m, b) in zip(self._tiers, queued, strict=True):
             t.queued_msgs = t.max_queued_msgs = m
             t.queued_bytes = t.max_queued_bytes = b
@@ -316,7 +310,7 @@ class NullStats(Stats):
     def drop(self, name: str, reason: str, n: int = 1) -> None:
         pass
 
-    def sent(self, nbytes: list[int], sojourns: list[list[float]], counts: list[list[int]] | None = None) -> None:
+    def sent(self, nbytes: list[int], frames: list[int]) -> None:
         pass
 
     def dropped(self, tier: int, name: str | None, reason: str) -> None:

@@ -98,12 +98,34 @@ def test_sojourns_waiting_to_be_folded_stay_few(registry: ChannelRegistry) -> No
             hub.pump()
     hub.pump()
     stats = client.core.stats
-    held = [t.n for t in stats._soj]
+    held = [t.n for t in stats.sojourn_tallies()]
     assert 0 < sum(held) < dispatcher.stats._FOLD_SOJOURNS  # nothing folded yet: 3,000 frames wait
     # counts by bucket, a byte each up to the largest sojourn (2 kB here; the whole layout is 23 kB), and a carry
     # per 256 of a bucket's frames: not a value per frame
-    assert all(len(t.counts) <= 4096 and len(t.carries) <= t.n // 256 for t in stats._soj)
+    assert all(len(t.counts) <= 4096 and len(t.carries) <= t.n // 256 for t in stats.sojourn_tallies())
     assert stats.tiers[QoS.CRITICAL].sojourn.count >= n  # reading folds them all
+
+
+def test_sojourns_after_a_reset_count_in_the_new_figures_only(registry: ChannelRegistry) -> None:
+    """The schedulers count sojourns straight into the stats' tallies (``Sink.sojourn_tallies``); a reset
+    replaces the tallies in the list the schedulers hold, so what leaves after it counts once, in the new
+    figures, and what left before it is gone."""
+    hub, client = _pair(registry)
+    stats = client.core.stats
+    tallies = stats.sojourn_tallies()
+    for i in range(300):  # more than a report's 256 frames: some reported, some not yet
+        client.intent("Intent.Skills.Use", {"skillId": f"s{i % 7}"})
+    hub.pump()
+    assert stats.tiers[QoS.CRITICAL].sent >= 300
+    stats.reset()
+    assert stats.sojourn_tallies() is tallies and all(t.n == 0 for t in tallies)
+    assert stats.tiers[QoS.CRITICAL].sent == 0 and stats.tiers[QoS.CRITICAL].sojourn.count == 0
+    for i in range(40):
+        client.intent("Intent.Skills.Use", {"skillId": f"s{i % 7}"})
+        hub.pump()
+    crit = stats.tiers[QoS.CRITICAL]
+    assert crit.sent == 40 and crit.sojourn.count == 40
+    assert crit.bytes_out > 0 and sum(t.n for t in tallies) == 0  # reading folded them
 
 
 def test_latency_samples_are_current_when_read_and_bounded_when_not(registry: ChannelRegistry) -> None:

@@ -220,7 +220,9 @@ def _server_stats(tmp_path: Path) -> Path:
     for i in range(10):
         s.saturation(3, i < 8, i + 1)  # saturated on 8 of 10 ticks
         s.saturation(0, False, 0)
-    s.sent([100, 0, 0, 0], [[0.0004] * 5, [], [], []])
+    for _ in range(5):  # five CRITICAL frames that waited 0.4 ms each
+        s.sojourn_tallies()[0].add(0.0004)
+    s.sent([100, 0, 0, 0], [5, 0, 0, 0])
     s.dropped(3, "Event.Stats.Updated", "queue_full")
     path = tmp_path / "server-stats.json"
     path.write_text(json.dumps(s.snapshot()))
