@@ -136,27 +136,20 @@ def _interleaved(a: Callable[[], None], b: Callable[[], None], steps: int, block
         a()
         b()
     ratios: list[float] = []
-    ta = tb = 0.0
+    spent = [0.0, 0.0]  # a's and b's time in this block
+    sides = ((1, b), (0, a))
     for i in range(steps):
-        if i & 1:
-            t0 = clock()
-            a()
-            t1 = clock()
-            b()
-            t2 = clock()
-            ta += t1 - t0
-            tb += t2 - t1
-        else:
-            t0 = clock()
-            b()
-            t1 = clock()
-            a()
-            t2 = clock()
-            tb += t1 - t0
-            ta += t2 - t1
+        (j, first), (k, second) = sides if i % 2 == 0 else sides[::-1]
+        t0 = clock()
+        first()
+        t1 = clock()
+        second()
+        t2 = clock()
+        spent[j] += t1 - t0
+        spent[k] += t2 - t1
         if (i + 1) % block == 0:
-            ratios.append(tb / ta if ta > 0 else 0.0)
-            ta = tb = 0.0
+            ratios.append(spent[1] / spent[0] if spent[0] > 0 else 0.0)
+            spent = [0.0, 0.0]
     return ratios
 
 
