@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -126,12 +127,18 @@ def _loopback_rate(n: int, *, stats: bool, batch: int = 1, events: bool = False)
 
 
 def _interleaved(a: Callable[[], None], b: Callable[[], None], steps: int, block: int,
-                 clock: Callable[[], float] = time.process_time) -> list[float]:
-    """``b``'s cost over ``a``'s, step by step: the two alternate (b a, then a b, ...), each step timed on the
-    process clock, and each ``block`` of steps gives one ratio of b's time to a's.  Rounds of a tenth of a
-    second, even in a-b-b-a pairs, read the host's drift: stats on against on read -1.7% in one such run,
-    and the same on-off pair +1.0% then +2.7% a minute apart.  Steps of half a millisecond side by side read
-    the same pair within half a point, and controls within +-0.5% (this row's notes give one)."""
+                 clock: Callable[[], float] = time.process_time, seed: int = 13) -> list[float]:
+    """``b``'s cost over ``a``'s, step by step: each step runs both, in an order drawn at random (seeded), each
+    timed on the process clock, and each ``block`` of steps gives one ratio of b's time to a's.
+
+    Rounds of a tenth of a second, even in a-b-b-a pairs, read the host's drift: stats on against on read
+    -1.7% in one such run, and the same on-off pair +1.0% then +2.7% a minute apart.  Steps of half a
+    millisecond side by side do not; but in a fixed b-a, a-b, ... order, a side's work that comes every few
+    steps (the scheduler's report every 4 steps of 64 frames) fell in the same place of the pair every time,
+    after the other side had run: one loopback pair timed against itself read +1.4 to +2.0%, and stats on
+    against off 0.5-0.8 points less than in a random order.  In a random order the pair against itself reads
+    within 0.2% of 0, and a control against a twin (this row's notes) within half a point."""
+    rng = random.Random(seed)
     for _ in range(max(1, steps // 20)):  # warm both: caches, free lists, the tallies' first growth
         a()
         b()
@@ -139,7 +146,7 @@ def _interleaved(a: Callable[[], None], b: Callable[[], None], steps: int, block
     spent = [0.0, 0.0]  # a's and b's time in this block
     sides = ((1, b), (0, a))
     for i in range(steps):
-        (j, first), (k, second) = sides if i % 2 == 0 else sides[::-1]
+        (j, first), (k, second) = sides if rng.random() < 0.5 else sides[::-1]
         t0 = clock()
         first()
         t1 = clock()
