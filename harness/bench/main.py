@@ -2,8 +2,8 @@
 
 These machines are shared and noisy: each row runs its contenders interleaved (A B A B ...) many times, on
 process CPU time, and compares the best run of each (as ``timeit`` does); the ``core`` and ``loadgen`` rows
-take the median ratio of a-b-b-a pairs of runs, and the ``instrumentation`` row alternates its two sides
-step by step (64 envelopes a step), since the host's speed drifts over seconds.  So a burst of load elsewhere
+take the median ratio of a-b-b-a pairs of runs, and the ``instrumentation`` row runs its two sides step by
+step (64 envelopes a step, in a random order), since the host's speed drifts over seconds.  So a burst of load elsewhere
 hits both sides alike and cannot make a figure look better than it is.  Rows print as they finish; the
 summary table and ``bench.json`` come last.
 """
