@@ -110,11 +110,6 @@ class Histogram:
         if values.size:
             self._add_floats(values)
 
-    def record_runs_seconds(self, seconds: list[float], counts: list[int]) -> None:
-        """``record_seconds(seconds[i])`` ``counts[i]`` times, each value bucketed once (a tier's sojourns)."""
-        if seconds:
-            self._add_floats(micros(seconds), np.asarray(counts, dtype=np.int64))
-
     def tally(self) -> Tally:
         """A ``Tally`` of this histogram's layout: a hot path's recorder, whose counts ``record_tally`` takes."""
         return Tally(self._layout.half_mag, self._layout.highest, self._layout.counts_len)
@@ -168,16 +163,15 @@ class Histogram:
             self._stage()
         self._fold_buffer()
 
-    def _add_floats(self, values: npt.NDArray[np.float64], times: npt.NDArray[np.int64] | None = None) -> None:
+    def _add_floats(self, values: npt.NDArray[np.float64]) -> None:
         """Count whole microseconds held as floats (exact below 2**53; negative ones and NaN count as 0,
-        values above ``highest`` as ``highest`` and in ``overflow``), each once or ``times[i]`` times.
-        ``values`` is overwritten."""
+        values above ``highest`` as ``highest`` and in ``overflow``).  ``values`` is overwritten."""
         lay = self._layout
         np.fmax(values, 0.0, out=values)  # fmax, not maximum: NaN becomes 0
         top = float(values.max())
         if top > lay.highest:
             over = values > lay.highest
-            self._overflow += int(np.count_nonzero(over)) if times is None else int(times[over].sum())
+            self._overflow += int(np.count_nonzero(over))
             values[over] = lay.highest
             top = lay.highest
         counts = self._grow(index_of(lay, int(top)) + 1)
@@ -195,11 +189,9 @@ class Histogram:
         idx += sub
         idx -= lay.half_count
         if idx.size < _BINCOUNT_FROM:
-            np.add.at(counts, idx, 1 if times is None else times)
-        elif times is None:
-            counts += np.bincount(idx, minlength=counts.size)
+            np.add.at(counts, idx, 1)
         else:
-            counts += np.bincount(idx, weights=times, minlength=counts.size).astype(np.int64)
+            counts += np.bincount(idx, minlength=counts.size)
 
     def _grow(self, need: int) -> npt.NDArray[np.int64]:
         """The counts, holding at least the first ``need`` buckets (taken, or grown by whole ranges)."""

@@ -265,12 +265,13 @@ def test_a_tally_counts_as_recording_each_value(folds: list[int], seed: int) -> 
 @example(runs=[(1e-3, 256)]).via("a byte's count reaching 256 exactly")
 @example(runs=[(1e-3, 1), (1e-3, 255), (1e-3, 512)]).via("carries on a bucket holding counts")
 @settings(max_examples=60, deadline=None)
-def test_a_tally_counts_runs_as_record_runs_seconds(runs: list[tuple[float, int]]) -> None:
+def test_a_tally_counts_runs_as_recording_each_frame(runs: list[tuple[float, int]]) -> None:
     """``Tally.add_run(seconds, k)`` (a tier's sojourns: frames queued at one time, sent together) counts what
-    ``record_runs_seconds`` counts, carries and overflow included; a run of 0 frames (or fewer) counts nothing."""
+    recording the value ``k`` times counts, carries and overflow included; a run of 0 frames (or fewer) counts
+    nothing."""
     highest = 10_000_000
     want = Histogram(highest=highest)
-    want.record_runs_seconds([v for v, k in runs if k > 0], [k for _, k in runs if k > 0])
+    want.record_many_seconds([v for v, k in runs for _ in range(max(k, 0))])
     got = Histogram(highest=highest)
     t = got.tally()
     for v, k in runs:
