@@ -92,8 +92,7 @@ class Scheduler:
         # Each frame's sojourn (queued -> on the wire) is counted at once in its tier's tally, which the sink
         # owns and folds (``Sink.sojourn_tallies``; None: stats are off).  They went to the sink as lists of
         # floats and run lengths every 256 frames before: a float and two list slots per run, eight new lists
-        # per report.  The loopback events loop with only the server's stats on, sojourns on against off
-        # (interleaved steps): +1.4-1.6% before, +0.7-1.3% after; a Locust user's request 2.4k instructions less.
+        # per report (callgrind: ``Scheduler.pull`` 3.3k -> 2.9k instructions in a Locust user's request).
         self._soj: list[Tally] | None = sink.sojourn_tallies() if sink.enabled else None
         self._unreported = 0  # frames the sink has not been told of yet
         # The sink's handle on this scheduler: the sink holds it weakly, so it lives as long as we do.

@@ -72,7 +72,7 @@ class Stats:
     def __init__(self) -> None:
         self.names: dict[str, NameStats] = {}
         self._tiers: tuple[TierStats, ...] = tuple(TierStats() for _ in _TIERS)
-        # Sojourns reported but not yet in the tiers' histograms, per tier.
+        # Per tier, the tally the schedulers count sojourns in until they join the tier's histogram.
         self._soj: list[Tally] = self._sojourn_tallies()
         self._sources: weakref.WeakSet[_Watched] = weakref.WeakSet()
         self._latency: dict[tuple[str, int], Histogram] = {}
@@ -177,7 +177,7 @@ class Stats:
                 t.bytes_out += nbytes[i]
                 t.sent += frames[i]
                 if soj[i].n >= _FOLD_SOJOURNS:
-                    t.sojourn.record_tally(soj[i])
+                    self._fold_sojourns(i)
 
     def sojourn_tallies(self) -> list[Tally]:
         """The tallies the schedulers count each tier's sojourns in (``Sink.sojourn_tallies``): the same list

@@ -73,7 +73,6 @@ def test_the_loadgen_ratio_is_the_median_of_a_b_b_a_pairs(a: list[float], b: lis
     assert _paired_ratio(a, b) == median
 
 
-
 class _FakeHost:
     """A process clock that the steps advance: each step of a contender costs its base time times the host's
     current slowness (``drift``, from call to call), plus ``cold_extra`` when it is a side's every fourth call
@@ -86,8 +85,11 @@ class _FakeHost:
         self.cold_extra = cold_extra
 
     def step(self, who: str, cost: float) -> Callable[[], None]:
+        own = 0
+
         def run() -> None:
-            own = self.calls.count(who) + 1
+            nonlocal own
+            own += 1
             cold = own % 4 == 0 and self.calls and self.calls[-1] != who
             self.t += cost * self.drift(len(self.calls)) + (self.cold_extra if cold else 0.0)
             self.calls.append(who)

@@ -113,7 +113,7 @@ def test_sojourns_after_a_reset_count_in_the_new_figures_only(registry: ChannelR
     hub, client = _pair(registry)
     stats = client.core.stats
     tallies = stats.sojourn_tallies()
-    for i in range(300):  # more than a report's 256 frames: some reported, some not yet
+    for i in range(300):  # before the reset: gone from the figures after it
         client.intent("Intent.Skills.Use", {"skillId": f"s{i % 7}"})
     hub.pump()
     assert stats.tiers[QoS.CRITICAL].sent >= 300

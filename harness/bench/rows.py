@@ -131,13 +131,12 @@ def _interleaved(a: Callable[[], None], b: Callable[[], None], steps: int, block
     """``b``'s cost over ``a``'s, step by step: each step runs both, in an order drawn at random (seeded), each
     timed on the process clock, and each ``block`` of steps gives one ratio of b's time to a's.
 
-    Rounds of a tenth of a second, even in a-b-b-a pairs, read the host's drift: stats on against on read
-    -1.7% in one such run, and the same on-off pair +1.0% then +2.7% a minute apart.  Steps of half a
-    millisecond side by side do not; but in a fixed b-a, a-b, ... order, a side's work that comes every few
-    steps (the scheduler's report every 4 steps of 64 frames) fell in the same place of the pair every time,
-    after the other side had run: one loopback pair timed against itself read +1.4 to +2.0%, and stats on
-    against off 0.5-0.8 points less than in a random order.  In a random order the pair against itself reads
-    within 0.2% of 0, and a control against a twin (this row's notes) within half a point."""
+    Rounds of a tenth of a second, even in a-b-b-a pairs, read the host's drift: the same on-off pair read
+    +1.0% then +2.7% a minute apart, and stats on against on -0.03% to -1.56%.  Steps of half a millisecond
+    side by side do not; but in a fixed b-a, a-b, ... order, a side's work that comes every few steps (the
+    scheduler's report every 4 steps of 64 frames) fell in the same place of the pair every time: one loopback
+    pair timed against itself read +1.4 to +2.1%, and controls against a twin -0.8% to +0.0%.  In a random
+    order the pair against itself reads -0.1% and 0.0%, and controls (this row's figures) -0.1% to +0.2%."""
     rng = random.Random(seed)
     for _ in range(max(1, steps // 20)):  # warm both: caches, free lists, the tallies' first growth
         a()
